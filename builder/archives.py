@@ -1,0 +1,134 @@
+"""Tar archives in and out of the build, handled so that a hostile archive cannot escape.
+
+Source tarballs are checked member by member with tarfile's `data` filter rules (no absolute
+paths, no `..`, no links pointing outside, no devices) before anything uses them; archives that
+come back from a container are extracted with the same filter.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from builder.errors import ArtifactError, InputError
+
+
+@dataclass(frozen=True)
+class TarballInfo:
+    members: int
+    top_dir: str | None  # the single directory all members live in, if there is one
+    newest_mtime: int
+
+
+def _refusal(member: tarfile.TarInfo, dest: str) -> str | None:
+    """Why the data filter refuses this member, or None when it is acceptable."""
+    if member.isdev() or member.isfifo():
+        return "is a device or FIFO"
+    try:
+        tarfile.data_filter(member, dest)
+    except tarfile.FilterError as exc:
+        return str(exc)
+    return None
+
+
+def inspect_tarball(path: Path, *, what: str) -> TarballInfo:
+    """Read every member header; refuse the archive on the first unsafe member."""
+    dest = "/nonexistent-extraction-root"
+    tops: set[str] = set()
+    loose_files = False
+    newest = 0
+    count = 0
+    try:
+        with tarfile.open(path, mode="r:*") as tar:
+            for member in tar:
+                reason = _refusal(member, dest)
+                if reason:
+                    raise InputError(f"{what} {path}: refused member {member.name!r}: {reason}")
+                count += 1
+                newest = max(newest, int(member.mtime))
+                name = member.name.removeprefix("./").rstrip("/")
+                if name in ("", "."):
+                    continue
+                head, sep, _ = name.partition("/")
+                loose_files |= not sep and not member.isdir()
+                tops.add(head)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise InputError(f"{what} {path}: not a readable tar archive: {exc}") from None
+    if count == 0:
+        raise InputError(f"{what} {path}: the archive is empty")
+    top = next(iter(tops)) if len(tops) == 1 and not loose_files else None
+    return TarballInfo(members=count, top_dir=top, newest_mtime=newest)
+
+
+def safe_extract(stream: Iterable[bytes] | IO[bytes], dest: Path, *, what: str) -> list[str]:
+    """Extract an uncompressed tar stream into dest with the data filter; return member names."""
+    fileobj = stream if hasattr(stream, "read") else _IterReader(stream)  # type: ignore[arg-type]
+    names: list[str] = []
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|") as tar:  # type: ignore[arg-type]
+            for member in tar:
+                reason = _refusal(member, str(dest))
+                if reason:
+                    raise ArtifactError(f"{what}: refused member {member.name!r}: {reason}")
+                tar.extract(member, dest, filter="data")
+                names.append(member.name)
+    except tarfile.TarError as exc:
+        raise ArtifactError(f"{what}: broken archive: {exc}") from None
+    return names
+
+
+class _IterReader(io.RawIOBase):
+    """A file-like view of an iterator of byte chunks (docker's get_archive stream)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buffer:
+            try:
+                self._buffer = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size
+
+
+def tar_directory(
+    root: Path, dest: Path, *, arcname: str, exclude: tuple[str, ...] = (".git",)
+) -> None:
+    """Write an uncompressed tar of a tree to dest: root-owned entries, symlinks kept as links."""
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if any(part in exclude for part in Path(info.name).parts[1:]):
+            return None
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    with tarfile.open(dest, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(root, arcname=arcname, filter=owned)
+
+
+def tar_single_file(path: Path, *, arcname: str, uid: int, gid: int) -> IO[bytes]:
+    handle = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
+    with tarfile.open(fileobj=handle, mode="w") as tar:
+        info = tar.gettarinfo(str(path), arcname=arcname)
+        info.uid, info.gid = uid, gid
+        info.uname = info.gname = ""
+        info.mode = 0o644
+        with path.open("rb") as source:
+            tar.addfile(info, source)
+    handle.seek(0)
+    return handle

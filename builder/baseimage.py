@@ -1,0 +1,110 @@
+"""Stage: make sure the base image exists.
+
+A registry base (pinned by digest) is used when present and pulled otherwise. A debootstrap base
+is made on this host: `debootstrap` into a temporary directory, then `docker import`. That is how
+the tool works without any registry (air-gapped hosts, and this project's CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder import debian
+from builder.engine import LABEL_KIND, Engine
+from builder.errors import ImageError
+from builder.log import LineSink
+from builder.plan import BasePlan
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    reference: str
+    image_id: str
+    made: bool
+    record: dict[str, object] = field(default_factory=dict)
+
+
+def ensure_base(engine: Engine, base: BasePlan, log: LineSink) -> BaseImage:
+    image_id = engine.image_id(base.reference)
+    record: dict[str, object] = {"kind": base.kind, "reference": base.reference}
+    if base.kind == "debootstrap":
+        record |= {"suite": base.suite, "variant": base.variant, "mirror": base.mirror or "host apt"}
+    if image_id is not None:
+        log(f"base {base.reference} is present ({image_id[:19]})")
+        return BaseImage(base.reference, image_id, made=False, record=record | _labels(engine, base))
+    if base.kind == "registry":
+        log(f"base {base.reference} is missing: pulling it")
+        image_id = engine.pull(base.reference)
+        return BaseImage(base.reference, image_id, made=True, record=record)
+    assert base.suite and base.variant
+    image_id = make_debootstrap_base(
+        engine, suite=base.suite, variant=base.variant, mirror=base.mirror,
+        reference=base.reference, log=log,
+    )
+    return BaseImage(base.reference, image_id, made=True, record=record | _labels(engine, base))
+
+
+def _labels(engine: Engine, base: BasePlan) -> dict[str, object]:
+    if base.kind != "debootstrap":
+        return {"repo_digests": engine.image_digests(base.reference)}
+    labels = engine.image_labels(base.reference)
+    return {"created": labels.get("org.qga-builder.base.created")}
+
+
+def make_debootstrap_base(
+    engine: Engine,
+    *,
+    suite: str,
+    variant: str,
+    mirror: str | None,
+    reference: str,
+    log: LineSink,
+) -> str:
+    """debootstrap SUITE into a temporary directory and `docker import` it as REFERENCE."""
+    what = f"base image {reference} is missing and cannot be made"
+    if shutil.which("debootstrap") is None:
+        raise ImageError(f"{what}: debootstrap is not installed", hint="apt-get install debootstrap")
+    if os.geteuid() != 0:
+        raise ImageError(f"{what}: debootstrap needs root", hint="run `make setup` as root once")
+    mirror = mirror or debian.host_mirror()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="qga-builder-rootfs-") as rootfs:
+        log(f"debootstrap --variant={variant} {suite} (into {rootfs})")
+        command = ["debootstrap", f"--variant={variant}", suite, rootfs, mirror]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            log(line.rstrip())
+        if process.wait() != 0:
+            raise ImageError(
+                f"{what}: debootstrap {suite} failed (exit {process.returncode})",
+                hint="see the log above; check the mirror and the suite name",
+            )
+        # Containers need no apt caches from the bootstrap; keep the image small.
+        shutil.rmtree(Path(rootfs) / "var/cache/apt/archives", ignore_errors=True)
+        log(f"docker import as {reference}")
+        tar = subprocess.Popen(
+            ["tar", "--numeric-owner", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE
+        )
+        assert tar.stdout is not None
+        try:
+            labels = {
+                LABEL_KIND: "base",
+                "org.qga-builder.base.suite": suite,
+                "org.qga-builder.base.variant": variant,
+                "org.qga-builder.base.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            image_id = engine.import_rootfs(tar.stdout, reference, labels)
+        finally:
+            tar.stdout.close()
+            tar.wait()
+    log(f"made {reference} ({image_id[:19]}) in {time.monotonic() - started:.0f} s")
+    return image_id

@@ -1,0 +1,48 @@
+"""Where the tool keeps things between runs: fetched sources, apt state, run logs, markers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CACHE_ENV = "QGA_BUILDER_CACHE"
+
+
+@dataclass(frozen=True)
+class Cache:
+    root: Path
+
+    @classmethod
+    def default(cls) -> Cache:
+        configured = os.environ.get(CACHE_ENV)
+        if configured:
+            return cls(Path(configured).absolute())
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return cls(Path(base) / "qga-builder")
+
+    def dir(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def sources(self) -> Path:
+        return self.dir("sources")
+
+    @property
+    def apt(self) -> Path:
+        return self.dir("apt")
+
+    @property
+    def git(self) -> Path:
+        return self.dir("git")
+
+    @property
+    def checked(self) -> Path:
+        """Markers of archives already inspected, keyed by their sha256."""
+        return self.dir("checked")
+
+    @property
+    def runs(self) -> Path:
+        return self.dir("runs")

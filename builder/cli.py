@@ -1,0 +1,140 @@
+"""Command line: `python -m builder COMMAND` (also installed as `qga-builder`).
+
+This is the one place that turns errors into exit codes and messages; everything below raises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from builder import __version__, log
+from builder.errors import BuilderError, Interrupted, UsageError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-format", choices=("console", "json"), default="console",
+        help="console (default, for people) or json (one object per line, for CI)",
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
+    return common
+
+
+def _overrides(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("overrides (recorded in the manifest)")
+    group.add_argument("--qemu-ref", metavar="TAG", help="build this QEMU git tag (upstream URL)")
+    group.add_argument("--source", metavar="PATH", type=Path,
+                       help="build this local QEMU tree or tarball")
+    group.add_argument("--base-image", metavar="REF", help="start the build image from REF")
+    group.add_argument("--output", metavar="DIR", type=Path,
+                       help="write the artifacts to DIR (default: out/<recipe name>)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from builder import commands  # imported here so `--help` stays fast
+
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="qga-builder",
+        description="Build patched QEMU Guest Agent release artifacts from YAML recipes.",
+    )
+    parser.add_argument("--version", action="version", version=f"qga-builder {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", parents=[common], help="build the artifacts of one or more recipes")
+    p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
+    _overrides(p)
+    p.set_defaults(handler=commands.cmd_run)
+
+    p = sub.add_parser("validate", parents=[common], help="check recipes without building")
+    p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
+    p.set_defaults(handler=commands.cmd_validate)
+
+    p = sub.add_parser("plan", parents=[common], help="print what `run` would do (dry run)")
+    p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
+    _overrides(p)
+    p.set_defaults(handler=commands.cmd_plan)
+
+    p = sub.add_parser("schema", parents=[common], help="print the recipe JSON Schema")
+    p.set_defaults(handler=commands.cmd_schema)
+
+    p = sub.add_parser("base", parents=[common], help="make a base image without a registry")
+    base_sub = p.add_subparsers(dest="base_command", required=True, metavar="KIND")
+    b = base_sub.add_parser(
+        "debootstrap", parents=[common],
+        help="debootstrap a Debian suite on this host and `docker import` it",
+    )
+    b.add_argument("--suite", required=True, help="Debian suite, e.g. trixie")
+    b.add_argument("--variant", default="minbase", choices=("minbase", "buildd"))
+    b.add_argument("--mirror", help="Debian mirror URL (default: this host's apt mirror)")
+    b.add_argument("--tag", help="image reference (default: qga-builder/base:SUITE-VARIANT)")
+    b.add_argument("--force", action="store_true", help="remake it even if it exists")
+    b.set_defaults(handler=commands.cmd_base_debootstrap)
+
+    p = sub.add_parser("clean", parents=[common], help="remove what crashed runs left behind")
+    p.add_argument("--keep", type=int, default=2, metavar="N",
+                   help="build images to keep per recipe (newest first; default 2)")
+    p.add_argument("--output-root", type=Path, default=Path("out"), metavar="DIR",
+                   help="where to look for stale staging directories (default: out)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.set_defaults(handler=commands.cmd_clean)
+    return parser
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    # Ignore further signals while the first one unwinds: cleanup must be allowed to finish.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def report_error(message: str, hint: str | None = None) -> None:
+    if log.current_format() == "json":
+        fields = {"hint": hint} if hint else {}
+        log.get_logger().error(message, **fields)
+    else:
+        sys.stderr.write(f"qga-builder: error: {message}\n")
+        if hint:
+            sys.stderr.write(f"  hint: {hint}\n")
+        sys.stderr.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    from builder.engine import remove_live_containers
+
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        log.configure(args.log_format, args.verbose)
+        handler: Handler = args.handler
+        return handler(args)
+    except BuilderError as exc:
+        report_error(exc.message, exc.hint)
+        return exc.exit_code
+    except Interrupted as exc:
+        remove_live_containers()
+        name = signal.Signals(exc.signum).name
+        report_error(f"interrupted by {name}; removed this run's containers and temporary files")
+        return exc.exit_code
+    finally:
+        remove_live_containers()
+
+
+def print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+
+def require_single(paths: Sequence[Path], option: str, given: object) -> None:
+    if given is not None and len(paths) > 1:
+        raise UsageError(f"{option} applies to one recipe; {len(paths)} were given")

@@ -1,0 +1,127 @@
+"""What each CLI command does; argument parsing and exit codes live in `builder.cli`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from builder import log
+from builder.cache import Cache
+from builder.cli import print_json, require_single
+from builder.errors import BuilderError
+from builder.overrides import Overrides, apply_overrides
+from builder.plan import Plan, make_plan
+from builder.recipe import dump_schema, load_recipe_data, validate_recipe
+
+
+def load_plan(path: Path, overrides: Overrides) -> tuple[Plan, str]:
+    """Recipe file -> validated recipe (overrides applied first) -> plan; also the recipe text."""
+    data, raw = load_recipe_data(path)
+    recipe = validate_recipe(apply_overrides(data, overrides), str(path))
+    plan = make_plan(recipe, path, raw, output_dir=overrides.output, overrides=overrides.recorded())
+    return plan, raw.decode("utf-8")
+
+
+def _overrides_from(args: argparse.Namespace) -> Overrides:
+    require_single(args.recipes, "--output", args.output)
+    return Overrides(
+        qemu_ref=args.qemu_ref, source=args.source, base_image=args.base_image, output=args.output
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from builder import pipeline
+    from builder.engine import Engine
+
+    overrides = _overrides_from(args)
+    plans = [load_plan(path, overrides) for path in args.recipes]  # all recipes valid first
+    engine = Engine()
+    cache = Cache.default()
+    for plan, text in plans:
+        result = pipeline.run(plan, engine, cache, text)
+        _print_result(result)
+    return 0
+
+
+def _print_result(result: object) -> None:
+    from builder.pipeline import RunResult
+
+    assert isinstance(result, RunResult)
+    logger = log.get_logger()
+    for artifact in result.artifacts:
+        logger.info("artifact", name=artifact.name, sha256=artifact.sha256, size=artifact.size)
+    logger.info("done", output=str(result.output_dir))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    failures: list[BuilderError] = []
+    for path in args.recipes:
+        try:
+            load_plan(path, Overrides())
+            log.get_logger().info("valid", recipe=str(path))
+        except BuilderError as exc:
+            failures.append(exc)
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        first = failures[0]
+        raise type(first)("\n".join(exc.message for exc in failures))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    overrides = _overrides_from(args)
+    for path in args.recipes:
+        plan, _ = load_plan(path, overrides)
+        summary = plan.summary()
+        summary["cache_key"] = plan.cache_key
+        summary["stages"] = list(_stages())
+        print_json(summary)
+    return 0
+
+
+def _stages() -> tuple[str, ...]:
+    from builder.pipeline import STAGES
+
+    return STAGES
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(dump_schema())
+    return 0
+
+
+def cmd_base_debootstrap(args: argparse.Namespace) -> int:
+    from builder.baseimage import make_debootstrap_base
+    from builder.engine import Engine
+
+    engine = Engine()
+    reference = args.tag or f"qga-builder/base:{args.suite}-{args.variant}"
+    existing = engine.image_id(reference)
+    logger = log.get_logger(reference=reference)
+    if existing and not args.force:
+        logger.info("base image exists; pass --force to remake it", image=existing[:19])
+        return 0
+    image_id = make_debootstrap_base(
+        engine, suite=args.suite, variant=args.variant, mirror=args.mirror,
+        reference=reference, log=lambda line: logger.info(line),
+    )
+    logger.info("base image ready", image=image_id)
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from builder import cleanup
+    from builder.engine import Engine
+
+    removed = cleanup.clean(
+        Engine(), Cache.default(), output_root=args.output_root, keep=args.keep,
+        dry_run=args.dry_run,
+    )
+    verb = "would remove" if args.dry_run else "removed"
+    logger = log.get_logger()
+    for kind, items in removed.items():
+        for item in items:
+            logger.info(verb, kind=kind, item=item)
+    logger.info("clean done", **{kind: len(items) for kind, items in removed.items()})
+    return 0

@@ -1,0 +1,365 @@
+"""The only module that talks to Docker.
+
+`Engine` connects to the daemon, builds and imports images, and hands out `BuildContainer`s: a
+context manager that owns one container's whole life (labelled, removed on every exit path,
+including Ctrl-C and SIGTERM), copies files in and out, and runs commands with their output
+streamed and their real exit code returned. Set QGA_BUILDER_KEEP_CONTAINER=1 to keep a failed
+run's container for debugging.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import tarfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from builder import __version__
+from builder.errors import DockerUnavailableError, ImageError, Interrupted
+from builder.log import LineSink, get_logger
+
+LABEL_TOOL = "org.qga-builder.tool"
+LABEL_RUN = "org.qga-builder.run"
+LABEL_RECIPE = "org.qga-builder.recipe"
+LABEL_INPUTS = "org.qga-builder.inputs"
+LABEL_KIND = "org.qga-builder.kind"
+LABEL_OWNER = "org.qga-builder.owner"  # host:pid of the process that made a container
+
+CONNECT_TIMEOUT = 5
+OPERATION_TIMEOUT = 3600
+KEEP_ENV = "QGA_BUILDER_KEEP_CONTAINER"
+
+# Containers made by this process and not yet removed; cli removes them on exit as a last resort.
+_live_containers: dict[str, Engine] = {}
+
+_CONNECTION_ERRORS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.Timeout,
+    ConnectionError,
+)
+
+
+def default_endpoint() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+class Engine:
+    """A connection to one Docker daemon."""
+
+    def __init__(self, endpoint: str | None = None) -> None:
+        self.endpoint = endpoint or default_endpoint()
+        self.run_id = uuid.uuid4().hex[:12]
+        try:
+            self.client = docker.DockerClient(
+                base_url=self.endpoint, version="auto", timeout=CONNECT_TIMEOUT
+            )
+            self.client.ping()
+        except (docker.errors.DockerException, *_CONNECTION_ERRORS) as exc:
+            raise DockerUnavailableError(
+                f"cannot reach the Docker daemon at {self.endpoint}: {_short(exc)}",
+                hint="start it with `make setup` (or `sudo scripts/setup-docker.sh`), "
+                "or point DOCKER_HOST at a running daemon",
+            ) from None
+        self.api = self.client.api
+        self.api.timeout = OPERATION_TIMEOUT
+        self.log = get_logger()
+
+    # --- images ----------------------------------------------------------------------------
+
+    def image_id(self, reference: str) -> str | None:
+        try:
+            return str(self._call(self.api.inspect_image, reference)["Id"])
+        except docker.errors.ImageNotFound:
+            return None
+
+    def image_labels(self, reference: str) -> dict[str, str]:
+        info = self._call(self.api.inspect_image, reference)
+        return dict(info.get("Config", {}).get("Labels") or {})
+
+    def image_digests(self, reference: str) -> list[str]:
+        info = self._call(self.api.inspect_image, reference)
+        return list(info.get("RepoDigests") or [])
+
+    def pull(self, reference: str) -> str:
+        try:
+            self._call(self.client.images.pull, reference)
+        except docker.errors.APIError as exc:
+            raise ImageError(
+                f"base image {reference} is not here and cannot be pulled: {_short(exc)}",
+                hint="without a registry, make a base with `qga-builder base debootstrap` and "
+                "pass it with --base-image, or use a recipe whose base is `debootstrap:`",
+            ) from None
+        image_id = self.image_id(reference)
+        assert image_id is not None
+        return image_id
+
+    def build_image(
+        self,
+        dockerfile: bytes,
+        tag: str,
+        *,
+        build_args: Mapping[str, str],
+        labels: Mapping[str, str],
+        on_line: LineSink,
+    ) -> str:
+        """Build from a context holding only the Dockerfile; stream its log; return the id."""
+        context = io.BytesIO()
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(dockerfile)
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(dockerfile))
+        context.seek(0)
+        all_labels = {LABEL_TOOL: __version__, **labels}
+        image_id: str | None = None
+        try:
+            stream = self.api.build(
+                fileobj=context,
+                custom_context=True,
+                tag=tag,
+                buildargs=dict(build_args),
+                labels=all_labels,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+            )
+            partial = ""
+            for chunk in stream:
+                if "error" in chunk:
+                    if partial:
+                        on_line(partial)
+                    raise ImageError(f"building image {tag} failed: {chunk['error'].strip()}")
+                if "stream" in chunk:
+                    partial += chunk["stream"]
+                    *lines, partial = partial.split("\n")
+                    for line in lines:
+                        on_line(line)
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+            if partial:
+                on_line(partial)
+        except docker.errors.APIError as exc:
+            raise ImageError(f"building image {tag} failed: {_short(exc)}") from None
+        except _CONNECTION_ERRORS as exc:
+            raise self._gone(exc) from None
+        return image_id or self.image_id(tag) or ""
+
+    def import_rootfs(self, tar_stream: IO[bytes], reference: str, labels: Mapping[str, str]) -> str:
+        """`docker import`: make an image from a root file system tarball."""
+        repository, _, tag = reference.rpartition(":")
+        changes = [f'LABEL {key}="{value}"' for key, value in labels.items()]
+        changes.append('CMD ["/bin/bash"]')
+        try:
+            result = self.api.import_image_from_data(
+                tar_stream, repository=repository, tag=tag, changes=changes
+            )
+        except docker.errors.APIError as exc:
+            raise ImageError(f"importing {reference} failed: {_short(exc)}") from None
+        except _CONNECTION_ERRORS as exc:
+            raise self._gone(exc) from None
+        image_id = self.image_id(reference)
+        if image_id is None:
+            raise ImageError(f"importing {reference} failed: {str(result)[:200]}")
+        return image_id
+
+    def images(self, label: str) -> list[dict[str, Any]]:
+        return list(self._call(self.api.images, filters={"label": label}))
+
+    def remove_image(self, image_id: str) -> None:
+        try:
+            self._call(self.api.remove_image, image_id, force=True, noprune=False)
+        except docker.errors.NotFound:
+            pass
+
+    # --- containers ------------------------------------------------------------------------
+
+    def containers(self, label: str) -> list[dict[str, Any]]:
+        return list(self._call(self.api.containers, all=True, filters={"label": label}))
+
+    def remove_container(self, container_id: str) -> None:
+        try:
+            self._call(self.api.remove_container, container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        _live_containers.pop(container_id, None)
+
+    @contextmanager
+    def container(
+        self,
+        image: str,
+        *,
+        labels: Mapping[str, str],
+        user: str,
+        network: bool = False,
+        memory: str | None = None,
+        cpus: float | None = None,
+        workdir: str = "/",
+    ) -> Iterator[BuildContainer]:
+        """A container that sleeps while we exec steps into it, removed on every exit path."""
+        name = f"qga-builder-{self.run_id}-{uuid.uuid4().hex[:6]}"
+        host_config = self.api.create_host_config(
+            network_mode="bridge" if network else "none",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            privileged=False,
+            init=True,
+            mem_limit=memory,
+            nano_cpus=int(cpus * 1e9) if cpus else None,
+            pids_limit=4096,
+        )
+        all_labels = {
+            LABEL_TOOL: __version__, LABEL_RUN: self.run_id, LABEL_OWNER: owner(), **labels
+        }
+        container_id: str | None = None
+        keep = False
+        try:
+            created = self._call(
+                self.api.create_container,
+                image,
+                command=["sleep", "infinity"],
+                name=name,
+                user=user,
+                labels=all_labels,
+                host_config=host_config,
+                working_dir=workdir,
+                network_disabled=not network,
+            )
+            container_id = created["Id"]
+            _live_containers[container_id] = self
+            self._call(self.api.start, container_id)
+            self.log.debug("container started", container=name, network=network)
+            box = BuildContainer(self, container_id, name, user)
+            try:
+                yield box
+            except (Exception, Interrupted):
+                keep = os.environ.get(KEEP_ENV) == "1"
+                raise
+        finally:
+            if container_id is not None:
+                if keep:
+                    self.log.warning("keeping container for debugging", container=name)
+                    _live_containers.pop(container_id, None)
+                else:
+                    self.remove_container(container_id)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except _CONNECTION_ERRORS as exc:
+            raise self._gone(exc) from None
+
+    def _gone(self, exc: BaseException) -> DockerUnavailableError:
+        return DockerUnavailableError(
+            f"lost the Docker daemon at {self.endpoint}: {_short(exc)}",
+            hint="when it is back, `qga-builder clean` removes what this run left",
+        )
+
+
+class BuildContainer:
+    """One running container: copy in, copy out, run commands."""
+
+    def __init__(self, engine: Engine, container_id: str, name: str, user: str) -> None:
+        self.engine = engine
+        self.id = container_id
+        self.name = name
+        self.user = user
+
+    def put_archive(self, dest: str, archive: IO[bytes] | bytes) -> None:
+        """Unpack an uncompressed tar stream at dest (which must exist)."""
+        ok = self.engine._call(self.engine.api.put_archive, self.id, dest, archive)
+        if not ok:
+            raise ImageError(f"copying files into {self.name}:{dest} failed")
+
+    def put_files(self, dest: str, files: Mapping[str, bytes], *, uid: int, gid: int) -> None:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o644
+                info.uid, info.gid = uid, gid
+                tar.addfile(info, io.BytesIO(data))
+        buffer.seek(0)
+        self.put_archive(dest, buffer)
+
+    def get_archive(self, path: str) -> Iterable[bytes]:
+        try:
+            stream, _ = self.engine._call(self.engine.api.get_archive, self.id, path)
+        except docker.errors.NotFound:
+            raise FileNotFoundError(path) from None
+        return stream
+
+    def run(
+        self,
+        command: list[str],
+        *,
+        on_line: LineSink,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+    ) -> int:
+        """Run a command, stream its merged stdout/stderr line by line; return its exit code."""
+        api = self.engine.api
+        exec_id = self.engine._call(
+            api.exec_create,
+            self.id,
+            command,
+            stdout=True,
+            stderr=True,
+            environment=dict(env or {}),
+            workdir=workdir,
+            user=user or self.user,
+        )["Id"]
+        partial = b""
+        try:
+            for chunk in api.exec_start(exec_id, stream=True):
+                partial += chunk
+                *lines, partial = partial.split(b"\n")
+                for line in lines:
+                    on_line(line.decode("utf-8", errors="replace"))
+        except _CONNECTION_ERRORS as exc:
+            raise self.engine._gone(exc) from None
+        if partial:
+            on_line(partial.decode("utf-8", errors="replace"))
+        # The stream can end a moment before the exec is marked finished.
+        for _ in range(100):
+            info = self.engine._call(api.exec_inspect, exec_id)
+            if not info.get("Running"):
+                return int(info["ExitCode"])
+            time.sleep(0.05)
+        raise ImageError(f"command {command[0]} in {self.name} did not finish")
+
+
+def owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def remove_live_containers() -> int:
+    """Last-resort cleanup at exit: remove containers this process made and still holds."""
+    removed = 0
+    for container_id, engine in list(_live_containers.items()):
+        try:
+            engine.remove_container(container_id)
+            removed += 1
+        except Exception:  # noqa: BLE001 - best effort at exit; the daemon may be gone
+            pass
+    return removed

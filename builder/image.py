@@ -1,0 +1,42 @@
+"""Stage: make sure the build image exists, reusing one whose inputs are unchanged.
+
+The tag and the `org.qga-builder.inputs` label carry a hash of every input (Dockerfile bytes,
+build args, base reference and the base's image id), so a changed input makes a new image and an
+unchanged one is never rebuilt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from builder.engine import LABEL_INPUTS, LABEL_KIND, LABEL_RECIPE, Engine
+from builder.log import LineSink
+from builder.plan import ImagePlan
+
+
+@dataclass(frozen=True)
+class BuildImage:
+    tag: str
+    image_id: str
+    inputs_hash: str
+    reused: bool
+
+
+def ensure_build_image(
+    engine: Engine, plan: ImagePlan, base_image_id: str, recipe_name: str, log: LineSink
+) -> BuildImage:
+    tag = plan.tag(base_image_id)
+    inputs_hash = plan.final_hash(base_image_id)
+    existing = engine.image_id(tag)
+    if existing is not None and engine.image_labels(tag).get(LABEL_INPUTS) == inputs_hash:
+        log(f"reusing {tag}: Dockerfile, build args and base are unchanged")
+        return BuildImage(tag, existing, inputs_hash, reused=True)
+    log(f"building {tag} from {plan.dockerfile.name}")
+    image_id = engine.build_image(
+        plan.dockerfile.read_bytes(),
+        tag,
+        build_args={**dict(plan.build_args), "BASE_IMAGE": base_image_id},
+        labels={LABEL_INPUTS: inputs_hash, LABEL_RECIPE: recipe_name, LABEL_KIND: "build"},
+        on_line=log,
+    )
+    return BuildImage(tag, image_id, inputs_hash, reused=False)

@@ -1,0 +1,125 @@
+"""Logging through structlog: a human console (default) or JSON lines (`--log-format json`).
+
+Logs go to stderr; stdout is kept for command results (plans, schemas, reports). `Progress.step`
+times one stage, numbers it "k/n", binds the stage name to every event inside, and tees the
+stage's command output into its own log file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Literal
+
+import structlog
+
+LogFormat = Literal["console", "json"]
+LineSink = Callable[[str], None]
+TAIL_LINES = 30
+
+_format: LogFormat = "console"
+
+
+def configure(log_format: LogFormat = "console", verbose: bool = False) -> None:
+    global _format
+    _format = log_format
+    level = logging.DEBUG if verbose else logging.INFO
+    renderer: structlog.typing.Processor
+    if log_format == "json":
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), pad_event=40)
+        timestamper = structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            timestamper,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def current_format() -> LogFormat:
+    return _format
+
+
+def get_logger(**bind: object) -> structlog.typing.FilteringBoundLogger:
+    return structlog.get_logger("qga-builder").bind(**bind)
+
+
+class StepOutput:
+    """Receives a step's output lines: writes them to the step's log file and to the console."""
+
+    def __init__(self, name: str, log_file: IO[str] | None, log_path: Path | None) -> None:
+        self.name = name
+        self._file = log_file
+        self.log_path = log_path
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._log = get_logger()
+
+    def line(self, text: str) -> None:
+        text = text.rstrip("\n")
+        self.tail.append(text)
+        if self._file is not None:
+            self._file.write(text + "\n")
+            self._file.flush()
+        if _format == "json":
+            self._log.debug("output", line=text)
+        else:
+            sys.stderr.write(f"    {self.name} | {text}\n")
+            sys.stderr.flush()
+
+
+class Progress:
+    """Numbers and times the stages of one run; each stage may write its own log file."""
+
+    def __init__(self, total: int, log_dir: Path | None = None) -> None:
+        self.total = total
+        self.index = 0
+        self.log_dir = log_dir
+        self.started = time.monotonic()
+        self.timings: dict[str, float] = {}
+        self.log_files: dict[str, Path] = {}
+
+    @contextmanager
+    def step(self, name: str, *, log_output: bool = True) -> Iterator[StepOutput]:
+        self.index += 1
+        number = f"{self.index}/{self.total}"
+        log = get_logger(step=name, n=number)
+        log_path: Path | None = None
+        handle: IO[str] | None = None
+        if log_output and self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self.log_dir / f"{self.index:02d}-{name}.log"
+            handle = log_path.open("w", encoding="utf-8", errors="replace")
+            self.log_files[name] = log_path
+        log.info(f"[{number}] {name}")
+        start = time.monotonic()
+        output = StepOutput(name, handle, log_path)
+        with structlog.contextvars.bound_contextvars(step=name):
+            try:
+                yield output
+            except BaseException:
+                elapsed = time.monotonic() - start
+                log.error(f"[{number}] {name} failed", seconds=round(elapsed, 1))
+                raise
+            finally:
+                if handle is not None:
+                    handle.close()
+        elapsed = time.monotonic() - start
+        self.timings[name] = round(elapsed, 2)
+        log.info(
+            f"[{number}] {name} done",
+            seconds=round(elapsed, 1),
+            total=round(time.monotonic() - self.started, 1),
+        )

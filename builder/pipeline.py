@@ -1,0 +1,316 @@
+"""The orchestrator: runs a plan's stages in order. Read `run()` top to bottom for the pipeline.
+
+Settings are the frozen `Plan`; what the stages learn on the way (image ids, digests, the QEMU
+version) lives in the small mutable `RunState`.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from builder import archives, baseimage, image, patches, services, sources, steps
+from builder.cache import Cache
+from builder.checksums import format_sha256sums, parse_sha256sums, sha256_file
+from builder.elfcheck import ElfFormatError, read_elf
+from builder.engine import LABEL_RECIPE, BuildContainer, Engine
+from builder.errors import ArtifactError, PatchError, StepError
+from builder.log import Progress, StepOutput, get_logger
+from builder.manifest import (
+    LOGS_DIR,
+    MANIFEST_NAME,
+    SUMS_NAME,
+    Artifact,
+    build_manifest,
+    write_json,
+)
+from builder.output import OutputDir
+from builder.plan import ARTIFACT_DIR, BUILD_USER, Plan
+from builder.sources import PreparedSource
+
+STAGES = (
+    "source", "patches", "base-image", "build-image", "unpack", "patch", "configure",
+    "compile", "install", "collect", "verify", "publish",
+)
+BUILD_UID = 10001  # the Dockerfiles' `builder` user
+
+
+@dataclass
+class RunState:
+    started: datetime
+    source: PreparedSource | None = None
+    checked_patches: list[patches.CheckedPatch] = field(default_factory=list)
+    base: baseimage.BaseImage | None = None
+    build_image: image.BuildImage | None = None
+    source_date_epoch: int = 0
+    source_date_epoch_origin: str = ""
+    qemu_version: str = ""
+    packages: dict[str, str] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    output_dir: Path
+    artifacts: list[Artifact]
+    manifest: dict[str, Any]
+    log_dir: Path
+
+
+def run(plan: Plan, engine: Engine, cache: Cache, recipe_text: str) -> RunResult:
+    log_dir = cache.runs / f"{plan.recipe_name}-{engine.run_id}"
+    progress = Progress(total=len(STAGES), log_dir=log_dir)
+    state = RunState(started=datetime.now(UTC))
+    log = get_logger(recipe=plan.recipe_name, run=engine.run_id)
+    log.info("run started", output=str(plan.output_dir), logs=str(log_dir))
+    with OutputDir(plan.output_dir, engine.run_id) as out:
+        try:
+            with progress.step("source") as output:
+                state.source = sources.prepare_source(plan.source, cache, output.line)
+                _choose_source_date_epoch(plan, state, output)
+            with progress.step("patches") as output:
+                state.checked_patches = patches.check_patches(plan.patches)
+                for checked in state.checked_patches:
+                    output.line(f"{checked.plan.name} sha256:{checked.plan.sha256} ok")
+            with progress.step("base-image") as output:
+                state.base = baseimage.ensure_base(engine, plan.image.base, output.line)
+            with progress.step("build-image") as output:
+                state.build_image = image.ensure_build_image(
+                    engine, plan.image, state.base.image_id, plan.recipe_name, output.line
+                )
+            with engine.container(
+                state.build_image.image_id,
+                labels={LABEL_RECIPE: plan.recipe_name},
+                user=BUILD_USER,
+                network=False,
+                memory=plan.memory,
+                cpus=plan.cpus,
+            ) as box:
+                _build_in_container(plan, state, box, progress, out.staging)
+            with progress.step("publish") as output:
+                manifest = _publish(plan, state, engine, progress, out, log_dir, recipe_text)
+                output.line(f"published {out.final}")
+        finally:
+            if state.source is not None:
+                state.source.cleanup()
+    log.info("run finished", output=str(out.final), seconds=round(
+        (datetime.now(UTC) - state.started).total_seconds(), 1))
+    return RunResult(out.final, state.artifacts, manifest, log_dir)
+
+
+def _build_in_container(
+    plan: Plan, state: RunState, box: BuildContainer, progress: Progress, staging: Path
+) -> None:
+    env = steps.environment(state.source_date_epoch)
+    assert state.source is not None
+    with progress.step("unpack") as output:
+        _exec(box, steps.prepare_dirs(), env, output, "unpack")
+        archive = archives.tar_single_file(
+            state.source.archive, arcname=state.source.archive.name, uid=BUILD_UID, gid=BUILD_UID
+        )
+        with closing(archive):
+            box.put_archive(steps.SOURCE_ARCHIVE_DIR, archive)
+        box.put_files(
+            "/work/patches",
+            {c.container_name: c.data for c in state.checked_patches},
+            uid=BUILD_UID, gid=BUILD_UID,
+        )
+        unpacked = _exec(
+            box, steps.unpack(state.source.archive.name, state.source.strip_components),
+            env, output, "unpack",
+        )
+        state.qemu_version = unpacked[-1].strip() if unpacked else ""
+        output.line(f"QEMU version {state.qemu_version}")
+    with progress.step("patch") as output:
+        for checked in state.checked_patches:
+            output.line(f"applying {checked.plan.name}")
+            code, lines = _run(box, steps.apply_patch(checked.container_name), env, output)
+            if code != 0:
+                raise PatchError(
+                    f"patch {checked.plan.path} does not apply to the QEMU {state.qemu_version} "
+                    f"source: {patches.describe_failure(lines)}",
+                    hint=f"full log: {output.log_path}; the patch must be made for this QEMU "
+                    "series",
+                )
+        if not state.checked_patches:
+            output.line("no patches in the recipe")
+    with progress.step("configure") as output:
+        _exec(box, steps.configure(plan.configure_flags), env, output, "configure")
+    with progress.step("compile") as output:
+        _exec(box, steps.compile_targets(plan.targets, plan.jobs), env, output, "compile")
+    with progress.step("install") as output:
+        _exec(box, steps.install(plan.artifacts), env, output, "install")
+    with progress.step("collect") as output:
+        _collect(plan, state, box, staging, output)
+    with progress.step("verify") as output:
+        _verify(plan, state, box, staging, env, output)
+
+
+def _run(
+    box: BuildContainer, command: steps.Command, env: dict[str, str], output: StepOutput
+) -> tuple[int, list[str]]:
+    """Run one command; its output goes to the step's log and is also returned."""
+    output.line(f"$ {shlex.join(command.argv)}")
+    lines: list[str] = []
+
+    def sink(line: str) -> None:
+        lines.append(line)
+        output.line(line)
+
+    code = box.run(list(command.argv), on_line=sink, env=env, workdir=command.workdir)
+    return code, lines
+
+
+def _exec(
+    box: BuildContainer, command: steps.Command, env: dict[str, str], output: StepOutput, step: str
+) -> list[str]:
+    code, lines = _run(box, command, env, output)
+    if code != 0:
+        tail = "\n".join(f"    {line}" for line in output.tail)
+        raise StepError(
+            f"step {step} failed: {command.argv[0]} exited with {code}\n"
+            f"  last {len(output.tail)} lines of its log:\n{tail}",
+            hint=f"full log: {output.log_path}",
+        )
+    return lines
+
+
+def _choose_source_date_epoch(plan: Plan, state: RunState, output: StepOutput) -> None:
+    assert state.source is not None
+    if plan.source_date_epoch is not None:
+        state.source_date_epoch, state.source_date_epoch_origin = plan.source_date_epoch, "recipe"
+    else:
+        state.source_date_epoch = state.source.newest_mtime
+        state.source_date_epoch_origin = "newest file in the source"
+    output.line(f"SOURCE_DATE_EPOCH={state.source_date_epoch} ({state.source_date_epoch_origin})")
+
+
+def _collect(
+    plan: Plan, state: RunState, box: BuildContainer, staging: Path, output: StepOutput
+) -> None:
+    """Copy the artifacts out and check them against the checksums computed inside."""
+    landing = staging / ".collect"
+    archives.safe_extract(box.get_archive(ARTIFACT_DIR), landing, what="artifacts from the container")
+    sums_dir = staging / ".sums"
+    archives.safe_extract(box.get_archive(steps.CHECKSUMS_INSIDE), sums_dir, what="checksums")
+    inside = parse_sha256sums((sums_dir / Path(steps.CHECKSUMS_INSIDE).name).read_text())
+    shutil.rmtree(sums_dir)
+    for artifact in plan.artifacts:
+        copied = landing / "artifacts" / artifact.name
+        if not copied.is_file():
+            raise ArtifactError(f"artifact {artifact.name} ({artifact.path}) was not produced")
+        digest = sha256_file(copied)
+        if inside.get(artifact.name) != digest:
+            raise ArtifactError(
+                f"artifact {artifact.name}: sha256 after copying out ({digest}) differs from the "
+                f"one computed in the container ({inside.get(artifact.name)})"
+            )
+        copied.rename(staging / artifact.name)
+        state.artifacts.append(
+            Artifact(artifact.name, digest, (staging / artifact.name).stat().st_size, artifact.kind)
+        )
+        output.line(f"{artifact.name}: sha256 {digest} matches the container's")
+    shutil.rmtree(landing)
+
+
+def _verify(
+    plan: Plan, state: RunState, box: BuildContainer, staging: Path, env: dict[str, str],
+    output: StepOutput,
+) -> None:
+    for index, artifact in enumerate(plan.artifacts):
+        if artifact.kind != "static-elf":
+            continue
+        try:
+            elf = read_elf(staging / artifact.name)
+        except ElfFormatError as exc:
+            raise ArtifactError(f"artifact {artifact.name}: {exc}") from None
+        problems = []
+        if elf.interpreter:
+            problems.append(f"asks for the dynamic loader {elf.interpreter}")
+        if elf.needed:
+            problems.append(f"needs {len(elf.needed)} shared libraries")
+        if artifact.strip and not elf.is_stripped:
+            problems.append("is not stripped")
+        if problems:
+            raise ArtifactError(f"artifact {artifact.name} {' and '.join(problems)}")
+        output.line(f"{artifact.name}: {elf.describe()}")
+        printed = "".join(_exec(box, steps.version(artifact.name), env, output, "verify"))
+        if state.qemu_version not in printed:
+            raise ArtifactError(
+                f"artifact {artifact.name} --version printed {printed!r}, "
+                f"expected QEMU version {state.qemu_version}"
+            )
+        state.artifacts[index] = Artifact(**{**state.artifacts[index].__dict__, "detail": elf.describe()})
+    output.line("reading the image's package list")
+    listing: list[str] = []
+    code = box.run(list(steps.package_inventory().argv), on_line=listing.append)
+    if code == 0:
+        for line in listing:
+            name, _, rest = line.partition("\t")
+            state.packages[name] = rest.replace("\t", " ")
+    output.line(f"{len(state.packages)} packages recorded")
+
+
+def _publish(
+    plan: Plan,
+    state: RunState,
+    engine: Engine,
+    progress: Progress,
+    out: OutputDir,
+    log_dir: Path,
+    recipe_text: str,
+) -> dict[str, Any]:
+    staging = out.staging
+    for name, (content, mode) in services.render_services(
+        plan.service_kinds, plan.service_exec_path
+    ).items():
+        path = staging / name
+        path.write_bytes(content)
+        path.chmod(mode)
+        state.artifacts.append(Artifact(name, sha256_file(path), len(content), "service"))
+    sums = {artifact.name: artifact.sha256 for artifact in state.artifacts}
+    (staging / SUMS_NAME).write_text(format_sha256sums(sums))
+    assert state.source and state.base and state.build_image
+    manifest = build_manifest(
+        plan_summary={**plan.summary(), "cache_key": plan.cache_key},
+        recipe_text=recipe_text,
+        source=state.source.record,
+        patches=[
+            {"name": c.plan.name, "path": str(c.plan.path), "sha256": c.plan.sha256}
+            for c in state.checked_patches
+        ],
+        base={**state.base.record, "image_id": state.base.image_id},
+        image={
+            "tag": state.build_image.tag,
+            "id": state.build_image.image_id,
+            "inputs_hash": state.build_image.inputs_hash,
+            "reused": state.build_image.reused,
+            "dockerfile": str(plan.image.dockerfile),
+            "dockerfile_sha256": plan.image.dockerfile_sha256,
+            "build_args": dict(plan.image.build_args),
+        },
+        packages=state.packages,
+        configure_line=shlex.join(["configure", *plan.configure_flags]),
+        source_date_epoch=state.source_date_epoch,
+        source_date_epoch_origin=state.source_date_epoch_origin,
+        qemu_version=state.qemu_version,
+        artifacts=state.artifacts,
+        timings=progress.timings,
+        started=state.started,
+        finished=datetime.now(UTC),
+        docker_server=str(engine.api.version().get("Version", "")),
+    )
+    write_json(staging / MANIFEST_NAME, manifest)
+    shutil.copytree(log_dir, staging / LOGS_DIR, dirs_exist_ok=True)
+    out.publish()
+    return manifest
+
+
+def read_manifest(output_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((output_dir / MANIFEST_NAME).read_text()))

@@ -1,0 +1,314 @@
+"""The recipe: a YAML file validated into frozen pydantic models.
+
+Every field is documented here (the JSON Schema that `qga-builder schema` prints is made from these
+docstrings and descriptions). Unknown keys are rejected, and every error names the file and the
+field path. Relative paths in a recipe are relative to the recipe file's directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from builder.errors import RecipeError
+
+MAX_RECIPE_BYTES = 256 * 1024
+MAX_NESTING = 32
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")]
+ShortText = Annotated[str, Field(min_length=1, max_length=4096)]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _exactly_one(model: BaseModel, fields: tuple[str, ...]) -> None:
+    given = [name for name in fields if getattr(model, name) is not None]
+    if len(given) != 1:
+        raise ValueError(f"set exactly one of: {', '.join(fields)} (got {len(given)})")
+
+
+class Debootstrap(Model):
+    """A base image made on this host with debootstrap and `docker import` (no registry needed)."""
+
+    suite: Annotated[str, Field(pattern=r"^[a-z]{2,32}$")] = Field(
+        description="Debian suite, e.g. trixie"
+    )
+    variant: Literal["minbase", "buildd"] = Field("minbase", description="debootstrap --variant")
+    mirror: ShortText | None = Field(
+        None, description="Debian mirror URL; default: the first mirror in this host's apt sources"
+    )
+
+
+class Base(Model):
+    """Where the build image starts: a registry image pinned by digest, or a debootstrapped one."""
+
+    image: Annotated[str, Field(max_length=512)] | None = Field(
+        None, description="registry reference pinned by digest: name:tag@sha256:<64 hex>"
+    )
+    debootstrap: Debootstrap | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Base:
+        _exactly_one(self, ("image", "debootstrap"))
+        if self.image is not None and "@sha256:" not in self.image:
+            raise ValueError(f"image {self.image!r} is not pinned: write it as name:tag@sha256:<digest>")
+        return self
+
+
+class Environment(Model):
+    """The container the build runs in."""
+
+    dockerfile: Path = Field(description="Dockerfile, relative to the recipe file")
+    base: Base
+    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.:=~_-]{0,127}$")]] = Field(
+        default_factory=list,
+        max_length=500,
+        description="packages the Dockerfile installs (passed as build arg PACKAGES)",
+    )
+    build_args: dict[Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")], ShortText] = Field(
+        default_factory=dict, max_length=64, description="extra Docker build args"
+    )
+
+
+class GitSource(Model):
+    url: ShortText = Field(description="repository URL")
+    tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,127}$")]
+    commit: Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")] | None = Field(
+        None, description="expected commit of the tag; the run stops if the tag moved"
+    )
+
+
+class TarballSource(Model):
+    url: ShortText | None = Field(None, description="where to download the tarball")
+    path: Path | None = Field(None, description="a local tarball (used instead of url when set)")
+    sha256: Sha256
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> TarballSource:
+        if self.url is None and self.path is None:
+            raise ValueError("set url or path")
+        return self
+
+
+class LocalSource(Model):
+    path: Path = Field(description="a QEMU source tree on this host")
+
+
+class DebianSource(Model):
+    """The upstream (orig) tarball of a Debian source package, fetched with apt-get source."""
+
+    package: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]{1,63}$")] = "qemu"
+    version: Annotated[str, Field(pattern=r"^[0-9A-Za-z.+~:-]{1,64}$")]
+    suite: Annotated[str, Field(pattern=r"^[a-z-]{2,32}$")]
+    sha256: Sha256 = Field(description="sha256 of the .orig.tar.* file")
+
+
+class Source(Model):
+    """The QEMU source: exactly one of git, tarball, local, debian."""
+
+    git: GitSource | None = None
+    tarball: TarballSource | None = None
+    local: LocalSource | None = None
+    debian: DebianSource | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        _exactly_one(self, ("git", "tarball", "local", "debian"))
+        return self
+
+
+class Patch(Model):
+    path: Path = Field(description="patch file (-p1), relative to the recipe file")
+    sha256: Sha256
+
+
+class Configure(Model):
+    flags: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        default_factory=list, max_length=200, description="arguments to QEMU's ./configure"
+    )
+
+
+class Build(Model):
+    targets: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]{1,128}$")]] = Field(
+        default_factory=lambda: ["qemu-ga"], min_length=1, max_length=32,
+        description="ninja targets",
+    )
+    source_date_epoch: Annotated[int, Field(ge=0, le=2**33)] | None = Field(
+        None, description="SOURCE_DATE_EPOCH; default: the newest file time in the source"
+    )
+    jobs: Annotated[int, Field(ge=1, le=256)] | None = Field(None, description="ninja -j")
+    memory: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,5}[kmg]$")] | None = Field(
+        None, description="container memory limit, e.g. 4g"
+    )
+    cpus: Annotated[float, Field(gt=0, le=256)] | None = Field(None, description="CPU limit")
+
+
+class Artifact(Model):
+    path: Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-][A-Za-z0-9._/+-]{0,255}$")] = Field(
+        description="path in the build directory"
+    )
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-]{1,128}$")] = Field(
+        description="file name in the output directory"
+    )
+    kind: Literal["static-elf", "file"] = Field(
+        "file", description="static-elf: must be a static, stripped ELF that prints its version"
+    )
+    strip: bool = True
+
+    @model_validator(mode="after")
+    def _no_escape(self) -> Artifact:
+        if ".." in self.path.split("/"):
+            raise ValueError("path must stay inside the build directory")
+        return self
+
+
+class Services(Model):
+    """Service definitions written beside the binary (from the seed page)."""
+
+    kinds: list[Literal["systemd", "sysvinit", "upstart"]] = Field(
+        default_factory=lambda: ["systemd", "sysvinit", "upstart"], max_length=3
+    )
+    exec_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]{1,255}$")] = (
+        "/usr/sbin/qemu-ga-patched-static"
+    )
+
+
+class Recipe(Model):
+    """A qga-builder recipe."""
+
+    name: Name = Field(description="recipe name; names the output directory and the image")
+    description: ShortText | None = None
+    target: Literal["linux"] = "linux"
+    environment: Environment
+    source: Source
+    patches: list[Patch] = Field(default_factory=list, max_length=100)
+    configure: Configure = Field(default_factory=Configure)
+    build: Build = Field(default_factory=Build)
+    artifacts: list[Artifact] = Field(min_length=1, max_length=64)
+    services: Services | None = None
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "qga-builder recipe"
+    return schema
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load without aliases (no billion-laughs expansion) and with bounded nesting."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(
+                "aliases are not allowed in recipes", event.start_mark
+            )
+        depth = getattr(self, "_depth", 0) + 1
+        if depth > MAX_NESTING:
+            raise yaml.MarkedYAMLError(
+                f"nesting deeper than {MAX_NESTING} levels", self.peek_event().start_mark
+            )
+        self._depth = depth
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth - 1
+
+
+def parse_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark else origin
+        raise RecipeError(
+            f"{where}: YAML error: {exc.problem or exc.context}",
+            hint="fix the YAML syntax at that line",
+        ) from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise RecipeError(f"{origin}: YAML error: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{origin}: a recipe must be a YAML mapping, not {type(data).__name__}")
+    return data
+
+
+def read_recipe_text(path: Path) -> bytes:
+    try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: larger than {MAX_RECIPE_BYTES} bytes; not a recipe")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise RecipeError(
+            f"{path}: recipe file not found", hint="list the recipes with `ls recipes/`"
+        ) from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path}: is a directory, not a recipe file") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif not parts:
+            parts.append(str(item))
+        else:
+            parts.append(f".{item}")
+    return "".join(parts) or "(top level)"
+
+
+def format_validation_error(origin: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        # Drop pydantic's internal tags for function validators from the location.
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; `qga-builder schema` lists every field)"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        lines.append(f"{origin}: {_field_path(loc)}: {msg}")
+    return "\n".join(lines[:20]) + (f"\n... and {len(lines) - 20} more" if len(lines) > 20 else "")
+
+
+def validate_recipe(data: dict[str, Any], origin: str) -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(origin, exc)) from None
+    except RecursionError:
+        raise RecipeError(f"{origin}: recipe nests too deeply") from None
+
+
+def load_recipe_data(path: Path) -> tuple[dict[str, Any], bytes]:
+    """Read and parse a recipe file; returns the raw mapping and the file's bytes."""
+    raw = read_recipe_text(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"{path}: not UTF-8 text (byte {exc.start}); recipes must be UTF-8"
+        ) from None
+    return parse_yaml(text, str(path)), raw
+
+
+def load_recipe(path: Path) -> Recipe:
+    data, _ = load_recipe_data(path)
+    return validate_recipe(data, str(path))
+
+
+def dump_schema() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True)

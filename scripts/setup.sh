@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Idempotent set-up for qga-builder on a Debian/Ubuntu host; `make build` and `make test` call it.
+#   scripts/setup.sh            virtualenv + Docker engine + host tools for builds
+#   scripts/setup.sh --test     the same, plus what the test suite needs
+# Each part checks first and says what it does; nothing is done twice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WANT_TEST=0
+[[ "${1:-}" == "--test" ]] && WANT_TEST=1
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+DOCKERD_LOG=${DOCKERD_LOG:-/var/log/qga-builder-dockerd.log}
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+APT_UPDATED=0
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    command -v apt-get >/dev/null || { say "please install: ${missing[*]}"; exit 1; }
+    if [[ $APT_UPDATED -eq 0 ]]; then
+        say "apt-get update"
+        as_root apt-get update -q >/dev/null
+        APT_UPDATED=1
+    fi
+    say "installing host packages: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${missing[@]}" >/dev/null
+}
+
+# 1. Python virtualenv with the project and its dependencies.
+stamp="$VENV/.qga-builder-installed"
+if [[ ! -x "$VENV/bin/python" ]]; then
+    say "creating virtualenv $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
+    say "installing qga-builder and its dependencies into $VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+    touch "$stamp"
+else
+    say "virtualenv $VENV is up to date"
+fi
+
+# 2. Host tools the builds use: debootstrap (registry-free base images), git, xz, apt keyring.
+apt_install debootstrap debian-archive-keyring git xz-utils ca-certificates
+
+# 3. A Docker engine: use one that answers (DOCKER_HOST or the default socket), else start one.
+if docker_ok=$("$VENV/bin/python" - <<'PY' 2>/dev/null
+import docker
+docker.from_env(timeout=5).ping()
+print("ok")
+PY
+); [[ "$docker_ok" == ok ]]; then
+    say "Docker engine answers at ${DOCKER_HOST:-unix:///var/run/docker.sock}"
+else
+    if [[ -n "${DOCKER_HOST:-}" ]]; then
+        say "DOCKER_HOST=$DOCKER_HOST does not answer; unset it to let setup start a local engine"
+        exit 1
+    fi
+    command -v dockerd >/dev/null || apt_install docker.io
+    say "starting dockerd (log: $DOCKERD_LOG)"
+    # Detached, with its output in a file: an inherited stdout would keep CI's pipe open.
+    as_root bash -c "setsid dockerd >'$DOCKERD_LOG' 2>&1 < /dev/null &"
+    for _ in $(seq 1 60); do
+        if "$VENV/bin/python" -c 'import docker; docker.from_env(timeout=5).ping()' 2>/dev/null; then
+            say "Docker engine is up"
+            break
+        fi
+        sleep 1
+    done
+    "$VENV/bin/python" -c 'import docker; docker.from_env(timeout=5).ping()' 2>/dev/null || {
+        say "dockerd did not come up; see $DOCKERD_LOG"; tail -20 "$DOCKERD_LOG" >&2; exit 1; }
+fi
+
+# 4. For the tests: tools the integration tests drive on the host.
+if [[ $WANT_TEST -eq 1 ]]; then
+    apt_install file
+fi
+say "ready"
