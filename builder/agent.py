@@ -109,22 +109,29 @@ class AgentClient:
 
     def _next_message(self, deadline: float) -> dict[str, Any]:
         while True:
-            text = self._buffer.lstrip(SYNC_DELIMITER + b" \r\n\t")
-            if text:
+            self._buffer = self._buffer.lstrip(SYNC_DELIMITER + b" \r\n\t")
+            # A reply ends with "}": only then is a (costly, for 20 MB replies) decode worth it.
+            if b"}" in self._buffer:
+                # surrogateescape round-trips any byte, so the rest of the buffer stays exact.
+                text = self._buffer.decode("utf-8", errors="surrogateescape")
                 try:
-                    value, end = self._decoder.raw_decode(text.decode("utf-8", errors="replace"))
+                    value, end = self._decoder.raw_decode(text)
                 except json.JSONDecodeError:
                     pass
                 else:
-                    consumed = len(text.decode("utf-8", errors="replace")[:end].encode())
-                    self._buffer = text[consumed:]
+                    self._buffer = text[end:].encode("utf-8", errors="surrogateescape")
                     if isinstance(value, dict):
                         return value
                     continue
+            before = len(self._buffer)
             self._fill(deadline)
+            while b"}" not in self._buffer[before:]:
+                before = len(self._buffer)
+                self._fill(deadline)
 
-    def execute(self, command: str, arguments: dict[str, Any] | None = None,
-                timeout: float = 30.0) -> Any:
+    def execute(
+        self, command: str, arguments: dict[str, Any] | None = None, timeout: float = 30.0
+    ) -> Any:
         request: dict[str, Any] = {"execute": command}
         if arguments is not None:
             request["arguments"] = arguments
@@ -146,9 +153,12 @@ class AgentClient:
             sync_id = random.randrange(1, 2**31)
             sent.add(sync_id)
             self._send(SYNC_DELIMITER)
-            self._send(json.dumps(
-                {"execute": "guest-sync-delimited", "arguments": {"id": sync_id}}
-            ).encode() + b"\n")
+            self._send(
+                json.dumps(
+                    {"execute": "guest-sync-delimited", "arguments": {"id": sync_id}}
+                ).encode()
+                + b"\n"
+            )
             attempt_deadline = min(deadline, time.monotonic() + attempt_every)
             try:
                 while True:
@@ -186,8 +196,14 @@ class AgentClient:
             result.signal = status.get("signal")
         return status
 
-    def run(self, path: str, args: list[str] | None = None, *, timeout: float = 60.0,
-            interval: float = 0.1) -> ExecResult:
+    def run(
+        self,
+        path: str,
+        args: list[str] | None = None,
+        *,
+        timeout: float = 60.0,
+        interval: float = 0.1,
+    ) -> ExecResult:
         pid = self.exec(path, args)
         result = ExecResult()
         deadline = time.monotonic() + timeout

@@ -29,6 +29,9 @@ def _refusal(member: tarfile.TarInfo, dest: str) -> str | None:
     """Why the data filter refuses this member, or None when it is acceptable."""
     if member.isdev() or member.isfifo():
         return "is a device or FIFO"
+    # The data filter would quietly strip a leading "/"; an archive that tries it is refused.
+    if member.name.startswith("/") or ".." in member.name.split("/"):
+        return "path is absolute or leaves the archive"
     try:
         tarfile.data_filter(member, dest)
     except tarfile.FilterError as exc:

@@ -34,18 +34,28 @@ def ensure_base(engine: Engine, base: BasePlan, log: LineSink) -> BaseImage:
     image_id = engine.image_id(base.reference)
     record: dict[str, object] = {"kind": base.kind, "reference": base.reference}
     if base.kind == "debootstrap":
-        record |= {"suite": base.suite, "variant": base.variant, "mirror": base.mirror or "host apt"}
+        record |= {
+            "suite": base.suite,
+            "variant": base.variant,
+            "mirror": base.mirror or "host apt",
+        }
     if image_id is not None:
         log(f"base {base.reference} is present ({image_id[:19]})")
-        return BaseImage(base.reference, image_id, made=False, record=record | _labels(engine, base))
+        return BaseImage(
+            base.reference, image_id, made=False, record=record | _labels(engine, base)
+        )
     if base.kind == "registry":
         log(f"base {base.reference} is missing: pulling it")
         image_id = engine.pull(base.reference)
         return BaseImage(base.reference, image_id, made=True, record=record)
     assert base.suite and base.variant
     image_id = make_debootstrap_base(
-        engine, suite=base.suite, variant=base.variant, mirror=base.mirror,
-        reference=base.reference, log=log,
+        engine,
+        suite=base.suite,
+        variant=base.variant,
+        mirror=base.mirror,
+        reference=base.reference,
+        log=log,
     )
     return BaseImage(base.reference, image_id, made=True, record=record | _labels(engine, base))
 
@@ -69,7 +79,9 @@ def make_debootstrap_base(
     """debootstrap SUITE into a temporary directory and `docker import` it as REFERENCE."""
     what = f"base image {reference} is missing and cannot be made"
     if shutil.which("debootstrap") is None:
-        raise ImageError(f"{what}: debootstrap is not installed", hint="apt-get install debootstrap")
+        raise ImageError(
+            f"{what}: debootstrap is not installed", hint="apt-get install debootstrap"
+        )
     if os.geteuid() != 0:
         raise ImageError(f"{what}: debootstrap needs root", hint="run `make setup` as root once")
     mirror = mirror or debian.host_mirror()

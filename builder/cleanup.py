@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from builder.cache import Cache
-from builder.engine import LABEL_KIND, LABEL_OWNER, LABEL_RECIPE, LABEL_TOOL, Engine
+from builder.engine import LABEL_KIND, LABEL_OWNER, LABEL_TOOL, Engine
 from builder.output import stale_staging_dirs
 
 KEEP_RUN_LOGS = 20
@@ -40,10 +40,11 @@ def clean(
         removed["staging"].append(str(path))
         if not dry_run:
             shutil.rmtree(path, ignore_errors=True)
-    by_recipe: dict[str, list[dict]] = defaultdict(list)
+    by_repository: dict[str, list[dict]] = defaultdict(list)
     for image in engine.images(f"{LABEL_KIND}=build"):
-        by_recipe[(image.get("Labels") or {}).get(LABEL_RECIPE, "?")].append(image)
-    for images in by_recipe.values():
+        tags = image.get("RepoTags") or ["<none>:"]
+        by_repository[tags[0].rsplit(":", 1)[0]].append(image)
+    for images in by_repository.values():
         images.sort(key=lambda image: image.get("Created", 0), reverse=True)
         for image in images[keep:]:
             removed["images"].append(", ".join(image.get("RepoTags") or [image["Id"]]))

@@ -22,7 +22,9 @@ Handler = Callable[[argparse.Namespace], int]
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--log-format", choices=("console", "json"), default="console",
+        "--log-format",
+        choices=("console", "json"),
+        default="console",
         help="console (default, for people) or json (one object per line, for CI)",
     )
     common.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
@@ -32,11 +34,16 @@ def _common() -> argparse.ArgumentParser:
 def _overrides(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("overrides (recorded in the manifest)")
     group.add_argument("--qemu-ref", metavar="TAG", help="build this QEMU git tag (upstream URL)")
-    group.add_argument("--source", metavar="PATH", type=Path,
-                       help="build this local QEMU tree or tarball")
+    group.add_argument(
+        "--source", metavar="PATH", type=Path, help="build this local QEMU tree or tarball"
+    )
     group.add_argument("--base-image", metavar="REF", help="start the build image from REF")
-    group.add_argument("--output", metavar="DIR", type=Path,
-                       help="write the artifacts to DIR (default: out/<recipe name>)")
+    group.add_argument(
+        "--output",
+        metavar="DIR",
+        type=Path,
+        help="write the artifacts to DIR (default: out/<recipe name>)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("base", parents=[common], help="make a base image without a registry")
     base_sub = p.add_subparsers(dest="base_command", required=True, metavar="KIND")
     b = base_sub.add_parser(
-        "debootstrap", parents=[common],
+        "debootstrap",
+        parents=[common],
         help="debootstrap a Debian suite on this host and `docker import` it",
     )
     b.add_argument("--suite", required=True, help="Debian suite, e.g. trixie")
@@ -81,10 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(handler=commands.cmd_base_debootstrap)
 
     p = sub.add_parser("clean", parents=[common], help="remove what crashed runs left behind")
-    p.add_argument("--keep", type=int, default=2, metavar="N",
-                   help="build images to keep per recipe (newest first; default 2)")
-    p.add_argument("--output-root", type=Path, default=Path("out"), metavar="DIR",
-                   help="where to look for stale staging directories (default: out)")
+    p.add_argument(
+        "--keep",
+        type=int,
+        default=2,
+        metavar="N",
+        help="build images to keep per Dockerfile (newest first; default 2)",
+    )
+    p.add_argument(
+        "--output-root",
+        type=Path,
+        default=Path("out"),
+        metavar="DIR",
+        help="where to look for stale staging directories (default: out)",
+    )
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.set_defaults(handler=commands.cmd_clean)
     return parser

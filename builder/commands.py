@@ -103,8 +103,12 @@ def cmd_base_debootstrap(args: argparse.Namespace) -> int:
         logger.info("base image exists; pass --force to remake it", image=existing[:19])
         return 0
     image_id = make_debootstrap_base(
-        engine, suite=args.suite, variant=args.variant, mirror=args.mirror,
-        reference=reference, log=lambda line: logger.info(line),
+        engine,
+        suite=args.suite,
+        variant=args.variant,
+        mirror=args.mirror,
+        reference=reference,
+        log=lambda line: logger.info(line),
     )
     logger.info("base image ready", image=image_id)
     return 0
@@ -115,7 +119,10 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from builder.engine import Engine
 
     removed = cleanup.clean(
-        Engine(), Cache.default(), output_root=args.output_root, keep=args.keep,
+        Engine(),
+        Cache.default(),
+        output_root=args.output_root,
+        keep=args.keep,
         dry_run=args.dry_run,
     )
     verb = "would remove" if args.dry_run else "removed"

@@ -67,7 +67,9 @@ def fetch_orig_tarball(
             hint="download the .orig tarball yourself and use `source: tarball: path:`",
         )
     if not KEYRING.is_file():
-        raise InputError(f"source.debian: {KEYRING} is missing", hint="apt-get install debian-archive-keyring")
+        raise InputError(
+            f"source.debian: {KEYRING} is missing", hint="apt-get install debian-archive-keyring"
+        )
     mirror = host_mirror()
     lists = state_dir / suite / "lists"
     cache = state_dir / suite / "cache"

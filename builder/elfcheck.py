@@ -43,7 +43,9 @@ class ElfInfo:
     def describe(self) -> str:
         linkage = "static" if self.is_static else "dynamic"
         pie = "-pie" if self.is_static and self.elf_type == ET_DYN else ""
-        return f"ELF{self.bits} {linkage}{pie}, {'stripped' if self.is_stripped else 'not stripped'}"
+        return (
+            f"ELF{self.bits} {linkage}{pie}, {'stripped' if self.is_stripped else 'not stripped'}"
+        )
 
 
 def read_elf(path: Path) -> ElfInfo:
@@ -60,17 +62,45 @@ def parse_elf(data: bytes) -> ElfInfo:
     end = "<" if ei_data == 1 else ">"
     try:
         if is64:
-            e_type, e_machine, _, _, e_phoff, e_shoff, _, _, e_phentsize, e_phnum, e_shentsize, \
-                e_shnum, _ = struct.unpack_from(end + "HHIQQQIHHHHHH", data, 16)
+            (
+                e_type,
+                e_machine,
+                _,
+                _,
+                e_phoff,
+                e_shoff,
+                _,
+                _,
+                e_phentsize,
+                e_phnum,
+                e_shentsize,
+                e_shnum,
+                _,
+            ) = struct.unpack_from(end + "HHIQQQIHHHHHH", data, 16)
         else:
-            e_type, e_machine, _, _, e_phoff, e_shoff, _, _, e_phentsize, e_phnum, e_shentsize, \
-                e_shnum, _ = struct.unpack_from(end + "HHIIIIIHHHHHH", data, 16)
+            (
+                e_type,
+                e_machine,
+                _,
+                _,
+                e_phoff,
+                e_shoff,
+                _,
+                _,
+                e_phentsize,
+                e_phnum,
+                e_shentsize,
+                e_shnum,
+                _,
+            ) = struct.unpack_from(end + "HHIIIIIHHHHHH", data, 16)
         segments = [_segment(data, end, is64, e_phoff + i * e_phentsize) for i in range(e_phnum)]
         interpreter = None
         needed_offsets: list[int] = []
         for p_type, offset, filesz in segments:
             if p_type == PT_INTERP:
-                interpreter = data[offset : offset + filesz].split(b"\0", 1)[0].decode(errors="replace")
+                interpreter = (
+                    data[offset : offset + filesz].split(b"\0", 1)[0].decode(errors="replace")
+                )
             elif p_type == PT_DYNAMIC:
                 needed_offsets += _needed(data, end, is64, offset, filesz)
         has_symtab = any(

@@ -9,6 +9,7 @@ run's container for debugging.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -17,7 +18,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import IO, Any
 
 import docker
@@ -156,7 +156,9 @@ class Engine:
             raise self._gone(exc) from None
         return image_id or self.image_id(tag) or ""
 
-    def import_rootfs(self, tar_stream: IO[bytes], reference: str, labels: Mapping[str, str]) -> str:
+    def import_rootfs(
+        self, tar_stream: IO[bytes], reference: str, labels: Mapping[str, str]
+    ) -> str:
         """`docker import`: make an image from a root file system tarball."""
         repository, _, tag = reference.rpartition(":")
         changes = [f'LABEL {key}="{value}"' for key, value in labels.items()]
@@ -178,10 +180,8 @@ class Engine:
         return list(self._call(self.api.images, filters={"label": label}))
 
     def remove_image(self, image_id: str) -> None:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self._call(self.api.remove_image, image_id, force=True, noprune=False)
-        except docker.errors.NotFound:
-            pass
 
     # --- containers ------------------------------------------------------------------------
 
@@ -189,10 +189,8 @@ class Engine:
         return list(self._call(self.api.containers, all=True, filters={"label": label}))
 
     def remove_container(self, container_id: str) -> None:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self._call(self.api.remove_container, container_id, force=True, v=True)
-        except docker.errors.NotFound:
-            pass
         _live_containers.pop(container_id, None)
 
     @contextmanager
@@ -220,7 +218,10 @@ class Engine:
             pids_limit=4096,
         )
         all_labels = {
-            LABEL_TOOL: __version__, LABEL_RUN: self.run_id, LABEL_OWNER: owner(), **labels
+            LABEL_TOOL: __version__,
+            LABEL_RUN: self.run_id,
+            LABEL_OWNER: owner(),
+            **labels,
         }
         container_id: str | None = None
         keep = False
@@ -360,6 +361,6 @@ def remove_live_containers() -> int:
         try:
             engine.remove_container(container_id)
             removed += 1
-        except Exception:  # noqa: BLE001 - best effort at exit; the daemon may be gone
+        except Exception:
             pass
     return removed

@@ -61,7 +61,9 @@ class OutputDir:
         """Replace NAME/ with the staged directory (rename on the same file system)."""
         old = None
         if self.final.exists():
-            old = self.parent / f".{self.final.name}{OLD_MARK}{self.staging.name.rsplit('-', 1)[-1]}"
+            old = (
+                self.parent / f".{self.final.name}{OLD_MARK}{self.staging.name.rsplit('-', 1)[-1]}"
+            )
             self.final.rename(old)
         self.staging.rename(self.final)
         self.published = True
@@ -90,6 +92,7 @@ def stale_staging_dirs(parent: Path) -> list[Path]:
     if not parent.is_dir():
         return []
     return sorted(
-        p for p in parent.iterdir() if p.is_dir() and p.name.startswith(".")
-        and (TMP_MARK in p.name or OLD_MARK in p.name)
+        p
+        for p in parent.iterdir()
+        if p.is_dir() and p.name.startswith(".") and (TMP_MARK in p.name or OLD_MARK in p.name)
     )

@@ -34,7 +34,6 @@ def check_patches(patches: Sequence[PatchPlan]) -> list[CheckedPatch]:
 
 _FILE = re.compile(r"^(?:patching|checking) file (?P<file>.+)$")
 _HUNK = re.compile(r"^Hunk #(?P<hunk>\d+) FAILED at (?P<line>\d+)")
-_MISSING = re.compile(r"^can't find file to patch at input line (?P<line>\d+)")
 _HEADER = re.compile(r"^\|?(?:---|\+\+\+) (?:a/|b/)?(?P<file>\S+)")
 
 
@@ -50,7 +49,8 @@ def describe_failure(output: Sequence[str]) -> str:
             header_file = match["file"]
         elif match := _HUNK.match(line):
             problems.append(f"{current}: hunk #{match['hunk']} (at line {match['line']}) failed")
-        elif _MISSING.match(line):
+        elif line.startswith("No file to patch."):
+            # patch prints the missing file's diff header after "can't find file to patch".
             problems.append(f"{header_file or 'a file'}: not in the source tree")
         elif "Reversed (or previously applied) patch detected" in line:
             problems.append(f"{current}: already applied (or reversed)")

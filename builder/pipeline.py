@@ -35,8 +35,18 @@ from builder.plan import ARTIFACT_DIR, BUILD_USER, Plan
 from builder.sources import PreparedSource
 
 STAGES = (
-    "source", "patches", "base-image", "build-image", "unpack", "patch", "configure",
-    "compile", "install", "collect", "verify", "publish",
+    "source",
+    "patches",
+    "base-image",
+    "build-image",
+    "unpack",
+    "patch",
+    "configure",
+    "compile",
+    "install",
+    "collect",
+    "verify",
+    "publish",
 )
 BUILD_UID = 10001  # the Dockerfiles' `builder` user
 
@@ -99,8 +109,11 @@ def run(plan: Plan, engine: Engine, cache: Cache, recipe_text: str) -> RunResult
         finally:
             if state.source is not None:
                 state.source.cleanup()
-    log.info("run finished", output=str(out.final), seconds=round(
-        (datetime.now(UTC) - state.started).total_seconds(), 1))
+    log.info(
+        "run finished",
+        output=str(out.final),
+        seconds=round((datetime.now(UTC) - state.started).total_seconds(), 1),
+    )
     return RunResult(out.final, state.artifacts, manifest, log_dir)
 
 
@@ -119,11 +132,15 @@ def _build_in_container(
         box.put_files(
             "/work/patches",
             {c.container_name: c.data for c in state.checked_patches},
-            uid=BUILD_UID, gid=BUILD_UID,
+            uid=BUILD_UID,
+            gid=BUILD_UID,
         )
         unpacked = _exec(
-            box, steps.unpack(state.source.archive.name, state.source.strip_components),
-            env, output, "unpack",
+            box,
+            steps.unpack(state.source.archive.name, state.source.strip_components),
+            env,
+            output,
+            "unpack",
         )
         state.qemu_version = unpacked[-1].strip() if unpacked else ""
         output.line(f"QEMU version {state.qemu_version}")
@@ -196,7 +213,9 @@ def _collect(
 ) -> None:
     """Copy the artifacts out and check them against the checksums computed inside."""
     landing = staging / ".collect"
-    archives.safe_extract(box.get_archive(ARTIFACT_DIR), landing, what="artifacts from the container")
+    archives.safe_extract(
+        box.get_archive(ARTIFACT_DIR), landing, what="artifacts from the container"
+    )
     sums_dir = staging / ".sums"
     archives.safe_extract(box.get_archive(steps.CHECKSUMS_INSIDE), sums_dir, what="checksums")
     inside = parse_sha256sums((sums_dir / Path(steps.CHECKSUMS_INSIDE).name).read_text())
@@ -220,7 +239,11 @@ def _collect(
 
 
 def _verify(
-    plan: Plan, state: RunState, box: BuildContainer, staging: Path, env: dict[str, str],
+    plan: Plan,
+    state: RunState,
+    box: BuildContainer,
+    staging: Path,
+    env: dict[str, str],
     output: StepOutput,
 ) -> None:
     for index, artifact in enumerate(plan.artifacts):
@@ -246,7 +269,9 @@ def _verify(
                 f"artifact {artifact.name} --version printed {printed!r}, "
                 f"expected QEMU version {state.qemu_version}"
             )
-        state.artifacts[index] = Artifact(**{**state.artifacts[index].__dict__, "detail": elf.describe()})
+        state.artifacts[index] = Artifact(
+            **{**state.artifacts[index].__dict__, "detail": elf.describe()}
+        )
     output.line("reading the image's package list")
     listing: list[str] = []
     code = box.run(list(steps.package_inventory().argv), on_line=listing.append)

@@ -6,6 +6,7 @@ them, so the image's content hash and the run's cache key cover every input.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -179,9 +180,14 @@ def resolve_image(recipe: Recipe, recipe_dir: Path) -> ImagePlan:
         dockerfile_sha256=dockerfile_sha256,
         base=base,
         build_args=build_args,
-        repository=f"qga-builder/{recipe.name}",
+        # Named after the Dockerfile, not the recipe: recipes with equal inputs share one image.
+        repository=f"qga-builder/{_repository_name(dockerfile.name)}",
         inputs_hash=sha256_json(inputs),
     )
+
+
+def _repository_name(dockerfile_name: str) -> str:
+    return re.sub(r"[^a-z0-9._-]+", "-", dockerfile_name.lower()).strip(".-_") or "build"
 
 
 def resolve_source(recipe: Recipe, recipe_dir: Path) -> SourcePlan:
@@ -206,7 +212,9 @@ def resolve_source(recipe: Recipe, recipe_dir: Path) -> SourcePlan:
 
 def prefix_map_flags() -> tuple[str, ...]:
     """Compiler flags that keep container paths out of the binary (see DESIGN: reproducibility)."""
-    maps = f"-ffile-prefix-map={SRC_DIR}={MAPPED_SRC} -ffile-prefix-map={BUILD_DIR}={MAPPED_SRC}/build"
+    maps = (
+        f"-ffile-prefix-map={SRC_DIR}={MAPPED_SRC} -ffile-prefix-map={BUILD_DIR}={MAPPED_SRC}/build"
+    )
     return (f"--extra-cflags={maps}",)
 
 

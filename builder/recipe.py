@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from builder.errors import RecipeError
 
@@ -58,7 +65,9 @@ class Base(Model):
     def _one_kind(self) -> Base:
         _exactly_one(self, ("image", "debootstrap"))
         if self.image is not None and "@sha256:" not in self.image:
-            raise ValueError(f"image {self.image!r} is not pinned: write it as name:tag@sha256:<digest>")
+            raise ValueError(
+                f"image {self.image!r} is not pinned: write it as name:tag@sha256:<digest>"
+            )
         return self
 
 
@@ -137,7 +146,9 @@ class Configure(Model):
 
 class Build(Model):
     targets: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]{1,128}$")]] = Field(
-        default_factory=lambda: ["qemu-ga"], min_length=1, max_length=32,
+        default_factory=lambda: ["qemu-ga"],
+        min_length=1,
+        max_length=32,
         description="ninja targets",
     )
     source_date_epoch: Annotated[int, Field(ge=0, le=2**33)] | None = Field(
@@ -194,6 +205,20 @@ class Recipe(Model):
     artifacts: list[Artifact] = Field(min_length=1, max_length=64)
     services: Services | None = None
 
+    @field_validator("artifacts")
+    @classmethod
+    def _distinct_outputs(cls, artifacts: list[Artifact]) -> list[Artifact]:
+        reserved = {"SHA256SUMS", "manifest.json", "logs", "provenance.intoto.json"}
+        reserved |= {"qemu-guest-agent.service", "qemu-guest-agent.init", "qemu-guest-agent.conf"}
+        seen: set[str] = set()
+        for artifact in artifacts:
+            if artifact.name in reserved:
+                raise ValueError(f"artifact name {artifact.name!r} is reserved for the tool")
+            if artifact.name in seen:
+                raise ValueError(f"artifact name {artifact.name!r} is used twice")
+            seen.add(artifact.name)
+        return artifacts
+
 
 def json_schema() -> dict[str, Any]:
     schema = Recipe.model_json_schema()
@@ -211,9 +236,7 @@ class _StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.MarkedYAMLError(
-                "aliases are not allowed in recipes", event.start_mark
-            )
+            raise yaml.MarkedYAMLError("aliases are not allowed in recipes", event.start_mark)
         depth = getattr(self, "_depth", 0) + 1
         if depth > MAX_NESTING:
             raise yaml.MarkedYAMLError(
@@ -228,7 +251,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 def parse_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark else origin

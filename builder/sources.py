@@ -129,7 +129,7 @@ def _download(url: str, dest: Path, log: LineSink) -> None:
     log(f"downloading {url}")
     partial = dest.with_suffix(dest.suffix + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
             shutil.copyfileobj(response, out, 1 << 20)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         partial.unlink(missing_ok=True)
@@ -157,7 +157,8 @@ def _git(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
     commit = _git_cmd(["rev-parse", "HEAD"], checkout, log, "cannot read the checkout").strip()
     if plan.commit and commit != plan.commit:
         raise InputError(
-            f"source.git: tag {plan.tag} of {plan.url} is at {commit}, the recipe pins {plan.commit}",
+            f"source.git: tag {plan.tag} of {plan.url} is at {commit}, "
+            f"the recipe pins {plan.commit}",
             hint="the tag moved upstream: check why, then update `commit:`",
         )
     record = {"kind": "git", "url": plan.url, "tag": plan.tag, "commit": commit}
@@ -174,9 +175,7 @@ def _git(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
 
 
 def _git_cmd(args: list[str], cwd: Path | None, log: LineSink, what: str) -> str:
-    process = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False
-    )
+    process = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     if process.returncode != 0:
         for line in process.stderr.splitlines():
             log(line)
@@ -186,7 +185,9 @@ def _git_cmd(args: list[str], cwd: Path | None, log: LineSink, what: str) -> str
 
 def _tree(root: Path, record: dict[str, Any], cache: Cache, log: LineSink) -> PreparedSource:
     if not (root / "configure").is_file() or not (root / "qga").is_dir():
-        raise InputError(f"source: {root} does not look like a QEMU source tree (no configure, qga/)")
+        raise InputError(
+            f"source: {root} does not look like a QEMU source tree (no configure, qga/)"
+        )
     log(f"packing {root}")
     newest = 0
     for path in root.rglob("*"):

@@ -45,15 +45,22 @@ def unpack(archive_name: str, strip_components: int) -> Command:
     archive = shlex.quote(f"{SOURCE_ARCHIVE_DIR}/{archive_name}")
     return _sh(
         f"tar -xf {archive} -C {SRC_DIR} --strip-components={strip_components} --no-same-owner"
-        f" && rm -f {archive} && echo \"unpacked $(find {SRC_DIR} -type f | wc -l) files\""
+        f' && rm -f {archive} && echo "unpacked $(find {SRC_DIR} -type f | wc -l) files"'
         f" && cat {SRC_DIR}/VERSION"
     )
 
 
 def apply_patch(container_name: str) -> Command:
     return Command(
-        ("patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch",
-         "-i", f"{PATCH_DIR}/{container_name}"),
+        (
+            "patch",
+            "-p1",
+            "--forward",
+            "--batch",
+            "--no-backup-if-mismatch",
+            "-i",
+            f"{PATCH_DIR}/{container_name}",
+        ),
         SRC_DIR,
     )
 
@@ -76,7 +83,9 @@ def install(artifacts: Sequence[ArtifactPlan], strip_tool: str = "strip") -> Com
         lines.append(f"install -m 0755 {src} {dest}")
         if artifact.strip:
             lines.append(f"{strip_tool} --strip-all {dest}")
-    lines.append(f"cd {ARTIFACT_DIR} && sha256sum -- * > {CHECKSUMS_INSIDE} && cat {CHECKSUMS_INSIDE}")
+    lines.append(
+        f"cd {ARTIFACT_DIR} && sha256sum -- * > {CHECKSUMS_INSIDE} && cat {CHECKSUMS_INSIDE}"
+    )
     return _sh("\n".join(lines))
 
 

@@ -80,6 +80,6 @@ fi
 
 # 4. For the tests: tools the integration tests drive on the host.
 if [[ $WANT_TEST -eq 1 ]]; then
-    apt_install file
+    apt_install gcc libc6-dev patch
 fi
 say "ready"

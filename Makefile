@@ -1,0 +1,54 @@
+# qga-builder: `make build` runs the main job, `make test` the whole test suite.
+# Both do their own set-up (virtualenv, Docker engine, host tools) through scripts/setup.sh.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+RECIPE ?= recipes/linux-static.yaml
+PYTEST_ARGS ?=
+
+.PHONY: help setup build test unit integration lint format schema clean bench
+
+help:
+	@echo "make build        build $(RECIPE) into out/ (sets everything up first)"
+	@echo "make test         run the whole test suite (unit + integration)"
+	@echo "make unit         unit tests only (no Docker)"
+	@echo "make lint         ruff"
+	@echo "make schema       write the recipe JSON Schema to recipe.schema.json"
+	@echo "make clean        remove leftovers of crashed runs and the out/ directory"
+	@echo "make bench        run the benchmarks in bench/"
+
+setup:
+	scripts/setup.sh
+
+build: setup
+	$(PY) -m builder run $(RECIPE)
+
+test:
+	scripts/setup.sh --test
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+unit:
+	scripts/setup.sh
+	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
+
+integration:
+	scripts/setup.sh --test
+	$(PY) -m pytest $(PYTEST_ARGS) tests/integration
+
+lint: setup
+	$(VENV)/bin/ruff check builder tests bench
+	$(VENV)/bin/ruff format --check builder tests bench
+
+format: setup
+	$(VENV)/bin/ruff format builder tests bench
+	$(VENV)/bin/ruff check --fix builder tests bench
+
+schema: setup
+	$(PY) -m builder schema > recipe.schema.json
+
+clean: setup
+	$(PY) -m builder clean
+	rm -rf out
+
+bench: setup
+	$(PY) bench/run.py

@@ -1,0 +1,94 @@
+"""Integration fixtures: real Docker engine, real QEMU source, real builds through the real CLI.
+
+The builds are session-scoped: the patched default recipe once, and the same recipe without the
+patch once (the image is reused, so the second costs only the compile).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from builder.engine import LABEL_TOOL, Engine
+from tests.conftest import DEFAULT_RECIPE, ROOT, absolutize, load_default
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 3600) -> CliResult:
+    import time
+
+    start = time.monotonic()
+    process = subprocess.run(
+        [sys.executable, "-m", "builder", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    return CliResult(process.returncode, process.stdout, process.stderr, time.monotonic() - start)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    return Engine()  # raises a clear error (and so fails the test) when no daemon answers
+
+
+def leftover_containers(engine: Engine) -> list[str]:
+    return [c["Names"][0] for c in engine.containers(LABEL_TOOL)]
+
+
+def write_variant(directory: Path, name: str, **changes: Any) -> Path:
+    """A copy of the default recipe under another name, with top-level fields replaced."""
+    data = absolutize(load_default())
+    data["name"] = name
+    data.update(changes)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def builds_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("builds")
+
+
+@pytest.fixture(scope="session")
+def patched_build(builds_dir: Path) -> Path:
+    out = builds_dir / "patched"
+    result = run_cli("run", str(DEFAULT_RECIPE), "--output", str(out), "--log-format", "json")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def unpatched_build(builds_dir: Path) -> Path:
+    recipe = write_variant(builds_dir, "linux-static-unpatched", patches=[])
+    out = builds_dir / "unpatched"
+    result = run_cli("run", str(recipe), "--output", str(out), "--log-format", "json")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+@pytest.fixture
+def short_tmp() -> Path:
+    """A short directory for unix sockets (their paths are limited to 107 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="qga-", dir="/tmp") as path:
+        yield Path(path)

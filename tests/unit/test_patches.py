@@ -1,0 +1,93 @@
+"""Patch digests are checked before any container, and `patch` failures name file and hunk."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder.errors import InputError
+from builder.patches import check_patches, describe_failure
+from builder.plan import PatchPlan
+
+PATCH = """\
+--- a/dir/file.c
++++ b/dir/file.c
+@@ -1,3 +1,3 @@
+ one
+-two
++TWO
+ three
+"""
+
+
+def test_digest_mismatch_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "0001-x.patch"
+    path.write_text(PATCH)
+    with pytest.raises(InputError, match=r"patches\[0\]: sha256 mismatch"):
+        check_patches([PatchPlan(path, "0" * 64)])
+
+
+def test_missing_patch(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        check_patches([PatchPlan(tmp_path / "nope.patch", "0" * 64)])
+
+
+def test_series_order_is_kept(tmp_path: Path) -> None:
+    plans = []
+    for name in ("b.patch", "a.patch"):
+        path = tmp_path / name
+        path.write_text(PATCH)
+        plans.append(PatchPlan(path, hashlib.sha256(PATCH.encode()).hexdigest()))
+    checked = check_patches(plans)
+    assert [c.container_name for c in checked] == ["0000-b.patch", "0001-a.patch"]
+
+
+def _patch_output(tmp_path: Path, content: str) -> list[str]:
+    tree = tmp_path / "tree"
+    (tree / "dir").mkdir(parents=True)
+    (tree / "dir" / "file.c").write_text(content)
+    (tmp_path / "p.patch").write_text(PATCH)
+    result = subprocess.run(
+        [
+            "patch",
+            "-p1",
+            "--forward",
+            "--batch",
+            "--no-backup-if-mismatch",
+            "-i",
+            str(tmp_path / "p.patch"),
+        ],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    return (result.stdout + result.stderr).splitlines()
+
+
+def test_failed_hunk_is_named(tmp_path: Path) -> None:
+    lines = _patch_output(tmp_path, "one\nsomething else\nthree\n")
+    assert describe_failure(lines) == "dir/file.c: hunk #1 (at line 1) failed"
+
+
+def test_already_applied(tmp_path: Path) -> None:
+    lines = _patch_output(tmp_path, "one\nTWO\nthree\n")
+    assert "dir/file.c: already applied" in describe_failure(lines)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tmp_path / "p.patch").write_text(PATCH)
+    result = subprocess.run(
+        ["patch", "-p1", "--forward", "--batch", "-i", str(tmp_path / "p.patch")],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+    )
+    assert "dir/file.c: not in the source tree" in describe_failure(
+        (result.stdout + result.stderr).splitlines()
+    )

@@ -1,0 +1,149 @@
+"""The plan is pure data: stable, and every input moves the hashes it should."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from builder.errors import InputError, UsageError
+from builder.overrides import UPSTREAM_GIT_URL, Overrides, apply_overrides
+from builder.plan import MAPPED_SRC, make_plan
+from builder.recipe import validate_recipe
+from tests.conftest import RECIPES, absolutize, load_default
+
+
+def plan_of(data: dict, recipe_path: Path = RECIPES / "linux-static.yaml", **kwargs):
+    recipe = validate_recipe(data, str(recipe_path))
+    return make_plan(recipe, recipe_path, b"recipe bytes", **kwargs)
+
+
+def test_default_plan() -> None:
+    plan = plan_of(load_default())
+    assert plan.recipe_name == "linux-static"
+    assert plan.output_dir == Path("out/linux-static")
+    assert plan.image.base.kind == "debootstrap"
+    assert plan.image.base.reference == "qga-builder/base:trixie-minbase"
+    assert plan.image.dockerfile.name == "Dockerfile.linux"
+    assert plan.source.kind == "debian" and plan.source.version.startswith("1:10.0.")
+    assert plan.patches[0].path.is_file()
+    assert dict(plan.image.build_args)["PACKAGES"].startswith("gcc ")
+    assert any(f"={MAPPED_SRC}" in flag for flag in plan.configure_flags)
+    assert "--static" in plan.configure_flags
+    assert plan.targets == ("qemu-ga",)
+
+
+def test_plan_is_deterministic() -> None:
+    assert plan_of(load_default()).cache_key == plan_of(load_default()).cache_key
+    assert plan_of(load_default()).image.inputs_hash == plan_of(load_default()).image.inputs_hash
+
+
+def test_output_dir_does_not_change_the_cache_key(tmp_path: Path) -> None:
+    a = plan_of(load_default())
+    b = plan_of(load_default(), output_dir=tmp_path / "elsewhere")
+    assert b.output_dir == tmp_path / "elsewhere"
+    assert a.cache_key == b.cache_key
+
+
+@pytest.mark.parametrize(
+    "path,value",
+    [
+        (("environment", "packages"), ["gcc"]),
+        (("environment", "base", "debootstrap", "suite"), "bookworm"),
+        (("environment", "build_args"), {"EXTRA": "1"}),
+    ],
+)
+def test_image_inputs_move_the_image_hash(path: tuple, value: object) -> None:
+    data = load_default()
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    assert plan_of(data).image.inputs_hash != plan_of(load_default()).image.inputs_hash
+
+
+@pytest.mark.parametrize(
+    "path,value",
+    [
+        (("configure", "flags"), ["--static"]),
+        (("patches",), []),
+        (("source", "debian", "sha256"), "0" * 64),
+        (("build", "source_date_epoch"), 1),
+        (("build", "targets"), ["qemu-ga", "all"]),
+    ],
+)
+def test_build_inputs_move_the_cache_key(path: tuple, value: object) -> None:
+    data = load_default()
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    assert plan_of(data).cache_key != plan_of(load_default()).cache_key
+
+
+def test_image_tag_depends_on_the_base_image_id() -> None:
+    image = plan_of(load_default()).image
+    assert image.tag("sha256:aaa") != image.tag("sha256:bbb")
+    assert image.tag("sha256:aaa").startswith("qga-builder/dockerfile.linux:")
+
+
+def test_dockerfile_change_moves_the_image_hash(tmp_path: Path) -> None:
+    data = absolutize(load_default())
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM scratch\n")
+    data["environment"]["dockerfile"] = str(dockerfile)
+    first = plan_of(data).image.inputs_hash
+    dockerfile.write_text("FROM scratch\nRUN true\n")
+    assert plan_of(data).image.inputs_hash != first
+
+
+def test_missing_dockerfile_is_a_clear_error() -> None:
+    data = load_default()
+    data["environment"]["dockerfile"] = "nope/Dockerfile"
+    with pytest.raises(InputError, match=r"environment\.dockerfile: cannot read"):
+        plan_of(data)
+
+
+def test_qemu_ref_override_uses_upstream_git() -> None:
+    data = apply_overrides(load_default(), Overrides(qemu_ref="v10.0.2"))
+    plan = plan_of(data)
+    assert plan.source.kind == "git"
+    assert plan.source.url == UPSTREAM_GIT_URL
+    assert plan.source.tag == "v10.0.2"
+    assert plan.source.commit is None
+
+
+def test_source_override_tree_and_tarball(tmp_path: Path) -> None:
+    tree = tmp_path / "qemu"
+    tree.mkdir()
+    assert plan_of(apply_overrides(load_default(), Overrides(source=tree))).source.kind == "local"
+    tarball = tmp_path / "qemu.tar.xz"
+    tarball.write_bytes(b"not really")
+    plan = plan_of(apply_overrides(load_default(), Overrides(source=tarball)))
+    assert plan.source.kind == "tarball"
+    assert plan.source.sha256 == hashlib.sha256(b"not really").hexdigest()
+
+
+def test_base_image_override_is_validated() -> None:
+    data = apply_overrides(load_default(), Overrides(base_image="debian:trixie@sha256:" + "a" * 64))
+    assert plan_of(data).image.base.kind == "registry"
+    with pytest.raises(Exception, match="not pinned"):
+        plan_of(apply_overrides(load_default(), Overrides(base_image="debian:trixie")))
+
+
+def test_conflicting_overrides() -> None:
+    with pytest.raises(UsageError, match="give one of them"):
+        apply_overrides(load_default(), Overrides(qemu_ref="v1", source=Path("/tmp")))
+
+
+def test_missing_source_override_path(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such file"):
+        apply_overrides(load_default(), Overrides(source=tmp_path / "missing"))
+
+
+def test_overrides_are_recorded() -> None:
+    overrides = Overrides(qemu_ref="v10.0.2", output=Path("x"))
+    plan = plan_of(apply_overrides(load_default(), overrides), overrides=overrides.recorded())
+    assert plan.overrides == {"qemu_ref": "v10.0.2", "output": "x"}
+    assert plan.summary()["overrides"] == {"qemu_ref": "v10.0.2", "output": "x"}

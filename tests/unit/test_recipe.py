@@ -1,0 +1,231 @@
+"""Recipes: the project's own validate, and bad ones get one clear message naming file and field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder.errors import RecipeError
+from builder.recipe import MAX_NESTING, Recipe, json_schema, load_recipe
+from tests.conftest import RECIPES, ROOT, absolutize, load_default
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_project_recipes_validate(path: Path) -> None:
+    recipe = load_recipe(path)
+    assert isinstance(recipe, Recipe)
+    assert recipe.artifacts
+
+
+def test_default_recipe_pins_everything() -> None:
+    recipe = load_recipe(RECIPES / "linux-static.yaml")
+    assert recipe.source.debian is not None
+    assert len(recipe.source.debian.sha256) == 64
+    assert recipe.environment.base.debootstrap is not None
+    assert all(len(p.sha256) == 64 for p in recipe.patches)
+    assert recipe.artifacts[0].name == "qemu-ga-patched-static"
+    assert recipe.artifacts[0].kind == "static-elf"
+
+
+def test_ubuntu_recipe_is_pinned_by_digest() -> None:
+    recipe = load_recipe(RECIPES / "linux-static-ubuntu.yaml")
+    image = recipe.environment.base.image
+    assert image is not None and image.startswith("ubuntu:24.04@sha256:")
+    assert len(image.split("@sha256:")[1]) == 64
+    assert recipe.environment.dockerfile.name == "Dockerfile.linux"
+
+
+def _mutate(path: tuple, value: object) -> dict:
+    data = absolutize(load_default())
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    if value is _DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return data
+
+
+_DELETE = object()
+
+INVALID = [
+    # (what, mutation path, value, expected field path in the message, expected words)
+    ("unknown top-level key", ("colour",), "blue", "colour", "unknown field"),
+    ("misspelt field", ("environment", "dockerfle"), "x", "environment.dockerfle", "unknown field"),
+    ("missing name", ("name",), _DELETE, "name", "Field required"),
+    ("bad name", ("name",), "Has Spaces", "name", "pattern"),
+    ("name wrong type", ("name",), 42, "name", "string"),
+    ("short sha256", ("source", "debian", "sha256"), "abc", "source.debian.sha256", "pattern"),
+    ("upper-case sha256", ("source", "debian", "sha256"), "A" * 64, "source.debian.sha256", ""),
+    ("two source kinds", ("source", "local"), {"path": "/tmp"}, "source", "exactly one"),
+    ("no source kind", ("source",), {}, "source", "exactly one"),
+    (
+        "unpinned image",
+        ("environment", "base"),
+        {"image": "ubuntu:24.04"},
+        "environment.base",
+        "not pinned",
+    ),
+    ("patch sha missing", ("patches",), [{"path": "x.patch"}], "patches[0].sha256", "required"),
+    ("patches not a list", ("patches",), "x.patch", "patches", "list"),
+    ("no artifacts", ("artifacts",), [], "artifacts", "at least 1"),
+    (
+        "artifact escapes",
+        ("artifacts",),
+        [{"path": "../x", "name": "x"}],
+        "artifacts[0]",
+        "inside the build directory",
+    ),
+    (
+        "reserved artifact name",
+        ("artifacts",),
+        [{"path": "qga/qemu-ga", "name": "SHA256SUMS"}],
+        "artifacts",
+        "reserved",
+    ),
+    (
+        "duplicate artifact",
+        ("artifacts",),
+        [{"path": "a", "name": "x"}, {"path": "b", "name": "x"}],
+        "artifacts",
+        "used twice",
+    ),
+    (
+        "bad artifact kind",
+        ("artifacts",),
+        [{"path": "a", "name": "x", "kind": "exe"}],
+        "artifacts[0].kind",
+        "static-elf",
+    ),
+    ("flags not strings", ("configure", "flags"), [1, 2], "configure.flags[0]", "string"),
+    ("absurd flag count", ("configure", "flags"), ["--x"] * 1000, "configure.flags", "at most"),
+    ("absurd string", ("description",), "x" * 10000, "description", "at most"),
+    ("negative epoch", ("build", "source_date_epoch"), -1, "build.source_date_epoch", "greater"),
+    ("bad memory", ("build", "memory"), "lots", "build.memory", "pattern"),
+    ("unknown service", ("services", "kinds"), ["launchd"], "services.kinds[0]", "systemd"),
+    (
+        "bad debian suite",
+        ("environment", "base", "debootstrap", "suite"),
+        "Trixie 13",
+        "environment.base.debootstrap.suite",
+        "pattern",
+    ),
+    (
+        "bad package name",
+        ("environment", "packages"),
+        ["gcc; rm -rf /"],
+        "environment.packages[0]",
+        "pattern",
+    ),
+]
+
+
+@pytest.mark.parametrize("what,path,value,field,words", INVALID, ids=[i[0] for i in INVALID])
+def test_invalid_recipe_names_file_and_field(
+    write_recipe, what: str, path: tuple, value: object, field: str, words: str
+) -> None:
+    recipe_path = write_recipe(_mutate(path, value))
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe_path)
+    message = str(caught.value)
+    assert str(recipe_path) in message
+    assert f": {field}" in message, message
+    assert words in message, message
+
+
+def test_missing_file() -> None:
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(Path("/nonexistent/recipe.yaml"))
+
+
+def test_directory_is_not_a_recipe(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="is a directory"):
+        load_recipe(tmp_path)
+
+
+def test_yaml_syntax_error_names_line(write_recipe) -> None:
+    path = write_recipe("name: x\nenvironment: [unclosed\n")
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    assert f"{path}:" in str(caught.value) and "YAML error" in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n", ""])
+def test_not_a_mapping(write_recipe, text: str) -> None:
+    with pytest.raises(RecipeError, match="must be a YAML mapping"):
+        load_recipe(write_recipe(text))
+
+
+def test_aliases_are_refused(write_recipe) -> None:
+    bomb = "a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\nname: *c\n"
+    with pytest.raises(RecipeError, match="aliases are not allowed"):
+        load_recipe(write_recipe(bomb))
+
+
+def test_deep_nesting_is_refused(write_recipe) -> None:
+    deep = "name: " + "[" * (MAX_NESTING + 5) + "]" * (MAX_NESTING + 5) + "\n"
+    with pytest.raises(RecipeError, match="nesting deeper"):
+        load_recipe(write_recipe(deep))
+
+
+def test_non_utf8_is_refused(write_recipe) -> None:
+    with pytest.raises(RecipeError, match="not UTF-8"):
+        load_recipe(write_recipe(b"name: caf\xe9\n"))
+
+
+def test_huge_file_is_refused(write_recipe) -> None:
+    with pytest.raises(RecipeError, match="larger than"):
+        load_recipe(write_recipe("# " + "x" * 300_000 + "\n"))
+
+
+def test_schema_lists_fields_and_forbids_extras() -> None:
+    schema = json_schema()
+    assert schema["additionalProperties"] is False
+    assert {"name", "environment", "source", "patches", "artifacts"} <= set(schema["properties"])
+    assert "Debootstrap" in schema["$defs"]
+    json.dumps(schema)
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "builder", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+
+
+def test_cli_validate_bad_recipe_exit_code_and_no_traceback(write_recipe) -> None:
+    path = write_recipe(_mutate(("environment", "dockerfle"), "x"))
+    result = run_cli("validate", str(path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{path}: environment.dockerfle: unknown field" in result.stderr
+
+
+def test_cli_run_missing_recipe(tmp_path: Path) -> None:
+    result = run_cli("run", str(tmp_path / "nope.yaml"), "--output", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "recipe file not found" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_schema_is_json() -> None:
+    result = run_cli("schema")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["title"] == "qga-builder recipe"
+
+
+def test_cli_validate_all_project_recipes() -> None:
+    result = run_cli("validate", *map(str, sorted(RECIPES.glob("*.yaml"))))
+    assert result.returncode == 0, result.stderr
