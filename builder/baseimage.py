@@ -8,16 +8,22 @@ the tool works without any registry (air-gapped hosts, and this project's CI).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from builder import debian
+from builder.cache import Cache
 from builder.engine import LABEL_KIND, Engine
 from builder.errors import ImageError
+from builder.locks import exclusive
 from builder.log import LineSink
 from builder.plan import BasePlan
 
@@ -30,7 +36,13 @@ class BaseImage:
     record: dict[str, object] = field(default_factory=dict)
 
 
-def ensure_base(engine: Engine, base: BasePlan, log: LineSink) -> BaseImage:
+def ensure_base(engine: Engine, base: BasePlan, cache: Cache, log: LineSink) -> BaseImage:
+    key = "base-" + re.sub(r"[^A-Za-z0-9_.-]", "_", base.reference)[:100]
+    with exclusive(cache.lock_path(key), f"base image {base.reference}", log):
+        return _present_or_made(engine, base, log)
+
+
+def _present_or_made(engine: Engine, base: BasePlan, log: LineSink) -> BaseImage:
     image_id = engine.image_id(base.reference)
     record: dict[str, object] = {"kind": base.kind, "reference": base.reference}
     if base.kind == "debootstrap":
@@ -93,8 +105,9 @@ def make_debootstrap_base(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         assert process.stdout is not None
-        for line in process.stdout:
-            log(line.rstrip())
+        with _reaped(process):
+            for line in process.stdout:
+                log(line.rstrip())
         if process.wait() != 0:
             raise ImageError(
                 f"{what}: debootstrap {suite} failed (exit {process.returncode})",
@@ -107,7 +120,7 @@ def make_debootstrap_base(
             ["tar", "--numeric-owner", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE
         )
         assert tar.stdout is not None
-        try:
+        with _reaped(tar):
             labels = {
                 LABEL_KIND: "base",
                 "org.qga-builder.base.suite": suite,
@@ -115,8 +128,19 @@ def make_debootstrap_base(
                 "org.qga-builder.base.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             image_id = engine.import_rootfs(tar.stdout, reference, labels)
-        finally:
-            tar.stdout.close()
-            tar.wait()
     log(f"made {reference} ({image_id[:19]}) in {time.monotonic() - started:.0f} s")
     return image_id
+
+
+@contextmanager
+def _reaped(process: subprocess.Popen[Any]) -> Iterator[None]:
+    """Kill the child if we are interrupted (or fail) while it runs; always wait for it."""
+    try:
+        yield
+    except BaseException:
+        process.kill()
+        raise
+    finally:
+        if process.stdout:
+            process.stdout.close()
+        process.wait()

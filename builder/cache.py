@@ -46,3 +46,6 @@ class Cache:
     @property
     def runs(self) -> Path:
         return self.dir("runs")
+
+    def lock_path(self, key: str) -> Path:
+        return self.dir("locks") / f"{key}.lock"

@@ -152,6 +152,11 @@ class Engine:
                 on_line(partial)
         except docker.errors.APIError as exc:
             raise ImageError(f"building image {tag} failed: {_short(exc)}") from None
+        except Interrupted:
+            # Dropping the connection is what makes the daemon cancel a classic build (and
+            # remove its intermediate containers, forcerm).
+            self.api.close()
+            raise
         except _CONNECTION_ERRORS as exc:
             raise self._gone(exc) from None
         return image_id or self.image_id(tag) or ""
@@ -213,6 +218,8 @@ class Engine:
             security_opt=["no-new-privileges"],
             privileged=False,
             init=True,
+            # The daemon removes the container itself if we cannot (e.g. it restarts mid-run).
+            auto_remove=True,
             mem_limit=memory,
             nano_cpus=int(cpus * 1e9) if cpus else None,
             pids_limit=4096,

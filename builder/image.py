@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from builder.cache import Cache
 from builder.engine import LABEL_INPUTS, LABEL_KIND, LABEL_RECIPE, Engine
+from builder.locks import exclusive
 from builder.log import LineSink
 from builder.plan import ImagePlan
 
@@ -23,10 +25,28 @@ class BuildImage:
 
 
 def ensure_build_image(
-    engine: Engine, plan: ImagePlan, base_image_id: str, recipe_name: str, log: LineSink
+    engine: Engine,
+    plan: ImagePlan,
+    base_image_id: str,
+    recipe_name: str,
+    cache: Cache,
+    log: LineSink,
 ) -> BuildImage:
     tag = plan.tag(base_image_id)
     inputs_hash = plan.final_hash(base_image_id)
+    with exclusive(cache.lock_path(f"image-{inputs_hash[:16]}"), f"image {tag}", log):
+        return _reuse_or_build(engine, plan, base_image_id, recipe_name, tag, inputs_hash, log)
+
+
+def _reuse_or_build(
+    engine: Engine,
+    plan: ImagePlan,
+    base_image_id: str,
+    recipe_name: str,
+    tag: str,
+    inputs_hash: str,
+    log: LineSink,
+) -> BuildImage:
     existing = engine.image_id(tag)
     if existing is not None and engine.image_labels(tag).get(LABEL_INPUTS) == inputs_hash:
         log(f"reusing {tag}: Dockerfile, build args and base are unchanged")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-from contextlib import closing
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,19 +89,12 @@ def run(plan: Plan, engine: Engine, cache: Cache, recipe_text: str) -> RunResult
                 for checked in state.checked_patches:
                     output.line(f"{checked.plan.name} sha256:{checked.plan.sha256} ok")
             with progress.step("base-image") as output:
-                state.base = baseimage.ensure_base(engine, plan.image.base, output.line)
+                state.base = baseimage.ensure_base(engine, plan.image.base, cache, output.line)
             with progress.step("build-image") as output:
                 state.build_image = image.ensure_build_image(
-                    engine, plan.image, state.base.image_id, plan.recipe_name, output.line
+                    engine, plan.image, state.base.image_id, plan.recipe_name, cache, output.line
                 )
-            with engine.container(
-                state.build_image.image_id,
-                labels={LABEL_RECIPE: plan.recipe_name},
-                user=BUILD_USER,
-                network=False,
-                memory=plan.memory,
-                cpus=plan.cpus,
-            ) as box:
+            with build_container(engine, plan, state.build_image.image_id) as box:
                 _build_in_container(plan, state, box, progress, out.staging)
             with progress.step("publish") as output:
                 manifest = _publish(plan, state, engine, progress, out, log_dir, recipe_text)
@@ -115,6 +108,20 @@ def run(plan: Plan, engine: Engine, cache: Cache, recipe_text: str) -> RunResult
         seconds=round((datetime.now(UTC) - state.started).total_seconds(), 1),
     )
     return RunResult(out.final, state.artifacts, manifest, log_dir)
+
+
+def build_container(
+    engine: Engine, plan: Plan, image_id: str
+) -> AbstractContextManager[BuildContainer]:
+    """The container every build step runs in: no network, unprivileged, limits from the plan."""
+    return engine.container(
+        image_id,
+        labels={LABEL_RECIPE: plan.recipe_name},
+        user=BUILD_USER,
+        network=False,
+        memory=plan.memory,
+        cpus=plan.cpus,
+    )
 
 
 def _build_in_container(

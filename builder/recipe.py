@@ -8,6 +8,7 @@ field path. Relative paths in a recipe are relative to the recipe file's directo
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -286,6 +287,8 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
+        elif not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]{0,63}", str(item)):
+            parts.append(f"[{str(item)[:64]!r}]")  # odd keys quoted: the message stays one line
         elif not parts:
             parts.append(str(item))
         else:

@@ -22,6 +22,7 @@ from builder.archives import TarballInfo, inspect_tarball, tar_directory
 from builder.cache import Cache
 from builder.checksums import sha256_bytes, sha256_file
 from builder.errors import InputError
+from builder.locks import exclusive
 from builder.log import LineSink
 from builder.plan import SourcePlan
 
@@ -94,10 +95,11 @@ def _debian(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
         log(f"using cached {present[0].name}")
         path = present[0]
     else:
-        log(f"fetching {plan.package}={plan.version} from {plan.suite} with apt-get source")
-        path = debian.fetch_orig_tarball(
-            plan.package, plan.version, plan.suite, dest, cache.apt, log
-        )
+        with exclusive(cache.lock_path(f"apt-{plan.suite}"), f"apt state for {plan.suite}", log):
+            log(f"fetching {plan.package}={plan.version} from {plan.suite} with apt-get source")
+            path = debian.fetch_orig_tarball(
+                plan.package, plan.version, plan.suite, dest, cache.apt, log
+            )
         verify_digest(path, plan.sha256, "source.debian")
     record = {
         "kind": "debian",
@@ -195,7 +197,11 @@ def _tree(root: Path, record: dict[str, Any], cache: Cache, log: LineSink) -> Pr
             newest = max(newest, int(path.lstat().st_mtime))
     with tempfile.NamedTemporaryFile(dir=cache.dir("tmp"), suffix=".tar", delete=False) as out:
         archive = Path(out.name)
-    tar_directory(root, archive, arcname="src")
+    try:
+        tar_directory(root, archive, arcname="src")
+    except BaseException:
+        archive.unlink(missing_ok=True)
+        raise
     digest = sha256_file(archive)
     return PreparedSource(
         archive=archive,

@@ -71,20 +71,53 @@ def builds_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def patched_build(builds_dir: Path) -> Path:
-    out = builds_dir / "patched"
-    result = run_cli("run", str(DEFAULT_RECIPE), "--output", str(out), "--log-format", "json")
-    assert result.returncode == 0, result.stderr[-4000:]
-    return out
+def linux_builds(builds_dir: Path) -> dict[str, Path]:
+    """The default recipe and its unpatched twin, built at the same time by two processes.
+
+    Two recipes in parallel must both succeed (they share one image: the first to need it builds
+    it, the other waits for it and reuses it).
+    """
+    recipes = {
+        "patched": DEFAULT_RECIPE,
+        "unpatched": write_variant(builds_dir, "linux-static-unpatched", patches=[]),
+    }
+    processes = {}
+    for name, recipe in recipes.items():
+        log = (builds_dir / f"{name}.log").open("w")
+        processes[name] = (
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "builder",
+                    "run",
+                    str(recipe),
+                    "--output",
+                    str(builds_dir / name),
+                    "--log-format",
+                    "json",
+                ],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ),
+            log,
+        )
+    for name, (process, log) in processes.items():
+        code = process.wait(timeout=3600)
+        log.close()
+        assert code == 0, (builds_dir / f"{name}.log").read_text()[-4000:]
+    return {name: builds_dir / name for name in recipes}
 
 
 @pytest.fixture(scope="session")
-def unpatched_build(builds_dir: Path) -> Path:
-    recipe = write_variant(builds_dir, "linux-static-unpatched", patches=[])
-    out = builds_dir / "unpatched"
-    result = run_cli("run", str(recipe), "--output", str(out), "--log-format", "json")
-    assert result.returncode == 0, result.stderr[-4000:]
-    return out
+def patched_build(linux_builds: dict[str, Path]) -> Path:
+    return linux_builds["patched"]
+
+
+@pytest.fixture(scope="session")
+def unpatched_build(linux_builds: dict[str, Path]) -> Path:
+    return linux_builds["unpatched"]
 
 
 @pytest.fixture

@@ -1,0 +1,129 @@
+"""SIGINT/SIGTERM at several stages of real runs, and SIGKILL followed by `clean`: afterwards no
+container (by label), no staging or output directory, no temporary file; the next run succeeds."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from builder.cache import Cache
+from builder.engine import Engine
+from builder.pipeline import STAGES
+from tests.conftest import ROOT
+from tests.integration.conftest import leftover_containers, run_cli, write_variant
+
+
+def run_until(recipe: Path, out: Path, stage: str, delay: float, sig: int) -> tuple[int, str]:
+    """Start a run, wait until it announces `stage`, wait `delay` s, send `sig`; wait for exit."""
+    number = f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage}"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "builder",
+            "run",
+            str(recipe),
+            "--output",
+            str(out),
+            "--log-format",
+            "json",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        try:
+            event = json.loads(line).get("event")
+        except json.JSONDecodeError:
+            continue
+        if event == number:
+            time.sleep(delay)
+            process.send_signal(sig)
+            break
+    else:
+        process.wait()
+        pytest.fail(f"the run ended before {stage}: {''.join(seen)[-3000:]}")
+    rest = process.stderr.read()
+    return process.wait(timeout=300), "".join(seen) + rest
+
+
+def temporary_files() -> set[str]:
+    found = {str(p) for p in Cache.default().dir("tmp").iterdir()}
+    found |= {str(p) for p in Path("/tmp").glob("qga-builder-rootfs-*")}
+    return found
+
+
+def assert_nothing_left(engine: Engine, out: Path, before: set[str]) -> None:
+    assert leftover_containers(engine) == []
+    assert not out.exists()
+    assert [p.name for p in out.parent.iterdir() if p.name != f".{out.name}.lock"] == []
+    assert temporary_files() <= before
+
+
+CASES = [
+    # stage, delay after it starts, signal
+    ("build-image", 4.0, signal.SIGINT),
+    ("unpack", 0.0, signal.SIGTERM),
+    ("configure", 2.0, signal.SIGINT),
+    ("compile", 8.0, signal.SIGTERM),
+    ("collect", 0.0, signal.SIGINT),
+]
+
+
+@pytest.mark.parametrize("stage,delay,sig", CASES, ids=[c[0] for c in CASES])
+def test_interrupt(
+    tmp_path: Path, engine: Engine, patched_build: Path, stage: str, delay: float, sig: int
+) -> None:
+    recipe = write_variant(tmp_path, f"interrupt-{stage}")
+    if stage == "build-image":
+        # A build arg nobody used before forces a fresh image build to interrupt.
+        data = yaml.safe_load(recipe.read_text())
+        data["environment"]["build_args"] = {"QGA_TEST_NONCE": uuid.uuid4().hex}
+        recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "out" / "result"
+    before = temporary_files()
+    code, log = run_until(recipe, out, stage, delay, sig)
+    assert code == 128 + sig, log[-3000:]
+    assert "interrupted by" in log and "Traceback" not in log
+    assert_nothing_left(engine, out, before)
+
+
+def test_the_next_run_succeeds(tmp_path: Path, engine: Engine, patched_build: Path) -> None:
+    recipe = write_variant(tmp_path, "after-interrupts")
+    out = tmp_path / "out"
+    run_until_done = run_cli("run", str(recipe), "--output", str(out))
+    assert run_until_done.returncode == 0, run_until_done.stderr[-3000:]
+    assert (out / "qemu-ga-patched-static").is_file()
+    assert leftover_containers(engine) == []
+
+
+def test_clean_after_sigkill(tmp_path: Path, engine: Engine, patched_build: Path) -> None:
+    recipe = write_variant(tmp_path, "killed")
+    out_root = tmp_path / "out"
+    code, _ = run_until(recipe, out_root / "killed", "compile", 3.0, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    # A killed run cannot clean up: its container and staging directory are left behind ...
+    assert len(leftover_containers(engine)) == 1
+    assert any(p.name.startswith(".killed.tmp-") for p in out_root.iterdir())
+    dry = run_cli("clean", "--output-root", str(out_root), "--dry-run", "--log-format", "json")
+    assert dry.returncode == 0 and len(leftover_containers(engine)) == 1
+    # ... until `clean` removes them.
+    result = run_cli("clean", "--output-root", str(out_root), "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    assert leftover_containers(engine) == []
+    assert not any(p.name.startswith(".killed.tmp-") for p in out_root.iterdir())
+    summary = next(json.loads(line) for line in result.stderr.splitlines() if "clean done" in line)
+    assert summary["containers"] == 1 and summary["staging"] == 1
