@@ -9,6 +9,7 @@ import argparse
 import json
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -17,6 +18,7 @@ from builder import __version__, log
 from builder.errors import BuilderError, Interrupted, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
+INTERNAL_ERROR = 70  # EX_SOFTWARE
 
 
 def _common() -> argparse.ArgumentParser:
@@ -46,6 +48,14 @@ def _overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _locked(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--locked",
+        action="store_true",
+        help="fail before compiling if the build image's packages differ from RECIPE.lock",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from builder import commands  # imported here so `--help` stays fast
 
@@ -60,7 +70,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[common], help="build the artifacts of one or more recipes")
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
     _overrides(p)
+    _locked(p)
     p.set_defaults(handler=commands.cmd_run)
+
+    p = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="build a recipe twice under varied conditions and compare every artifact; "
+        "or compare a build or an output directory with a SHA256SUMS",
+    )
+    p.add_argument(
+        "target",
+        type=Path,
+        metavar="RECIPE|DIR",
+        help="a recipe to build, or an output directory to check",
+    )
+    p.add_argument(
+        "--against",
+        type=Path,
+        metavar="SHA256SUMS",
+        help="compare with this published checksum file instead of a second build",
+    )
+    _overrides(p)
+    _locked(p)
+    p.set_defaults(handler=commands.cmd_verify)
+
+    p = sub.add_parser(
+        "lock",
+        parents=[common],
+        help="write RECIPE.lock: every package of the recipe's build image",
+    )
+    p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
+    p.set_defaults(handler=commands.cmd_lock)
 
     p = sub.add_parser("validate", parents=[common], help="check recipes without building")
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
@@ -131,9 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupted)
     from builder.engine import remove_live_containers
 
+    verbose = False
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        verbose = args.verbose
         log.configure(args.log_format, args.verbose)
         handler: Handler = args.handler
         return handler(args)
@@ -145,6 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = signal.Signals(exc.signum).name
         report_error(f"interrupted by {name}; removed this run's containers and temporary files")
         return exc.exit_code
+    except Exception as exc:  # a bug: say so in one message; -v shows the traceback
+        if verbose:
+            traceback.print_exc()
+        report_error(
+            f"internal error: {type(exc).__name__}: {exc}",
+            hint="this is a bug in qga-builder; rerun with -v to see the traceback",
+        )
+        return INTERNAL_ERROR
     finally:
         remove_live_containers()
 

@@ -14,11 +14,18 @@ from builder.plan import Plan, make_plan
 from builder.recipe import dump_schema, load_recipe_data, validate_recipe
 
 
-def load_plan(path: Path, overrides: Overrides) -> tuple[Plan, str]:
+def load_plan(path: Path, overrides: Overrides, *, locked: bool = False) -> tuple[Plan, str]:
     """Recipe file -> validated recipe (overrides applied first) -> plan; also the recipe text."""
     data, raw = load_recipe_data(path)
     recipe = validate_recipe(apply_overrides(data, overrides), str(path))
-    plan = make_plan(recipe, path, raw, output_dir=overrides.output, overrides=overrides.recorded())
+    plan = make_plan(
+        recipe,
+        path,
+        raw,
+        output_dir=overrides.output,
+        overrides=overrides.recorded(),
+        locked=locked,
+    )
     return plan, raw.decode("utf-8")
 
 
@@ -34,7 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from builder.engine import Engine
 
     overrides = _overrides_from(args)
-    plans = [load_plan(path, overrides) for path in args.recipes]  # all recipes valid first
+    # Every recipe is validated before the first one builds.
+    plans = [load_plan(path, overrides, locked=args.locked) for path in args.recipes]
     engine = Engine()
     cache = Cache.default()
     for plan, text in plans:
@@ -131,4 +139,79 @@ def cmd_clean(args: argparse.Namespace) -> int:
         for item in items:
             logger.info(verb, kind=kind, item=item)
     logger.info("clean done", **{kind: len(items) for kind, items in removed.items()})
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from builder import pipeline, verify
+    from builder.engine import Engine
+
+    target: Path = args.target
+    if target.is_dir():
+        against = args.against or target / verify.SUMS
+        comparison = verify.check_directory(target, against)
+        summary = verify.summarize(comparison, {"checked": target}, None)
+        verify.conclude(comparison, f"{target} against {against}", None, None, summary)
+        return 0
+    overrides = Overrides(
+        qemu_ref=args.qemu_ref, source=args.source, base_image=args.base_image, output=None
+    )
+    plan, text = load_plan(target, overrides, locked=args.locked)
+    root = (args.output or Path("out") / f"{plan.recipe_name}.verify").absolute()
+    engine, cache = Engine(), Cache.default()
+    if args.against:
+        expected = verify.read_sums(args.against)
+        result = pipeline.run(replace(plan, output_dir=root / "build"), engine, cache, text)
+        comparison = verify.compare(expected, verify.read_sums(result.output_dir / verify.SUMS))
+        summary = verify.summarize(comparison, {"build": result.output_dir}, None)
+        root.mkdir(parents=True, exist_ok=True)
+        verify.conclude(
+            comparison, f"build against {args.against}", None, root / "verify.json", summary
+        )
+        return 0
+    builds: dict[str, Path] = {}
+    for variation in verify.variations(engine.run_id):
+        tag = variation.root.rsplit("/", 1)[-1][0]
+        log.get_logger().info(
+            f"verify build {tag}",
+            root=variation.root,
+            hostname=variation.hostname,
+            umask=variation.umask,
+        )
+        result = pipeline.run(
+            replace(plan, output_dir=root / tag),
+            engine,
+            cache,
+            text,
+            variation=variation,
+            run_id=f"{tag}{engine.run_id}",
+        )
+        builds[tag] = result.output_dir
+    first, second = builds["a"], builds["b"]
+    comparison = verify.compare(
+        verify.read_sums(first / verify.SUMS), verify.read_sums(second / verify.SUMS)
+    )
+    report = None
+    if comparison.different:
+        report = verify.diffoscope_report(
+            first, second, comparison.different, root / "diffoscope.txt"
+        )
+    summary = verify.summarize(comparison, builds, report)
+    verify.conclude(
+        comparison, f"{plan.recipe_name} built twice", report, root / "verify.json", summary
+    )
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from builder import pipeline, toolchain
+    from builder.engine import Engine
+
+    for path in args.recipes:
+        plan, _ = load_plan(path, Overrides())
+        packages = pipeline.toolchain_packages(plan, Engine(), Cache.default())
+        plan.lock_path.write_text(toolchain.format_lock(packages))
+        log.get_logger().info("lock written", lock=str(plan.lock_path), packages=len(packages))
     return 0

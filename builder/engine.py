@@ -209,6 +209,7 @@ class Engine:
         memory: str | None = None,
         cpus: float | None = None,
         workdir: str = "/",
+        hostname: str | None = None,
     ) -> Iterator[BuildContainer]:
         """A container that sleeps while we exec steps into it, removed on every exit path."""
         name = f"qga-builder-{self.run_id}-{uuid.uuid4().hex[:6]}"
@@ -242,6 +243,7 @@ class Engine:
                 labels=all_labels,
                 host_config=host_config,
                 working_dir=workdir,
+                hostname=hostname,
                 network_disabled=not network,
             )
             container_id = created["Id"]

@@ -9,18 +9,30 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+from collections.abc import Callable
 from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from builder import archives, baseimage, image, patches, services, sources, steps
+from builder import (
+    archives,
+    baseimage,
+    image,
+    patches,
+    provenance,
+    services,
+    sources,
+    steps,
+    toolchain,
+)
 from builder.cache import Cache
 from builder.checksums import format_sha256sums, parse_sha256sums, sha256_file
 from builder.elfcheck import ElfFormatError, read_elf
 from builder.engine import LABEL_RECIPE, BuildContainer, Engine
 from builder.errors import ArtifactError, PatchError, StepError
+from builder.layout import Layout, Variation
 from builder.log import Progress, StepOutput, get_logger
 from builder.manifest import (
     LOGS_DIR,
@@ -31,7 +43,7 @@ from builder.manifest import (
     write_json,
 )
 from builder.output import OutputDir
-from builder.plan import ARTIFACT_DIR, BUILD_USER, Plan
+from builder.plan import BUILD_USER, Plan
 from builder.sources import PreparedSource
 
 STAGES = (
@@ -39,6 +51,7 @@ STAGES = (
     "patches",
     "base-image",
     "build-image",
+    "toolchain",
     "unpack",
     "patch",
     "configure",
@@ -54,6 +67,8 @@ BUILD_UID = 10001  # the Dockerfiles' `builder` user
 @dataclass
 class RunState:
     started: datetime
+    variation: Variation
+    layout: Layout
     source: PreparedSource | None = None
     checked_patches: list[patches.CheckedPatch] = field(default_factory=list)
     base: baseimage.BaseImage | None = None
@@ -73,13 +88,22 @@ class RunResult:
     log_dir: Path
 
 
-def run(plan: Plan, engine: Engine, cache: Cache, recipe_text: str) -> RunResult:
-    log_dir = cache.runs / f"{plan.recipe_name}-{engine.run_id}"
+def run(
+    plan: Plan,
+    engine: Engine,
+    cache: Cache,
+    recipe_text: str,
+    variation: Variation | None = None,
+    run_id: str | None = None,
+) -> RunResult:
+    run_id = run_id or engine.run_id
+    log_dir = cache.runs / f"{plan.recipe_name}-{run_id}"
     progress = Progress(total=len(STAGES), log_dir=log_dir)
-    state = RunState(started=datetime.now(UTC))
-    log = get_logger(recipe=plan.recipe_name, run=engine.run_id)
+    variation = variation or Variation.for_run(run_id)
+    state = RunState(started=datetime.now(UTC), variation=variation, layout=Layout(variation.root))
+    log = get_logger(recipe=plan.recipe_name, run=run_id)
     log.info("run started", output=str(plan.output_dir), logs=str(log_dir))
-    with OutputDir(plan.output_dir, engine.run_id) as out:
+    with OutputDir(plan.output_dir, run_id) as out:
         try:
             with progress.step("source") as output:
                 state.source = sources.prepare_source(plan.source, cache, output.line)
@@ -94,10 +118,14 @@ def run(plan: Plan, engine: Engine, cache: Cache, recipe_text: str) -> RunResult
                 state.build_image = image.ensure_build_image(
                     engine, plan.image, state.base.image_id, plan.recipe_name, cache, output.line
                 )
-            with build_container(engine, plan, state.build_image.image_id) as box:
+            with build_container(
+                engine, plan, state.build_image.image_id, hostname=variation.hostname
+            ) as box:
                 _build_in_container(plan, state, box, progress, out.staging)
             with progress.step("publish") as output:
-                manifest = _publish(plan, state, engine, progress, out, log_dir, recipe_text)
+                manifest = _publish(
+                    plan, state, engine, progress, out, log_dir, recipe_text, run_id
+                )
                 output.line(f"published {out.final}")
         finally:
             if state.source is not None:
@@ -111,11 +139,12 @@ def run(plan: Plan, engine: Engine, cache: Cache, recipe_text: str) -> RunResult
 
 
 def build_container(
-    engine: Engine, plan: Plan, image_id: str
+    engine: Engine, plan: Plan, image_id: str, hostname: str | None = None
 ) -> AbstractContextManager[BuildContainer]:
     """The container every build step runs in: no network, unprivileged, limits from the plan."""
     return engine.container(
         image_id,
+        hostname=hostname,
         labels={LABEL_RECIPE: plan.recipe_name},
         user=BUILD_USER,
         network=False,
@@ -124,28 +153,66 @@ def build_container(
     )
 
 
+def toolchain_packages(plan: Plan, engine: Engine, cache: Cache) -> dict[str, str]:
+    """The packages of the image a plan builds in (made if missing), for `qga-builder lock`."""
+    progress = Progress(total=3)
+    with progress.step("base-image", log_output=False) as output:
+        base = baseimage.ensure_base(engine, plan.image.base, cache, output.line)
+    with progress.step("build-image", log_output=False) as output:
+        built = image.ensure_build_image(
+            engine, plan.image, base.image_id, plan.recipe_name, cache, output.line
+        )
+    with (
+        progress.step("toolchain", log_output=False) as output,
+        build_container(engine, plan, built.image_id) as box,
+    ):
+        return read_packages(box, output)
+
+
+def read_packages(box: BuildContainer, output: StepOutput) -> dict[str, str]:
+    listing: list[str] = []
+    code = box.run(list(steps.package_inventory().argv), on_line=listing.append)
+    if code != 0:
+        raise StepError(f"listing the build image's packages failed (dpkg-query exit {code})")
+    packages = toolchain.parse_inventory(listing)
+    output.line(f"{len(packages)} packages in the build image")
+    return packages
+
+
 def _build_in_container(
     plan: Plan, state: RunState, box: BuildContainer, progress: Progress, staging: Path
 ) -> None:
+    with progress.step("toolchain") as output:
+        state.packages = read_packages(box, output)
+        if plan.locked:
+            toolchain.check_lock(plan.lock_path, state.packages)
+            output.line(f"packages match {plan.lock_path}")
     env = steps.environment(state.source_date_epoch)
+    layout = state.layout
     assert state.source is not None
+
+    def run_step(command: steps.Command, output: StepOutput, step: str) -> list[str]:
+        return _exec(box, steps.with_umask(command, state.variation.umask), env, output, step)
+
     with progress.step("unpack") as output:
-        _exec(box, steps.prepare_dirs(), env, output, "unpack")
+        output.line(
+            f"build root {layout.root}, hostname {state.variation.hostname}, "
+            f"umask {state.variation.umask}"
+        )
+        run_step(steps.prepare_dirs(layout), output, "unpack")
         archive = archives.tar_single_file(
             state.source.archive, arcname=state.source.archive.name, uid=BUILD_UID, gid=BUILD_UID
         )
         with closing(archive):
-            box.put_archive(steps.SOURCE_ARCHIVE_DIR, archive)
+            box.put_archive(layout.incoming, archive)
         box.put_files(
-            "/work/patches",
+            layout.patches,
             {c.container_name: c.data for c in state.checked_patches},
             uid=BUILD_UID,
             gid=BUILD_UID,
         )
-        unpacked = _exec(
-            box,
-            steps.unpack(state.source.archive.name, state.source.strip_components),
-            env,
+        unpacked = run_step(
+            steps.unpack(layout, state.source.archive.name, state.source.strip_components),
             output,
             "unpack",
         )
@@ -154,7 +221,10 @@ def _build_in_container(
     with progress.step("patch") as output:
         for checked in state.checked_patches:
             output.line(f"applying {checked.plan.name}")
-            code, lines = _run(box, steps.apply_patch(checked.container_name), env, output)
+            command = steps.with_umask(
+                steps.apply_patch(layout, checked.container_name), state.variation.umask
+            )
+            code, lines = _run(box, command, env, output)
             if code != 0:
                 raise PatchError(
                     f"patch {checked.plan.path} does not apply to the QEMU {state.qemu_version} "
@@ -165,15 +235,15 @@ def _build_in_container(
         if not state.checked_patches:
             output.line("no patches in the recipe")
     with progress.step("configure") as output:
-        _exec(box, steps.configure(plan.configure_flags), env, output, "configure")
+        run_step(steps.configure(layout, plan.configure_flags), output, "configure")
     with progress.step("compile") as output:
-        _exec(box, steps.compile_targets(plan.targets, plan.jobs), env, output, "compile")
+        run_step(steps.compile_targets(layout, plan.targets, plan.jobs), output, "compile")
     with progress.step("install") as output:
-        _exec(box, steps.install(plan.artifacts), env, output, "install")
+        run_step(steps.install(layout, plan.artifacts), output, "install")
     with progress.step("collect") as output:
         _collect(plan, state, box, staging, output)
     with progress.step("verify") as output:
-        _verify(plan, state, box, staging, env, output)
+        _verify(plan, state, box, staging, run_step, output)
 
 
 def _run(
@@ -220,12 +290,13 @@ def _collect(
 ) -> None:
     """Copy the artifacts out and check them against the checksums computed inside."""
     landing = staging / ".collect"
+    layout = state.layout
     archives.safe_extract(
-        box.get_archive(ARTIFACT_DIR), landing, what="artifacts from the container"
+        box.get_archive(layout.artifacts), landing, what="artifacts from the container"
     )
     sums_dir = staging / ".sums"
-    archives.safe_extract(box.get_archive(steps.CHECKSUMS_INSIDE), sums_dir, what="checksums")
-    inside = parse_sha256sums((sums_dir / Path(steps.CHECKSUMS_INSIDE).name).read_text())
+    archives.safe_extract(box.get_archive(layout.checksums), sums_dir, what="checksums")
+    inside = parse_sha256sums((sums_dir / Path(layout.checksums).name).read_text())
     shutil.rmtree(sums_dir)
     for artifact in plan.artifacts:
         copied = landing / "artifacts" / artifact.name
@@ -250,7 +321,7 @@ def _verify(
     state: RunState,
     box: BuildContainer,
     staging: Path,
-    env: dict[str, str],
+    run_step: Callable[[steps.Command, StepOutput, str], list[str]],
     output: StepOutput,
 ) -> None:
     for index, artifact in enumerate(plan.artifacts):
@@ -270,7 +341,7 @@ def _verify(
         if problems:
             raise ArtifactError(f"artifact {artifact.name} {' and '.join(problems)}")
         output.line(f"{artifact.name}: {elf.describe()}")
-        printed = "".join(_exec(box, steps.version(artifact.name), env, output, "verify"))
+        printed = "".join(run_step(steps.version(state.layout, artifact.name), output, "verify"))
         if state.qemu_version not in printed:
             raise ArtifactError(
                 f"artifact {artifact.name} --version printed {printed!r}, "
@@ -279,14 +350,6 @@ def _verify(
         state.artifacts[index] = Artifact(
             **{**state.artifacts[index].__dict__, "detail": elf.describe()}
         )
-    output.line("reading the image's package list")
-    listing: list[str] = []
-    code = box.run(list(steps.package_inventory().argv), on_line=listing.append)
-    if code == 0:
-        for line in listing:
-            name, _, rest = line.partition("\t")
-            state.packages[name] = rest.replace("\t", " ")
-    output.line(f"{len(state.packages)} packages recorded")
 
 
 def _publish(
@@ -297,6 +360,7 @@ def _publish(
     out: OutputDir,
     log_dir: Path,
     recipe_text: str,
+    run_id: str,
 ) -> dict[str, Any]:
     staging = out.staging
     for name, (content, mode) in services.render_services(
@@ -328,7 +392,9 @@ def _publish(
             "build_args": dict(plan.image.build_args),
         },
         packages=state.packages,
-        configure_line=shlex.join(["configure", *plan.configure_flags]),
+        configure_line=shlex.join(
+            ["configure", *plan.configure_flags, *state.layout.prefix_map_flags()]
+        ),
         source_date_epoch=state.source_date_epoch,
         source_date_epoch_origin=state.source_date_epoch_origin,
         qemu_version=state.qemu_version,
@@ -339,6 +405,7 @@ def _publish(
         docker_server=str(engine.api.version().get("Version", "")),
     )
     write_json(staging / MANIFEST_NAME, manifest)
+    write_json(staging / provenance.PROVENANCE_NAME, provenance.statement(manifest, run_id))
     shutil.copytree(log_dir, staging / LOGS_DIR, dirs_exist_ok=True)
     out.publish()
     return manifest

@@ -16,14 +16,6 @@ from builder.checksums import sha256_bytes, sha256_json
 from builder.errors import InputError
 from builder.recipe import Recipe
 
-# Fixed paths inside the build container.
-CONTAINER_ROOT = "/work"
-SRC_DIR = f"{CONTAINER_ROOT}/src"
-BUILD_DIR = f"{CONTAINER_ROOT}/build"
-PATCH_DIR = f"{CONTAINER_ROOT}/patches"
-ARTIFACT_DIR = f"{CONTAINER_ROOT}/artifacts"
-# Where the source appears in debug info and __FILE__ strings, whatever the container path.
-MAPPED_SRC = "/usr/src/qemu"
 BUILD_USER = "builder"
 
 
@@ -114,13 +106,15 @@ class Plan:
     memory: str | None
     cpus: float | None
     output_dir: Path
+    lock_path: Path
+    locked: bool = False
     overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def cache_key(self) -> str:
         """Digest over every input that can change the artifacts (not where they are written)."""
         summary = self.summary()
-        for volatile in ("output_dir", "recipe_path", "cache_key"):
+        for volatile in ("output_dir", "recipe_path", "cache_key", "lock_path", "locked"):
             summary.pop(volatile, None)
         return sha256_json(summary)
 
@@ -210,14 +204,6 @@ def resolve_source(recipe: Recipe, recipe_dir: Path) -> SourcePlan:
     )
 
 
-def prefix_map_flags() -> tuple[str, ...]:
-    """Compiler flags that keep container paths out of the binary (see DESIGN: reproducibility)."""
-    maps = (
-        f"-ffile-prefix-map={SRC_DIR}={MAPPED_SRC} -ffile-prefix-map={BUILD_DIR}={MAPPED_SRC}/build"
-    )
-    return (f"--extra-cflags={maps}",)
-
-
 def make_plan(
     recipe: Recipe,
     recipe_path: Path,
@@ -225,6 +211,7 @@ def make_plan(
     *,
     output_dir: Path | None = None,
     overrides: dict[str, str] | None = None,
+    locked: bool = False,
 ) -> Plan:
     recipe_dir = recipe_path.parent.resolve()
     build = recipe.build
@@ -237,7 +224,7 @@ def make_plan(
         patches=tuple(
             PatchPlan(path=_resolve(recipe_dir, p.path), sha256=p.sha256) for p in recipe.patches
         ),
-        configure_flags=(*recipe.configure.flags, *prefix_map_flags()),
+        configure_flags=tuple(recipe.configure.flags),
         targets=tuple(build.targets),
         artifacts=tuple(
             ArtifactPlan(path=a.path, name=a.name, kind=a.kind, strip=a.strip)
@@ -250,5 +237,7 @@ def make_plan(
         memory=build.memory,
         cpus=build.cpus,
         output_dir=output_dir or Path("out") / recipe.name,
+        lock_path=recipe_path.with_suffix(".lock"),
+        locked=locked,
         overrides=dict(overrides or {}),
     )

@@ -10,16 +10,14 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from builder.plan import ARTIFACT_DIR, BUILD_DIR, CONTAINER_ROOT, PATCH_DIR, SRC_DIR, ArtifactPlan
-
-SOURCE_ARCHIVE_DIR = f"{CONTAINER_ROOT}/in"
-CHECKSUMS_INSIDE = f"{CONTAINER_ROOT}/artifacts.sha256"
+from builder.layout import WORK, Layout
+from builder.plan import ArtifactPlan
 
 
 @dataclass(frozen=True)
 class Command:
     argv: tuple[str, ...]
-    workdir: str = CONTAINER_ROOT
+    workdir: str = WORK
 
 
 def environment(source_date_epoch: int) -> dict[str, str]:
@@ -32,25 +30,32 @@ def environment(source_date_epoch: int) -> dict[str, str]:
     }
 
 
-def _sh(script: str, workdir: str = CONTAINER_ROOT) -> Command:
-    return Command(("sh", "-eu", "-c", script), workdir)
-
-
-def prepare_dirs() -> Command:
-    dirs = " ".join((SOURCE_ARCHIVE_DIR, SRC_DIR, BUILD_DIR, PATCH_DIR, ARTIFACT_DIR))
-    return _sh(f"mkdir -p {dirs}")
-
-
-def unpack(archive_name: str, strip_components: int) -> Command:
-    archive = shlex.quote(f"{SOURCE_ARCHIVE_DIR}/{archive_name}")
-    return _sh(
-        f"tar -xf {archive} -C {SRC_DIR} --strip-components={strip_components} --no-same-owner"
-        f' && rm -f {archive} && echo "unpacked $(find {SRC_DIR} -type f | wc -l) files"'
-        f" && cat {SRC_DIR}/VERSION"
+def with_umask(command: Command, umask: str) -> Command:
+    return Command(
+        ("sh", "-c", f'umask {umask} && exec "$@"', "sh", *command.argv), command.workdir
     )
 
 
-def apply_patch(container_name: str) -> Command:
+def _sh(script: str, workdir: str = WORK) -> Command:
+    return Command(("sh", "-eu", "-c", script), workdir)
+
+
+def prepare_dirs(layout: Layout) -> Command:
+    dirs = (layout.incoming, layout.src, layout.build, layout.patches, layout.artifacts)
+    return _sh(f"mkdir -p {' '.join(dirs)}")
+
+
+def unpack(layout: Layout, archive_name: str, strip_components: int) -> Command:
+    archive = shlex.quote(f"{layout.incoming}/{archive_name}")
+    return _sh(
+        f"tar -xf {archive} -C {layout.src} --strip-components={strip_components}"
+        f" --no-same-owner && rm -f {archive}"
+        f' && echo "unpacked $(find {layout.src} -type f | wc -l) files"'
+        f" && cat {layout.src}/VERSION"
+    )
+
+
+def apply_patch(layout: Layout, container_name: str) -> Command:
     return Command(
         (
             "patch",
@@ -59,38 +64,40 @@ def apply_patch(container_name: str) -> Command:
             "--batch",
             "--no-backup-if-mismatch",
             "-i",
-            f"{PATCH_DIR}/{container_name}",
+            f"{layout.patches}/{container_name}",
         ),
-        SRC_DIR,
+        layout.src,
     )
 
 
-def configure(flags: Sequence[str]) -> Command:
-    return Command((f"{SRC_DIR}/configure", *flags), BUILD_DIR)
+def configure(layout: Layout, flags: Sequence[str]) -> Command:
+    return Command((f"{layout.src}/configure", *flags, *layout.prefix_map_flags()), layout.build)
 
 
-def compile_targets(targets: Sequence[str], jobs: int | None) -> Command:
+def compile_targets(layout: Layout, targets: Sequence[str], jobs: int | None) -> Command:
     job_args = ("-j", str(jobs)) if jobs else ()
-    return Command(("ninja", "-C", BUILD_DIR, *job_args, *targets), BUILD_DIR)
+    return Command(("ninja", "-C", layout.build, *job_args, *targets), layout.build)
 
 
-def install(artifacts: Sequence[ArtifactPlan], strip_tool: str = "strip") -> Command:
+def install(
+    layout: Layout, artifacts: Sequence[ArtifactPlan], strip_tool: str = "strip"
+) -> Command:
     """Copy each artifact to its final name, strip it, and checksum the lot inside the container."""
     lines = []
     for artifact in artifacts:
-        src = shlex.quote(f"{BUILD_DIR}/{artifact.path}")
-        dest = shlex.quote(f"{ARTIFACT_DIR}/{artifact.name}")
+        src = shlex.quote(f"{layout.build}/{artifact.path}")
+        dest = shlex.quote(f"{layout.artifacts}/{artifact.name}")
         lines.append(f"install -m 0755 {src} {dest}")
         if artifact.strip:
             lines.append(f"{strip_tool} --strip-all {dest}")
     lines.append(
-        f"cd {ARTIFACT_DIR} && sha256sum -- * > {CHECKSUMS_INSIDE} && cat {CHECKSUMS_INSIDE}"
+        f"cd {layout.artifacts} && sha256sum -- * > {layout.checksums} && cat {layout.checksums}"
     )
     return _sh("\n".join(lines))
 
 
-def version(artifact_name: str) -> Command:
-    return Command((f"{ARTIFACT_DIR}/{artifact_name}", "--version"))
+def version(layout: Layout, artifact_name: str) -> Command:
+    return Command((f"{layout.artifacts}/{artifact_name}", "--version"))
 
 
 def package_inventory() -> Command:

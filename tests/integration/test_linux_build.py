@@ -19,6 +19,7 @@ def test_output_has_the_release_files(patched_build: Path) -> None:
             "SHA256SUMS",
             "logs",
             "manifest.json",
+            "provenance.intoto.json",
             "qemu-ga-patched-static",
             "qemu-guest-agent.conf",
             "qemu-guest-agent.init",

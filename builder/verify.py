@@ -1,0 +1,146 @@
+"""`qga-builder verify`: prove a recipe builds bit for bit the same, or check artifacts against a
+published SHA256SUMS.
+
+Two builds differ on purpose in build directory, hostname, umask and wall-clock time, each in a
+fresh container; every artifact must come out identical. On a mismatch, diffoscope (Debian's
+`diffoscope-minimal`) writes a report of what differs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.checksums import parse_sha256sums, sha256_file
+from builder.errors import InputError, VerifyError
+from builder.layout import Variation
+from builder.log import get_logger
+from builder.manifest import SUMS_NAME
+
+VARIATIONS = (
+    ("a", "0022"),
+    ("b", "0002"),
+)
+
+
+@dataclass
+class Comparison:
+    same: list[str] = field(default_factory=list)
+    different: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # expected, not produced
+    extra: list[str] = field(default_factory=list)  # produced, not expected
+
+    @property
+    def ok(self) -> bool:
+        return not (self.different or self.missing or self.extra)
+
+    def describe(self) -> str:
+        parts = []
+        if self.different:
+            parts.append("differ: " + ", ".join(self.different))
+        if self.missing:
+            parts.append("missing: " + ", ".join(self.missing))
+        if self.extra:
+            parts.append("not in the reference: " + ", ".join(self.extra))
+        return "; ".join(parts) or "identical"
+
+
+def read_sums(path: Path) -> dict[str, str]:
+    try:
+        return parse_sha256sums(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such checksum file") from None
+    except ValueError as exc:
+        raise InputError(f"{path}: not a SHA256SUMS file: {exc}") from None
+
+
+def compare(expected: dict[str, str], actual: dict[str, str]) -> Comparison:
+    result = Comparison()
+    for name in sorted(set(expected) | set(actual)):
+        if name not in actual:
+            result.missing.append(name)
+        elif name not in expected:
+            result.extra.append(name)
+        elif expected[name] == actual[name]:
+            result.same.append(name)
+        else:
+            result.different.append(name)
+    return result
+
+
+def check_directory(directory: Path, sums_file: Path) -> Comparison:
+    """Hash the files that sums_file names inside directory and compare."""
+    expected = read_sums(sums_file)
+    actual = {
+        name: sha256_file(directory / name) for name in expected if (directory / name).is_file()
+    }
+    return compare(expected, actual)
+
+
+def diffoscope_report(first: Path, second: Path, names: list[str], report: Path) -> Path | None:
+    """Write a text report of what differs; None when diffoscope is not installed."""
+    if shutil.which("diffoscope") is None:
+        return None
+    with report.open("w") as out:
+        for name in names:
+            out.write(f"=== {name} ===\n")
+            out.flush()
+            subprocess.run(
+                [
+                    "diffoscope",
+                    "--text",
+                    "-",
+                    "--no-progress",
+                    str(first / name),
+                    str(second / name),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=1800,
+            )
+    return report
+
+
+def variations(run_id: str) -> list[Variation]:
+    return [Variation.for_run(run_id, umask=umask, tag=tag) for tag, umask in VARIATIONS]
+
+
+def summarize(comparison: Comparison, builds: dict[str, Path], report: Path | None) -> dict:
+    return {
+        "identical": comparison.same,
+        "different": comparison.different,
+        "missing": comparison.missing,
+        "extra": comparison.extra,
+        "builds": {name: str(path) for name, path in builds.items()},
+        "diffoscope_report": str(report) if report else None,
+    }
+
+
+def conclude(
+    comparison: Comparison, what: str, report: Path | None, summary_path: Path | None, summary: dict
+) -> None:
+    if summary_path is not None:
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    log = get_logger()
+    if comparison.ok:
+        log.info(
+            f"{what}: all {len(comparison.same)} artifacts are identical", artifacts=comparison.same
+        )
+        return
+    hint = (
+        f"diffoscope report: {report}"
+        if report
+        else (
+            "install diffoscope-minimal for a report of what differs"
+            if comparison.different
+            else None
+        )
+    )
+    raise VerifyError(f"{what}: {comparison.describe()}", hint=hint)
+
+
+SUMS = SUMS_NAME

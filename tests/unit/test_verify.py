@@ -1,0 +1,59 @@
+"""verify's comparisons: every kind of difference is named (pure logic on real files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder.checksums import digest_tree, format_sha256sums
+from builder.errors import InputError, VerifyError
+from builder.verify import check_directory, compare, conclude, read_sums, summarize, variations
+
+
+def _release(tmp_path: Path) -> Path:
+    out = tmp_path / "release"
+    out.mkdir()
+    (out / "qemu-ga").write_bytes(b"\x7fELF binary")
+    (out / "unit.service").write_text("[Unit]\n")
+    (out / "SHA256SUMS").write_text(
+        format_sha256sums(digest_tree(out, ["qemu-ga", "unit.service"]))
+    )
+    return out
+
+
+def test_untouched_directory_passes(tmp_path: Path) -> None:
+    out = _release(tmp_path)
+    result = check_directory(out, out / "SHA256SUMS")
+    assert result.ok and result.same == ["qemu-ga", "unit.service"]
+
+
+def test_modified_artifact_is_named(tmp_path: Path) -> None:
+    out = _release(tmp_path)
+    (out / "qemu-ga").write_bytes(b"\x7fELF tampered")
+    result = check_directory(out, out / "SHA256SUMS")
+    assert result.different == ["qemu-ga"] and not result.ok
+    with pytest.raises(VerifyError, match="differ: qemu-ga") as caught:
+        conclude(result, "release", None, None, summarize(result, {}, None))
+    assert caught.value.exit_code == 10
+
+
+def test_missing_and_extra(tmp_path: Path) -> None:
+    out = _release(tmp_path)
+    (out / "unit.service").unlink()
+    assert check_directory(out, out / "SHA256SUMS").missing == ["unit.service"]
+    assert compare({"a": "1" * 64}, {"a": "1" * 64, "b": "2" * 64}).extra == ["b"]
+
+
+def test_bad_sums_file(tmp_path: Path) -> None:
+    (tmp_path / "S").write_text("garbage\n")
+    with pytest.raises(InputError, match="not a SHA256SUMS file"):
+        read_sums(tmp_path / "S")
+    with pytest.raises(InputError, match="no such checksum file"):
+        read_sums(tmp_path / "absent")
+
+
+def test_variations_differ_in_root_hostname_and_umask() -> None:
+    first, second = variations("abc123")
+    assert first.root != second.root and first.hostname != second.hostname
+    assert first.umask != second.umask
