@@ -83,15 +83,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
         plan, _ = load_plan(path, overrides)
         summary = plan.summary()
         summary["cache_key"] = plan.cache_key
-        summary["stages"] = list(_stages())
+        summary["stages"] = list(_stages(plan))
         print_json(summary)
     return 0
 
 
-def _stages() -> tuple[str, ...]:
-    from builder.pipeline import STAGES
+def _stages(plan: Plan) -> tuple[str, ...]:
+    from builder.pipeline import stages_for
 
-    return STAGES
+    return stages_for(plan)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -214,4 +214,36 @@ def cmd_lock(args: argparse.Namespace) -> int:
         packages = pipeline.toolchain_packages(plan, Engine(), Cache.default())
         plan.lock_path.write_text(toolchain.format_lock(packages))
         log.get_logger().info("lock written", lock=str(plan.lock_path), packages=len(packages))
+    return 0
+
+
+def cmd_vm_test(args: argparse.Namespace) -> int:
+    from builder import vmtest
+    from builder.manifest import MANIFEST_NAME, write_json
+
+    directory: Path = args.output_dir
+    agent = directory / args.agent if directory.is_dir() else directory
+    logger = log.get_logger()
+    report = vmtest.run_vm_test(
+        agent,
+        Cache.default(),
+        lambda line: logger.info(line),
+        port_name=args.port_name,
+        boot_deadline=args.boot_deadline,
+    )
+    result = report.as_dict()
+    manifest_path = agent.parent / MANIFEST_NAME
+    if manifest_path.is_file():
+        import json
+
+        manifest = json.loads(manifest_path.read_text())
+        manifest["vm_test"] = result
+        write_json(manifest_path, manifest)
+    print_json(result)
+    if not report.passed:
+        from builder.errors import VmTestError
+
+        raise VmTestError(
+            "the agent failed in the VM: " + ", ".join(result["scenarios_failed"]),
+        )
     return 0

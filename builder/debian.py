@@ -57,53 +57,81 @@ def upstream_version(debian_version: str) -> str:
     return version.rsplit("-", 1)[0] if "-" in version else version
 
 
-def fetch_orig_tarball(
-    package: str, version: str, suite: str, dest_dir: Path, state_dir: Path, log: LineSink
-) -> Path:
-    """Download the .orig tarball of `package=version` from `suite` with apt-get source."""
-    if shutil.which("apt-get") is None:
-        raise InputError(
-            "source.debian needs apt-get, which this host lacks",
-            hint="download the .orig tarball yourself and use `source: tarball: path:`",
-        )
+def _private_apt(kind: str, suite: str, state_dir: Path) -> list[str]:
+    """apt-get options for a private state directory listing `kind` (deb, deb-src) of suite."""
     if not KEYRING.is_file():
-        raise InputError(
-            f"source.debian: {KEYRING} is missing", hint="apt-get install debian-archive-keyring"
-        )
-    mirror = host_mirror()
-    lists = state_dir / suite / "lists"
-    cache = state_dir / suite / "cache"
-    (lists / "partial").mkdir(parents=True, exist_ok=True)
-    (cache / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-    sources = state_dir / suite / "sources.list"
-    sources.write_text(f"deb-src [signed-by={KEYRING}] {mirror} {suite} main\n")
-    options = [
+        raise InputError(f"{KEYRING} is missing", hint="apt-get install debian-archive-keyring")
+    root = state_dir / f"{suite}-{kind}"
+    (root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    sources = root / "sources.list"
+    sources.write_text(f"{kind} [signed-by={KEYRING}] {host_mirror()} {suite} main\n")
+    return [
         f"-oDir::Etc::SourceList={sources}",
         "-oDir::Etc::SourceParts=/nonexistent",
-        f"-oDir::State::Lists={lists}",
-        f"-oDir::Cache={cache}",
+        f"-oDir::State::Lists={root / 'lists'}",
+        f"-oDir::Cache={root / 'cache'}",
         "-oAPT::Sandbox::User=root",
         "-oAcquire::Retries=3",
         "-q",
     ]
+
+
+def _need_apt(what: str) -> None:
+    if shutil.which("apt-get") is None:
+        raise InputError(
+            f"{what} needs apt-get, which this host lacks",
+            hint="download the file yourself and point the recipe at it by path",
+        )
+
+
+def fetch_orig_tarball(
+    package: str, version: str, suite: str, dest_dir: Path, state_dir: Path, log: LineSink
+) -> Path:
+    """Download the .orig tarball of `package=version` from `suite` with apt-get source."""
+    _need_apt("source.debian")
+    options = _private_apt("deb-src", suite, state_dir)
     _apt(["apt-get", *options, "update"], state_dir, log, f"apt-get update for {suite}")
     dest_dir.mkdir(parents=True, exist_ok=True)
-    result = _apt(
-        ["apt-get", *options, "source", "--download-only", f"{package}={version}"],
-        dest_dir,
-        log,
-        None,
-    )
-    if result != 0:
-        raise InputError(
-            f"source.debian: {package}={version} is not in {suite} on this host's mirror",
-            hint=f"pin the version the suite has now (`apt-cache showsrc {package}` with a "
-            f"deb-src line for {suite}) and its .orig sha256",
-        )
+    fetch = ["apt-get", *options, "source", "--download-only"]
+    if _apt([*fetch, f"{package}={version}"], dest_dir, log, None) != 0:
+        # A newer Debian revision often keeps the same upstream tarball: try what the suite has
+        # now; the orig tarball's sha256 still decides.
+        log(f"{package}={version} is not in {suite} any more; trying {package}/{suite}")
+        if _apt([*fetch, f"{package}/{suite}"], dest_dir, log, None) != 0:
+            raise InputError(
+                f"source.debian: {package}={version} is not in {suite} on this host's mirror",
+                hint=f"pin the version the suite has now (`apt-cache showsrc {package}` with a "
+                f"deb-src line for {suite}) and its .orig sha256",
+            )
     matches = sorted(dest_dir.glob(f"{package}_{upstream_version(version)}.orig.tar.*"))
     matches = [m for m in matches if not m.name.endswith(".asc")]
     if not matches:
-        raise InputError(f"source.debian: apt-get fetched {package}={version} but no .orig tarball")
+        raise InputError(
+            f"source.debian: {suite} has a {package} with another upstream version than "
+            f"{upstream_version(version)}",
+            hint="pin the new version and its .orig sha256",
+        )
+    return matches[0]
+
+
+def fetch_deb(
+    package: str, version: str, suite: str, dest_dir: Path, state_dir: Path, log: LineSink
+) -> Path:
+    """Download one binary package (`package=version` from `suite`) with apt-get download."""
+    _need_apt(f"fetching {package}")
+    options = _private_apt("deb", suite, state_dir)
+    _apt(["apt-get", *options, "update"], state_dir, log, f"apt-get update for {suite}")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    if _apt(["apt-get", *options, "download", f"{package}={version}"], dest_dir, log, None) != 0:
+        raise InputError(
+            f"{package}={version} is not in {suite} on this host's mirror (it may have left it)",
+            hint=f"pin the version {suite} has now (`apt-cache policy {package}`) and its sha256",
+        )
+    plain_version = version.split(":", 1)[-1]
+    matches = sorted(dest_dir.glob(f"{package}_*{plain_version}_*.deb"))
+    if not matches:
+        raise InputError(f"apt-get downloaded {package}={version} but no .deb appeared")
     return matches[0]
 
 

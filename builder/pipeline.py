@@ -31,7 +31,7 @@ from builder.cache import Cache
 from builder.checksums import format_sha256sums, parse_sha256sums, sha256_file
 from builder.elfcheck import ElfFormatError, read_elf
 from builder.engine import LABEL_RECIPE, BuildContainer, Engine
-from builder.errors import ArtifactError, PatchError, StepError
+from builder.errors import ArtifactError, PatchError, StepError, VmTestError
 from builder.layout import Layout, Variation
 from builder.log import Progress, StepOutput, get_logger
 from builder.manifest import (
@@ -59,8 +59,16 @@ STAGES = (
     "install",
     "collect",
     "verify",
+    "vm-test",
     "publish",
 )
+
+
+def stages_for(plan: Plan) -> tuple[str, ...]:
+    """The stages a plan runs, in order (vm-test only when the recipe asks for it)."""
+    return tuple(stage for stage in STAGES if stage != "vm-test" or plan.vm_test)
+
+
 BUILD_UID = 10001  # the Dockerfiles' `builder` user
 
 
@@ -78,6 +86,7 @@ class RunState:
     qemu_version: str = ""
     packages: dict[str, str] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
+    vm_report: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,7 @@ def run(
 ) -> RunResult:
     run_id = run_id or engine.run_id
     log_dir = cache.runs / f"{plan.recipe_name}-{run_id}"
-    progress = Progress(total=len(STAGES), log_dir=log_dir)
+    progress = Progress(total=len(stages_for(plan)), log_dir=log_dir)
     variation = variation or Variation.for_run(run_id)
     state = RunState(started=datetime.now(UTC), variation=variation, layout=Layout(variation.root))
     log = get_logger(recipe=plan.recipe_name, run=run_id)
@@ -122,6 +131,9 @@ def run(
                 engine, plan, state.build_image.image_id, hostname=variation.hostname
             ) as box:
                 _build_in_container(plan, state, box, progress, out.staging)
+            if plan.vm_test:
+                with progress.step("vm-test") as output:
+                    state.vm_report = _vm_test(plan, out.staging, cache, output)
             with progress.step("publish") as output:
                 manifest = _publish(
                     plan, state, engine, progress, out, log_dir, recipe_text, run_id
@@ -352,6 +364,21 @@ def _verify(
         )
 
 
+def _vm_test(plan: Plan, staging: Path, cache: Cache, output: StepOutput) -> dict[str, Any]:
+    from builder.vmtest import run_vm_test
+
+    agents = [a for a in plan.artifacts if a.kind == "static-elf"]
+    if not agents:
+        raise VmTestError("vm_test: the recipe has no static-elf artifact to boot")
+    report = run_vm_test(staging / agents[0].name, cache, output.line)
+    if not report.passed:
+        failed = ", ".join(s.name for s in report.scenarios if not s.passed)
+        raise VmTestError(
+            f"the agent failed in the VM: {failed}", hint=f"full log: {output.log_path}"
+        )
+    return report.as_dict()
+
+
 def _publish(
     plan: Plan,
     state: RunState,
@@ -404,6 +431,8 @@ def _publish(
         finished=datetime.now(UTC),
         docker_server=str(engine.api.version().get("Version", "")),
     )
+    if state.vm_report is not None:
+        manifest["vm_test"] = state.vm_report
     write_json(staging / MANIFEST_NAME, manifest)
     write_json(staging / provenance.PROVENANCE_NAME, provenance.statement(manifest, run_id))
     shutil.copytree(log_dir, staging / LOGS_DIR, dirs_exist_ok=True)

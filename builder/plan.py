@@ -107,6 +107,7 @@ class Plan:
     cpus: float | None
     output_dir: Path
     lock_path: Path
+    vm_test: bool = False
     locked: bool = False
     overrides: dict[str, str] = field(default_factory=dict)
 
@@ -238,6 +239,7 @@ def make_plan(
         cpus=build.cpus,
         output_dir=output_dir or Path("out") / recipe.name,
         lock_path=recipe_path.with_suffix(".lock"),
+        vm_test=recipe.vm_test,
         locked=locked,
         overrides=dict(overrides or {}),
     )

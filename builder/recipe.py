@@ -205,6 +205,11 @@ class Recipe(Model):
     build: Build = Field(default_factory=Build)
     artifacts: list[Artifact] = Field(min_length=1, max_length=64)
     services: Services | None = None
+    vm_test: bool = Field(
+        False,
+        description="boot the built static agent in a VM after the build and run the agent "
+        "contract over virtio-serial (needs qemu-system-x86 on the host)",
+    )
 
     @field_validator("artifacts")
     @classmethod

@@ -47,8 +47,12 @@ else
     say "virtualenv $VENV is up to date"
 fi
 
-# 2. Host tools the builds use: debootstrap (registry-free base images), git, xz, apt keyring.
-apt_install debootstrap debian-archive-keyring git xz-utils ca-certificates
+# 2. Host tools the builds use: debootstrap (registry-free base images), git, xz, apt keyring,
+#    qemu-system-x86 (the VM test of built agents), diffoscope (what differs, for `verify`).
+apt_install debootstrap debian-archive-keyring git xz-utils ca-certificates diffoscope-minimal
+if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install ok installed"; then
+    apt_install qemu-system-x86   # without recommends: no GUI, no firmware bundles
+fi
 
 # 3. A Docker engine: use one that answers (DOCKER_HOST or the default socket), else start one.
 if docker_ok=$("$VENV/bin/python" - <<'PY' 2>/dev/null

@@ -1,0 +1,122 @@
+"""The built Linux agent where it lives: a Debian VM (TCG), talking over virtio-serial.
+
+The patched build ran its VM test inside the pipeline (recorded in its manifest). Here the
+patched and the unpatched agents boot side by side (two VMs at once) and the report shows the
+difference; bad input ends with one clear message and no VM left running.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.integration.conftest import run_cli
+
+
+def qemu_processes() -> list[str]:
+    result = subprocess.run(["pgrep", "-af", "qemu-system-x86_64"], capture_output=True, text=True)
+    return [line for line in result.stdout.splitlines() if "qgavm-" in line]
+
+
+def test_the_pipeline_recorded_the_vm_test(patched_build: Path) -> None:
+    report = json.loads((patched_build / "manifest.json").read_text())["vm_test"]
+    assert report["passed"] is True
+    assert report["kernel"].startswith("6.1.0-")
+    assert 0 < report["boot_to_answer_seconds"] < 90
+    assert set(report["scenarios_passed"]) == {
+        "guest_info",
+        "partial_output",
+        "chunks_concatenate",
+        "exit_codes",
+        "signal_reported",
+    }
+
+
+@pytest.fixture(scope="module")
+def side_by_side(patched_build: Path, unpatched_build: Path, tmp_path_factory) -> dict[str, dict]:
+    """vm-test on both agents at the same time."""
+    work = tmp_path_factory.mktemp("vm")
+    processes = {}
+    for name, build in (("patched", patched_build), ("unpatched", unpatched_build)):
+        copy = work / name
+        shutil.copytree(build, copy)
+        processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "builder", "vm-test", str(copy), "--log-format", "json"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    results = {}
+    for name, process in processes.items():
+        out, err = process.communicate(timeout=600)
+        results[name] = {
+            "code": process.returncode,
+            "report": json.loads(out),
+            "stderr": err,
+            "manifest": json.loads((work / name / "manifest.json").read_text()),
+        }
+    return results
+
+
+def test_patched_agent_passes_in_the_vm(side_by_side: dict[str, dict]) -> None:
+    patched = side_by_side["patched"]
+    assert patched["code"] == 0, patched["stderr"][-3000:]
+    assert patched["report"]["passed"] and patched["report"]["scenarios_failed"] == []
+    assert patched["manifest"]["vm_test"]["passed"] is True
+
+
+def test_unpatched_agent_shows_the_difference(side_by_side: dict[str, dict]) -> None:
+    unpatched = side_by_side["unpatched"]
+    assert unpatched["code"] == 11
+    report = unpatched["report"]
+    assert "partial_output" in report["scenarios_failed"]
+    assert "chunks_concatenate" in report["scenarios_failed"]
+    # Everything that does not depend on the patch still works.
+    assert {"guest_info", "exit_codes", "signal_reported"} <= set(report["scenarios_passed"])
+    assert "failed in the VM: " in unpatched["stderr"] and "Traceback" not in unpatched["stderr"]
+    assert unpatched["manifest"]["vm_test"]["passed"] is False
+
+
+def test_no_vm_left_running(side_by_side: dict[str, dict]) -> None:
+    assert qemu_processes() == []
+
+
+def test_wrong_port_name(patched_build: Path) -> None:
+    result = run_cli(
+        "vm-test", str(patched_build), "--port-name", "org.example.wrong", "--boot-deadline", "25"
+    )
+    assert result.returncode == 11
+    assert "did not answer within 25 s" in result.stderr
+    assert "no virtio port named org.qemu.guest_agent.0" in result.stderr  # the console tail
+    assert "Traceback" not in result.stderr
+    assert qemu_processes() == []
+
+
+def test_an_agent_that_never_answers(tmp_path: Path) -> None:
+    fake = tmp_path / "qemu-ga-patched-static"
+    shutil.copy("/bin/true", fake)  # dynamic: it cannot even start in the initramfs
+    result = run_cli("vm-test", str(tmp_path), "--boot-deadline", "20")
+    assert result.returncode == 11
+    assert "did not answer within 20 s" in result.stderr and "agent exited" in result.stderr
+    assert qemu_processes() == []
+
+
+def test_no_qemu_system(patched_build: Path, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    result = run_cli("vm-test", str(patched_build), env={"PATH": str(bin_dir)})
+    assert result.returncode == 11
+    assert "qemu-system-x86_64 is not installed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_agent(tmp_path: Path) -> None:
+    result = run_cli("vm-test", str(tmp_path))
+    assert result.returncode == 11 and "no agent binary there" in result.stderr
