@@ -96,6 +96,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=commands.cmd_verify)
 
     p = sub.add_parser(
+        "vm-test",
+        parents=[common],
+        help="boot a built Linux agent in a VM and run the agent contract over virtio-serial",
+    )
+    p.add_argument(
+        "output_dir",
+        type=Path,
+        metavar="OUTPUT_DIR",
+        help="an output directory (or the agent binary itself)",
+    )
+    p.add_argument(
+        "--agent",
+        default="qemu-ga-patched-static",
+        help="the agent's file name in OUTPUT_DIR (default: qemu-ga-patched-static)",
+    )
+    p.add_argument(
+        "--port-name",
+        default="org.qemu.guest_agent.0",
+        help="name of the host's virtserialport (the guest looks for org.qemu.guest_agent.0)",
+    )
+    p.add_argument(
+        "--boot-deadline",
+        type=float,
+        default=90.0,
+        metavar="SECONDS",
+        help="how long to wait for the agent's first answer (default 90)",
+    )
+    p.set_defaults(handler=commands.cmd_vm_test)
+
+    p = sub.add_parser(
         "lock",
         parents=[common],
         help="write RECIPE.lock: every package of the recipe's build image",
