@@ -39,6 +39,7 @@ def build_manifest(
     base: dict[str, Any],
     image: dict[str, Any],
     packages: dict[str, str],
+    package_format: str,
     configure_line: str,
     source_date_epoch: int,
     source_date_epoch_origin: str,
@@ -67,6 +68,7 @@ def build_manifest(
             "base": base,
             "image": image,
             "packages": packages,
+            "package_format": package_format,
         },
         "build": {
             "configure": configure_line,

@@ -20,55 +20,61 @@ SERVICE_NAME = "QEMU-GA"
 
 # DLLs every Windows has; an import of one of these is never "missing" from the MSI.
 SYSTEM_DLLS = frozenset(
-    name.lower()
-    for name in (
-        "advapi32.dll",
-        "bcrypt.dll",
-        "comctl32.dll",
-        "comdlg32.dll",
-        "crypt32.dll",
-        "dbghelp.dll",
-        "dnsapi.dll",
-        "gdi32.dll",
-        "iphlpapi.dll",
-        "kernel32.dll",
-        "mpr.dll",
-        "msvcrt.dll",
-        "netapi32.dll",
-        "ntdll.dll",
-        "ole32.dll",
-        "oleaut32.dll",
-        "pdh.dll",
-        "powrprof.dll",
-        "psapi.dll",
-        "rpcrt4.dll",
-        "secur32.dll",
-        "setupapi.dll",
-        "shell32.dll",
-        "shlwapi.dll",
-        "ucrtbase.dll",
-        "user32.dll",
-        "userenv.dll",
-        "version.dll",
-        "winmm.dll",
-        "ws2_32.dll",
-        "wsock32.dll",
-        "wtsapi32.dll",
-        "cfgmgr32.dll",
-        "vssapi.dll",
-        "wevtapi.dll",
-        "iphlpapi.dll",
-        "dxgi.dll",
-        "wldap32.dll",
-        "wintrust.dll",
-        "imagehlp.dll",
-    )
+    [
+        "advapi32",
+        "bcrypt",
+        "cfgmgr32",
+        "comctl32",
+        "comdlg32",
+        "credui",
+        "crypt32",
+        "dbghelp",
+        "dnsapi",
+        "dxgi",
+        "gdi32",
+        "imagehlp",
+        "iphlpapi",
+        "kernel32",
+        "mpr",
+        "msi",
+        "msvcrt",
+        "netapi32",
+        "normaliz",
+        "ntdll",
+        "ntdsapi",
+        "ole32",
+        "oleaut32",
+        "pdh",
+        "powrprof",
+        "psapi",
+        "rpcrt4",
+        "secur32",
+        "setupapi",
+        "shell32",
+        "shlwapi",
+        "ucrtbase",
+        "user32",
+        "userenv",
+        "version",
+        "vssapi",
+        "wevtapi",
+        "winhttp",
+        "wininet",
+        "winmm",
+        "wintrust",
+        "wldap32",
+        "ws2_32",
+        "wsock32",
+        "wtsapi32",
+    ]
 )
 
 
 def is_system_dll(name: str) -> bool:
     lower = name.lower()
-    return lower in SYSTEM_DLLS or lower.startswith(("api-ms-win-", "ext-ms-win-"))
+    return lower.removesuffix(".dll") in SYSTEM_DLLS or lower.startswith(
+        ("api-ms-win-", "ext-ms-win-")
+    )
 
 
 def parse_table(text: str) -> list[dict[str, str]]:

@@ -29,6 +29,10 @@ class PeInfo:
     def imports_lower(self) -> frozenset[str]:
         return frozenset(name.lower() for name in self.imports)
 
+    def describe(self) -> str:
+        kind = "DLL" if self.is_dll else "executable"
+        return f"PE {kind}, machine {self.machine:#x}, imports {', '.join(self.imports)}"
+
 
 def read_pe(path: Path) -> PeInfo:
     return parse_pe(path.read_bytes())

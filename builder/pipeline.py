@@ -20,12 +20,14 @@ from builder import (
     archives,
     baseimage,
     image,
+    msifix,
     patches,
     provenance,
     services,
     sources,
     steps,
     toolchain,
+    windows,
 )
 from builder.cache import Cache
 from builder.checksums import format_sha256sums, parse_sha256sums, sha256_file
@@ -43,7 +45,7 @@ from builder.manifest import (
     write_json,
 )
 from builder.output import OutputDir
-from builder.plan import BUILD_USER, Plan
+from builder.plan import BUILD_USER, ArtifactPlan, Plan
 from builder.sources import PreparedSource
 
 STAGES = (
@@ -85,8 +87,10 @@ class RunState:
     source_date_epoch_origin: str = ""
     qemu_version: str = ""
     packages: dict[str, str] = field(default_factory=dict)
+    package_format: str = "deb"
     artifacts: list[Artifact] = field(default_factory=list)
     vm_report: dict[str, Any] | None = None
+    msi_contents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -178,24 +182,26 @@ def toolchain_packages(plan: Plan, engine: Engine, cache: Cache) -> dict[str, st
         progress.step("toolchain", log_output=False) as output,
         build_container(engine, plan, built.image_id) as box,
     ):
-        return read_packages(box, output)
+        return read_packages(box, output)[1]
 
 
-def read_packages(box: BuildContainer, output: StepOutput) -> dict[str, str]:
+def read_packages(box: BuildContainer, output: StepOutput) -> tuple[str, dict[str, str]]:
+    """The build image's package format (deb or rpm) and its packages."""
     listing: list[str] = []
     code = box.run(list(steps.package_inventory().argv), on_line=listing.append)
     if code != 0:
-        raise StepError(f"listing the build image's packages failed (dpkg-query exit {code})")
+        raise StepError(f"listing the build image's packages failed (exit {code})")
     packages = toolchain.parse_inventory(listing)
-    output.line(f"{len(packages)} packages in the build image")
-    return packages
+    package_format = toolchain.inventory_format(listing)
+    output.line(f"{len(packages)} {package_format} packages in the build image")
+    return package_format, packages
 
 
 def _build_in_container(
     plan: Plan, state: RunState, box: BuildContainer, progress: Progress, staging: Path
 ) -> None:
     with progress.step("toolchain") as output:
-        state.packages = read_packages(box, output)
+        state.package_format, state.packages = read_packages(box, output)
         if plan.locked:
             toolchain.check_lock(plan.lock_path, state.packages)
             output.line(f"packages match {plan.lock_path}")
@@ -251,7 +257,7 @@ def _build_in_container(
     with progress.step("compile") as output:
         run_step(steps.compile_targets(layout, plan.targets, plan.jobs), output, "compile")
     with progress.step("install") as output:
-        run_step(steps.install(layout, plan.artifacts), output, "install")
+        run_step(steps.install(layout, plan.artifacts, plan.strip_tool), output, "install")
     with progress.step("collect") as output:
         _collect(plan, state, box, staging, output)
     with progress.step("verify") as output:
@@ -337,31 +343,66 @@ def _verify(
     output: StepOutput,
 ) -> None:
     for index, artifact in enumerate(plan.artifacts):
-        if artifact.kind != "static-elf":
-            continue
-        try:
-            elf = read_elf(staging / artifact.name)
-        except ElfFormatError as exc:
-            raise ArtifactError(f"artifact {artifact.name}: {exc}") from None
-        problems = []
-        if elf.interpreter:
-            problems.append(f"asks for the dynamic loader {elf.interpreter}")
-        if elf.needed:
-            problems.append(f"needs {len(elf.needed)} shared libraries")
-        if artifact.strip and not elf.is_stripped:
-            problems.append("is not stripped")
-        if problems:
-            raise ArtifactError(f"artifact {artifact.name} {' and '.join(problems)}")
-        output.line(f"{artifact.name}: {elf.describe()}")
-        printed = "".join(run_step(steps.version(state.layout, artifact.name), output, "verify"))
-        if state.qemu_version not in printed:
-            raise ArtifactError(
-                f"artifact {artifact.name} --version printed {printed!r}, "
-                f"expected QEMU version {state.qemu_version}"
+        path = staging / artifact.name
+        if artifact.kind == "static-elf":
+            detail = _verify_static_elf(artifact, path, state, run_step, output)
+        elif artifact.kind == "pe":
+            detail = windows.check_pe(path, artifact.name).describe()
+        elif artifact.kind == "msi":
+            codes = msifix.derive_codes(plan.recipe_name, state.qemu_version, plan.cache_key)
+            state.msi_contents[artifact.name] = windows.verify_msi(
+                artifact,
+                staging,
+                box,
+                state.layout,
+                run_step,
+                output,
+                state.qemu_version,
+                codes,
+                state.source_date_epoch,
             )
-        state.artifacts[index] = Artifact(
-            **{**state.artifacts[index].__dict__, "detail": elf.describe()}
+            # Post-processing changed the file: its digest is the published one.
+            state.artifacts[index] = Artifact(
+                **{
+                    **state.artifacts[index].__dict__,
+                    "sha256": sha256_file(path),
+                    "size": path.stat().st_size,
+                }
+            )
+            detail = f"MSI with {len(state.msi_contents[artifact.name]['files'])} files"
+        else:
+            continue
+        output.line(f"{artifact.name}: {detail}")
+        state.artifacts[index] = Artifact(**{**state.artifacts[index].__dict__, "detail": detail})
+
+
+def _verify_static_elf(
+    artifact: ArtifactPlan,
+    path: Path,
+    state: RunState,
+    run_step: Callable[[steps.Command, StepOutput, str], list[str]],
+    output: StepOutput,
+) -> str:
+    try:
+        elf = read_elf(path)
+    except ElfFormatError as exc:
+        raise ArtifactError(f"artifact {artifact.name}: {exc}") from None
+    problems = []
+    if elf.interpreter:
+        problems.append(f"asks for the dynamic loader {elf.interpreter}")
+    if elf.needed:
+        problems.append(f"needs {len(elf.needed)} shared libraries")
+    if artifact.strip and not elf.is_stripped:
+        problems.append("is not stripped")
+    if problems:
+        raise ArtifactError(f"artifact {artifact.name} {' and '.join(problems)}")
+    printed = "".join(run_step(steps.version(state.layout, artifact.name), output, "verify"))
+    if state.qemu_version not in printed:
+        raise ArtifactError(
+            f"artifact {artifact.name} --version printed {printed!r}, "
+            f"expected QEMU version {state.qemu_version}"
         )
+    return elf.describe()
 
 
 def _vm_test(plan: Plan, staging: Path, cache: Cache, output: StepOutput) -> dict[str, Any]:
@@ -419,6 +460,7 @@ def _publish(
             "build_args": dict(plan.image.build_args),
         },
         packages=state.packages,
+        package_format=state.package_format,
         configure_line=shlex.join(
             ["configure", *plan.configure_flags, *state.layout.prefix_map_flags()]
         ),
@@ -433,6 +475,8 @@ def _publish(
     )
     if state.vm_report is not None:
         manifest["vm_test"] = state.vm_report
+    if state.msi_contents:
+        manifest["msi_contents"] = state.msi_contents
     write_json(staging / MANIFEST_NAME, manifest)
     write_json(staging / provenance.PROVENANCE_NAME, provenance.statement(manifest, run_id))
     shutil.copytree(log_dir, staging / LOGS_DIR, dirs_exist_ok=True)

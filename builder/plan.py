@@ -107,9 +107,14 @@ class Plan:
     cpus: float | None
     output_dir: Path
     lock_path: Path
+    target: str = "linux"
     vm_test: bool = False
     locked: bool = False
     overrides: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def strip_tool(self) -> str:
+        return "x86_64-w64-mingw32-strip" if self.target == "windows" else "strip"
 
     @property
     def cache_key(self) -> str:
@@ -225,7 +230,10 @@ def make_plan(
         patches=tuple(
             PatchPlan(path=_resolve(recipe_dir, p.path), sha256=p.sha256) for p in recipe.patches
         ),
-        configure_flags=tuple(recipe.configure.flags),
+        configure_flags=(
+            *recipe.configure.flags,
+            *(recipe.msi.configure_flags() if recipe.msi else ()),
+        ),
         targets=tuple(build.targets),
         artifacts=tuple(
             ArtifactPlan(path=a.path, name=a.name, kind=a.kind, strip=a.strip)
@@ -239,6 +247,7 @@ def make_plan(
         cpus=build.cpus,
         output_dir=output_dir or Path("out") / recipe.name,
         lock_path=recipe_path.with_suffix(".lock"),
+        target=recipe.target,
         vm_test=recipe.vm_test,
         locked=locked,
         overrides=dict(overrides or {}),

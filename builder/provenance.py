@@ -25,9 +25,13 @@ def _sha256(value: str | None) -> dict[str, str]:
     return {"sha256": value} if value else {}
 
 
-def package_purl(name: str, version_arch: str, distro: str = "debian") -> str:
+def package_purl(name: str, version_arch: str, package_format: str = "deb") -> str:
     version, _, arch = version_arch.partition(" ")
-    return f"pkg:deb/{distro}/{quote(name)}@{quote(version, safe='')}?arch={arch or 'all'}"
+    distro = "fedora" if package_format == "rpm" else "debian"
+    return (
+        f"pkg:{package_format}/{distro}/{quote(name)}@{quote(version, safe='')}"
+        f"?arch={arch or 'all'}"
+    )
 
 
 def statement(manifest: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -67,7 +71,7 @@ def statement(manifest: dict[str, Any], run_id: str) -> dict[str, Any]:
             "digest": {"sha256": env["image"]["id"].removeprefix("sha256:")},
         },
         *(
-            {"name": name, "uri": package_purl(name, version)}
+            {"name": name, "uri": package_purl(name, version, env.get("package_format", "deb"))}
             for name, version in sorted(env["packages"].items())
         ),
     ]

@@ -169,8 +169,10 @@ class Artifact(Model):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-]{1,128}$")] = Field(
         description="file name in the output directory"
     )
-    kind: Literal["static-elf", "file"] = Field(
-        "file", description="static-elf: must be a static, stripped ELF that prints its version"
+    kind: Literal["static-elf", "pe", "msi", "file"] = Field(
+        "file",
+        description="static-elf: a static, stripped ELF that prints its version; pe: a Windows "
+        "executable or DLL; msi: an installer whose contents are checked; file: anything",
     )
     strip: bool = True
 
@@ -192,12 +194,34 @@ class Services(Model):
     )
 
 
+class MsiStrings(Model):
+    """Strings the Windows installer shows (QEMU's --qemu-ga-* configure options)."""
+
+    manufacturer: Annotated[str, Field(pattern=r"^[A-Za-z0-9 ._()-]{1,64}$")] = Field(
+        "QEMU", description="manufacturer (registry: HKLM\\Software\\<manufacturer>)"
+    )
+    distro: Annotated[str, Field(pattern=r"^[A-Za-z0-9 ._()-]{1,64}$")] = Field(
+        "Windows", description="second registry path element"
+    )
+    version: Annotated[str, Field(pattern=r"^[0-9]{1,3}(\.[0-9]{1,5}){1,3}$")] | None = Field(
+        None, description="installer version; default: the QEMU version"
+    )
+
+    def configure_flags(self) -> tuple[str, ...]:
+        flags = [f"--qemu-ga-manufacturer={self.manufacturer}", f"--qemu-ga-distro={self.distro}"]
+        if self.version:
+            flags.append(f"--qemu-ga-version={self.version}")
+        return tuple(flags)
+
+
 class Recipe(Model):
     """A qga-builder recipe."""
 
     name: Name = Field(description="recipe name; names the output directory and the image")
     description: ShortText | None = None
-    target: Literal["linux"] = "linux"
+    target: Literal["linux", "windows"] = Field(
+        "linux", description="linux (native build) or windows (mingw-w64 cross build)"
+    )
     environment: Environment
     source: Source
     patches: list[Patch] = Field(default_factory=list, max_length=100)
@@ -205,11 +229,23 @@ class Recipe(Model):
     build: Build = Field(default_factory=Build)
     artifacts: list[Artifact] = Field(min_length=1, max_length=64)
     services: Services | None = None
+    msi: MsiStrings | None = Field(None, description="Windows installer strings")
     vm_test: bool = Field(
         False,
         description="boot the built static agent in a VM after the build and run the agent "
         "contract over virtio-serial (needs qemu-system-x86 on the host)",
     )
+
+    @model_validator(mode="after")
+    def _target_fits(self) -> Recipe:
+        kinds = {artifact.kind for artifact in self.artifacts}
+        if self.target == "linux" and kinds & {"pe", "msi"}:
+            raise ValueError("pe and msi artifacts need target: windows")
+        if self.target == "windows" and ("static-elf" in kinds or self.vm_test):
+            raise ValueError("static-elf artifacts and vm_test need target: linux")
+        if self.msi is not None and self.target != "windows":
+            raise ValueError("msi: settings need target: windows")
+        return self
 
     @field_validator("artifacts")
     @classmethod

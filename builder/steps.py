@@ -101,4 +101,25 @@ def version(layout: Layout, artifact_name: str) -> Command:
 
 
 def package_inventory() -> Command:
-    return Command(("dpkg-query", "-W", "-f=${Package}\t${Version}\t${Architecture}\n"))
+    """Every installed package as `name<TAB>version<TAB>arch`: dpkg on Debian/Ubuntu, rpm on
+    Fedora."""
+    dpkg = "dpkg-query -W -f='${Package}\\t${Version}\\t${Architecture}\\n'"
+    rpm = "rpm -qa --qf '%{NAME}\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n' | sort"
+    return _sh(
+        f"if command -v dpkg-query >/dev/null; then echo format deb; {dpkg};"
+        f" else echo format rpm; {rpm}; fi"
+    )
+
+
+def inspect_msi(layout: Layout, msi_name: str, tables: Sequence[str]) -> Command:
+    """Export the MSI's tables and extract its files into <root>/inspect (msitools)."""
+    msi = shlex.quote(f"{layout.artifacts}/{msi_name}")
+    inspect = f"{layout.root}/inspect"
+    exports = " && ".join(
+        f"msiinfo export {msi} {table} > {inspect}/{table}.idt" for table in tables
+    )
+    return _sh(
+        f"rm -rf {inspect} && mkdir -p {inspect}/files && {exports}"
+        f" && msiextract -C {inspect}/files {msi} > {inspect}/extracted.txt"
+        f" && msiinfo streams {msi} && cat {inspect}/extracted.txt"
+    )

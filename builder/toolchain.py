@@ -29,6 +29,14 @@ def parse_inventory(lines: Iterable[str]) -> dict[str, str]:
     return packages
 
 
+def inventory_format(lines: Iterable[str]) -> str:
+    """deb or rpm: the first line of the inventory command says which package manager answered."""
+    for line in lines:
+        if line.startswith("format "):
+            return line.split()[1]
+    return "deb"
+
+
 def format_lock(packages: Mapping[str, str]) -> str:
     return HEADER + "".join(f"{name} {packages[name]}\n" for name in sorted(packages))
 
