@@ -68,7 +68,7 @@ class Engine:
         except (docker.errors.DockerException, *_CONNECTION_ERRORS) as exc:
             raise DockerUnavailableError(
                 f"cannot reach the Docker daemon at {self.endpoint}: {_short(exc)}",
-                hint="start it with `make setup` (or `sudo scripts/setup-docker.sh`), "
+                hint="start one with `make setup` (scripts/setup.sh), "
                 "or point DOCKER_HOST at a running daemon",
             ) from None
         self.api = self.client.api

@@ -7,12 +7,14 @@ unchanged one is never rebuilt.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from builder.cache import Cache
 from builder.engine import LABEL_INPUTS, LABEL_KIND, LABEL_RECIPE, Engine
+from builder.errors import ImageError
 from builder.locks import exclusive
-from builder.log import LineSink
+from builder.log import TAIL_LINES, LineSink
 from builder.plan import ImagePlan
 
 
@@ -52,11 +54,24 @@ def _reuse_or_build(
         log(f"reusing {tag}: Dockerfile, build args and base are unchanged")
         return BuildImage(tag, existing, inputs_hash, reused=True)
     log(f"building {tag} from {plan.dockerfile.name}")
-    image_id = engine.build_image(
-        plan.dockerfile.read_bytes(),
-        tag,
-        build_args={**dict(plan.build_args), "BASE_IMAGE": base_image_id},
-        labels={LABEL_INPUTS: inputs_hash, LABEL_RECIPE: recipe_name, LABEL_KIND: "build"},
-        on_line=log,
-    )
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def sink(line: str) -> None:
+        tail.append(line)
+        log(line)
+
+    try:
+        image_id = engine.build_image(
+            plan.dockerfile.read_bytes(),
+            tag,
+            build_args={**dict(plan.build_args), "BASE_IMAGE": base_image_id},
+            labels={LABEL_INPUTS: inputs_hash, LABEL_RECIPE: recipe_name, LABEL_KIND: "build"},
+            on_line=sink,
+        )
+    except ImageError as exc:
+        lines = "\n".join(f"    {line}" for line in tail if line.strip())
+        raise ImageError(
+            f"{exc.message} ({plan.dockerfile.name})\n  last lines of the image build:\n{lines}",
+            hint=exc.hint,
+        ) from None
     return BuildImage(tag, image_id, inputs_hash, reused=False)

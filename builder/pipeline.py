@@ -66,6 +66,18 @@ STAGES = (
 )
 
 
+def preflight(plan: Plan) -> None:
+    """Fail in a second, not after the compile, when a host tool the run will need is missing."""
+    if plan.vm_test:
+        from builder.vm import qemu_binary
+
+        qemu_binary()
+    if any(artifact.kind == "msi" for artifact in plan.artifacts):
+        from builder.wine import wine_binary
+
+        wine_binary()
+
+
 def stages_for(plan: Plan) -> tuple[str, ...]:
     """The stages a plan runs, in order (vm-test only when the recipe asks for it)."""
     return tuple(stage for stage in STAGES if stage != "vm-test" or plan.vm_test)
@@ -118,6 +130,7 @@ def run(
     log.info("run started", output=str(plan.output_dir), logs=str(log_dir))
     with OutputDir(plan.output_dir, run_id) as out:
         try:
+            preflight(plan)
             with progress.step("source") as output:
                 state.source = sources.prepare_source(plan.source, cache, output.line)
                 _choose_source_date_epoch(plan, state, output)

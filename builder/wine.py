@@ -85,6 +85,20 @@ class WinePrefix:
         )
         if code != 0:
             raise ArtifactError(f"wine: could not map {name} to {device}: {output[-300:]}")
+        # Wine's mount manager reads the Ports key when the prefix starts: restart it.
+        self.stop()
+
+    def stop(self) -> None:
+        """Kill this prefix's wineserver and every Windows process in it."""
+        with suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                [wineserver_binary(self.wine), "-k"],
+                env=self.env,
+                timeout=30,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
 
 
 @contextmanager

@@ -58,12 +58,10 @@ if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install
 fi
 
 # 3. A Docker engine: use one that answers (DOCKER_HOST or the default socket), else start one.
-if docker_ok=$("$VENV/bin/python" - <<'PY' 2>/dev/null
-import docker
-docker.from_env(timeout=5).ping()
-print("ok")
-PY
-); [[ "$docker_ok" == ok ]]; then
+docker_answers() {
+    "$VENV/bin/python" -c 'import docker; docker.from_env(timeout=5).ping()' 2>/dev/null
+}
+if docker_answers; then
     say "Docker engine answers at ${DOCKER_HOST:-unix:///var/run/docker.sock}"
 else
     if [[ -n "${DOCKER_HOST:-}" ]]; then
@@ -71,17 +69,24 @@ else
         exit 1
     fi
     command -v dockerd >/dev/null || apt_install docker.io
-    say "starting dockerd (log: $DOCKERD_LOG)"
-    # Detached, with its output in a file: an inherited stdout would keep CI's pipe open.
-    as_root bash -c "setsid dockerd >'$DOCKERD_LOG' 2>&1 < /dev/null &"
-    for _ in $(seq 1 60); do
-        if "$VENV/bin/python" -c 'import docker; docker.from_env(timeout=5).ping()' 2>/dev/null; then
-            say "Docker engine is up"
-            break
-        fi
+    # A dockerd that is starting, or dying, gets a moment to answer or to go.
+    for _ in $(seq 1 30); do
+        pgrep -x dockerd >/dev/null || break
+        docker_answers && break
         sleep 1
     done
-    "$VENV/bin/python" -c 'import docker; docker.from_env(timeout=5).ping()' 2>/dev/null || {
+    if ! docker_answers; then
+        # A dockerd that was killed leaves its pid file behind, and a new one refuses to start.
+        pgrep -x dockerd >/dev/null || as_root rm -f /var/run/docker.pid
+        say "starting dockerd (log: $DOCKERD_LOG)"
+        # Detached, with its output in a file: an inherited stdout would keep CI's pipe open.
+        as_root bash -c "setsid dockerd >'$DOCKERD_LOG' 2>&1 < /dev/null &"
+        for _ in $(seq 1 60); do
+            docker_answers && { say "Docker engine is up"; break; }
+            sleep 1
+        done
+    fi
+    docker_answers || {
         say "dockerd did not come up; see $DOCKERD_LOG"; tail -20 "$DOCKERD_LOG" >&2; exit 1; }
 fi
 

@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from builder import wine
 from builder.agent import AgentClient, ExecResult
-from builder.checksums import parse_sha256sums
-from tests.conftest import RECIPES
+from builder.checksums import parse_sha256sums, sha256_file
+from tests.conftest import RECIPES, absolutize
 from tests.integration.conftest import leftover_containers, run_cli
 
 WINDOWS_RECIPE = RECIPES / "windows-msi.yaml"
@@ -169,3 +170,66 @@ def test_windows_agent_exit_codes(wine_agent: tuple[AgentClient, Path]) -> None:
     for code in (0, 5):
         result = client.run("C:\\windows\\system32\\cmd.exe", ["/c", f"exit /b {code}"], timeout=60)
         assert result.exitcode == code
+
+
+def test_wine_missing_stops_the_run_at_once(tmp_path: Path, engine) -> None:
+    out = tmp_path / "out"
+    result = run_cli(
+        "run",
+        str(WINDOWS_RECIPE),
+        "--output",
+        str(out),
+        env={"QGA_BUILDER_WINE": "/nonexistent/wine64"},
+    )
+    assert result.returncode == 8
+    assert "wine is not installed" in result.stderr and "Traceback" not in result.stderr
+    assert "] source" not in result.stderr  # before anything was fetched or built
+    assert not out.exists() and leftover_containers(engine) == []
+
+
+def test_sysroot_tarball_with_a_wrong_sha256(tmp_path: Path, engine) -> None:
+    data = yaml.safe_load(WINDOWS_RECIPE.read_text())
+    data = absolutize(data)
+    data["name"] = "windows-bad-sysroot"
+    data["environment"]["build_args"] = {"GLIB_SHA256": "0" * 64}
+    recipe = tmp_path / "windows-bad-sysroot.yaml"
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "out"
+    result = run_cli("run", str(recipe), "--output", str(out))
+    assert result.returncode == 6, result.stderr[-3000:]
+    assert "building image" in result.stderr and "Dockerfile.mingw" in result.stderr
+    assert "glib2.0_2.84.4.orig.tar.xz: FAILED" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and leftover_containers(engine) == []
+
+
+def test_wxs_naming_a_dll_the_sysroot_lacks(tmp_path: Path, engine, windows_build: Path) -> None:
+    patch = tmp_path / "0003-ship-a-dll-that-is-not-there.patch"
+    patch.write_text(
+        "--- a/qga/installer/qemu-ga.wxs\n+++ b/qga/installer/qemu-ga.wxs\n"
+        "@@ -96,6 +96,9 @@\n"
+        '           <Component Id="libintl" Guid="{A641BC2D-A907-4A94-9149-F30ED430878F}">\n'
+        '             <File Id="libintl_8.dll" Name="libintl-8.dll" '
+        'Source="$(var.BIN_DIR)/libintl-8.dll" KeyPath="yes" DiskId="1"/>\n'
+        "           </Component>\n"
+        '+          <Component Id="libmissing" Guid="{0D1C2B3A-4F5E-4D6C-8B7A-9E8F7A6B5C4D}">\n'
+        '+            <File Id="libmissing_1.dll" Name="libmissing-1.dll" '
+        'Source="$(var.BIN_DIR)/libmissing-1.dll" KeyPath="yes" DiskId="1"/>\n'
+        "+          </Component>\n"
+        '           <Component Id="libwinpthread" Guid="{6C117C78-0F47-4B07-8F34-6BEE11643829}">\n'
+        '             <File Id="libwinpthread_1.dll" Name="libwinpthread-1.dll" '
+        'Source="$(var.BIN_DIR)/libwinpthread-1.dll" KeyPath="yes" DiskId="1"/>\n'
+        "           </Component>\n"
+    )
+    data = absolutize(yaml.safe_load(WINDOWS_RECIPE.read_text()))
+    data["name"] = "windows-missing-dll"
+    data["patches"].append({"path": str(patch), "sha256": sha256_file(patch)})
+    recipe = tmp_path / "windows-missing-dll.yaml"
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "out"
+    result = run_cli("run", str(recipe), "--output", str(out))
+    assert result.returncode == 7, result.stderr[-3000:]
+    assert "step compile failed" in result.stderr
+    assert "libmissing-1.dll" in result.stderr  # wixl's complaint, in the printed tail
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and leftover_containers(engine) == []
