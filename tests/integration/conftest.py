@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from builder.engine import LABEL_TOOL, Engine
-from tests.conftest import DEFAULT_RECIPE, ROOT, absolutize, load_default
+from tests.conftest import DEFAULT_RECIPE, RECIPES, ROOT, absolutize, load_default
 
 pytestmark = pytest.mark.integration
 
@@ -119,6 +119,17 @@ def patched_build(linux_builds: dict[str, Path]) -> Path:
 @pytest.fixture(scope="session")
 def unpatched_build(linux_builds: dict[str, Path]) -> Path:
     return linux_builds["unpatched"]
+
+
+@pytest.fixture(scope="session")
+def windows_build(builds_dir: Path, patched_build: Path) -> Path:
+    """recipes/windows-msi.yaml, built once per session (after the Linux builds: one at a time)."""
+    out = builds_dir / "windows"
+    result = run_cli(
+        "run", str(RECIPES / "windows-msi.yaml"), "--output", str(out), "--log-format", "json"
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
 
 
 @pytest.fixture

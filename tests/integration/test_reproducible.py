@@ -95,3 +95,22 @@ def test_provenance_describes_the_build(patched_build: Path) -> None:
         len([d for d in deps.values() if d["uri"].startswith("pkg:deb/")])
         == len(manifest["environment"]["packages"]) + 1
     )  # every package, and the Debian source package
+
+
+def test_verify_windows_msi_and_exe_are_identical(
+    tmp_path: Path, engine, windows_build: Path
+) -> None:
+    from tests.integration.test_windows import WINDOWS_RECIPE
+
+    out = tmp_path / "verify-windows"
+    result = run_cli("verify", str(WINDOWS_RECIPE), "--output", str(out), "--log-format", "json")
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((out / "verify.json").read_text())
+    assert sorted(summary["identical"]) == ["qemu-ga-x86_64.msi", "qemu-ga.exe"]
+    contents = [
+        json.loads((out / tag / "manifest.json").read_text())["msi_contents"] for tag in "ab"
+    ]
+    assert contents[0] == contents[1]  # every DLL inside the MSI, too
+    codes = contents[0]["qemu-ga-x86_64.msi"]
+    assert codes["upgrade_code"] == "{EB6B8302-C06E-4BEC-ADAC-932C68A3A98D}"  # upgrades still work
+    assert leftover_containers(engine) == []

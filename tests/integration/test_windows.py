@@ -47,15 +47,6 @@ WAIT_BAT = (
 )
 
 
-@pytest.fixture(scope="session")
-def windows_build(builds_dir: Path, patched_build: Path) -> Path:
-    # patched_build first: the Linux builds already hold the CPUs; never two builds at once.
-    out = builds_dir / "windows"
-    result = run_cli("run", str(WINDOWS_RECIPE), "--output", str(out), "--log-format", "json")
-    assert result.returncode == 0, result.stderr[-4000:]
-    return out
-
-
 def test_outputs(windows_build: Path, engine) -> None:
     names = {p.name for p in windows_build.iterdir()}
     assert {

@@ -1,0 +1,117 @@
+"""Benchmarks: each measures a ratio against a baseline in one run (never absolute times).
+
+    .venv/bin/python bench/run.py            # or: make bench
+
+1. source-check: preparing the default recipe's QEMU tarball when its member-by-member safety
+   check is already cached under its sha256, against checking it again (baseline).
+2. agent-reply: reading a 22 MB guest-exec-status reply (16 MiB of output, base64) with the
+   client's "decode only once a reply can be complete" reader, against decoding the buffer after
+   every chunk (baseline, what the first version did).
+Results go to .bench/results.json.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from builder.agent import AgentClient
+from builder.cache import Cache
+from builder.commands import load_plan
+from builder.overrides import Overrides
+from builder.sources import prepare_source
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(function, repeat: int = 3) -> float:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def bench_source_check() -> dict[str, float]:
+    plan, _ = load_plan(ROOT / "recipes" / "linux-static.yaml", Overrides())
+    cache = Cache.default()
+    prepare_source(plan.source, cache, lambda _: None)  # fetch once, outside the timing
+    marker = cache.checked / f"{plan.source.sha256}.json"
+
+    def uncached() -> None:
+        marker.unlink(missing_ok=True)
+        prepare_source(plan.source, cache, lambda _: None)
+
+    baseline = timed(uncached, repeat=2)
+    cached = timed(lambda: prepare_source(plan.source, cache, lambda _: None))
+    return {"baseline_s": baseline, "measured_s": cached, "speedup": baseline / cached}
+
+
+def _reply() -> bytes:
+    data = base64.b64encode(b"\0" * (16 * 1024 * 1024)).decode()
+    return json.dumps({"return": {"exited": True, "exitcode": 0, "out-data": data}}).encode()
+
+
+def _serve(reply: bytes, sock: socket.socket) -> None:
+    view = memoryview(reply)
+    for at in range(0, len(reply), 65536):
+        sock.sendall(view[at : at + 65536])
+
+
+def _naive_read(fd: int, size_hint: int) -> dict:
+    buffer = b""
+    decoder = json.JSONDecoder()
+    while True:
+        buffer += os.read(fd, 65536)
+        try:
+            value, _ = decoder.raw_decode(buffer.decode())
+            return value
+        except json.JSONDecodeError:
+            continue
+
+
+def bench_agent_reply() -> dict[str, float]:
+    reply = _reply()
+
+    def run(reader) -> None:
+        ours, theirs = socket.socketpair()
+        writer = threading.Thread(target=_serve, args=(reply, theirs))
+        writer.start()
+        value = reader(ours)
+        writer.join()
+        ours.close()
+        theirs.close()
+        assert value["return"]["exitcode"] == 0
+
+    baseline = timed(lambda: run(lambda s: _naive_read(s.fileno(), len(reply))), repeat=1)
+    measured = timed(
+        lambda: run(lambda s: AgentClient(s.fileno())._next_message(time.monotonic() + 60))
+    )
+    return {"baseline_s": baseline, "measured_s": measured, "speedup": baseline / measured}
+
+
+def main() -> int:
+    results = {"source-check": bench_source_check(), "agent-reply": bench_agent_reply()}
+    out = ROOT / ".bench"
+    out.mkdir(exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    for name, result in results.items():
+        print(
+            f"{name:14s} baseline {result['baseline_s']:8.3f} s   measured "
+            f"{result['measured_s']:8.3f} s   ratio {result['speedup']:6.1f}x"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

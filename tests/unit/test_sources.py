@@ -1,0 +1,132 @@
+"""Fetching sources: local trees, git tags (a real local repository), tarballs; pins checked."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from builder.cache import Cache
+from builder.debian import upstream_version
+from builder.errors import InputError
+from builder.plan import SourcePlan
+from builder.sources import prepare_source
+
+COMMIT_TIME = 1_700_000_000
+
+
+def fake_qemu(root: Path) -> Path:
+    (root / "qga").mkdir(parents=True)
+    (root / "configure").write_text("#!/bin/sh\n")
+    (root / "VERSION").write_text("10.0.99\n")
+    (root / "qga" / "commands.c").write_text("int x;\n")
+    return root
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Cache:
+    return Cache(tmp_path / "cache")
+
+
+def members(archive: Path) -> list[str]:
+    with tarfile.open(archive) as tar:
+        return sorted(tar.getnames())
+
+
+def test_local_tree(tmp_path: Path, cache: Cache) -> None:
+    tree = fake_qemu(tmp_path / "qemu")
+    os.utime(tree / "VERSION", (COMMIT_TIME, COMMIT_TIME))
+    prepared = prepare_source(SourcePlan(kind="local", path=tree), cache, lambda _: None)
+    assert prepared.strip_components == 1
+    assert "src/qga/commands.c" in members(prepared.archive)
+    assert prepared.record["kind"] == "local" and len(prepared.sha256) == 64
+    prepared.cleanup()
+    assert not prepared.archive.exists()
+
+
+def test_not_a_qemu_tree(tmp_path: Path, cache: Cache) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="does not look like a QEMU source tree"):
+        prepare_source(SourcePlan(kind="local", path=tmp_path / "empty"), cache, lambda _: None)
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> tuple[Path, str]:
+    repo = fake_qemu(tmp_path / "upstream")
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_DATE": f"@{COMMIT_TIME}",
+        "GIT_COMMITTER_DATE": f"@{COMMIT_TIME}",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "v10.0.99"], ["tag", "v10.0.99"]):
+        subprocess.run(["git", *args], cwd=repo, env=env, check=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return repo, commit
+
+
+def test_git_tag_is_cloned_and_pinned(git_repo: tuple[Path, str], cache: Cache) -> None:
+    repo, commit = git_repo
+    plan = SourcePlan(kind="git", url=f"file://{repo}", tag="v10.0.99", commit=commit)
+    prepared = prepare_source(plan, cache, lambda _: None)
+    assert prepared.record["commit"] == commit
+    assert prepared.newest_mtime == COMMIT_TIME  # SOURCE_DATE_EPOCH from the commit
+    assert "src/VERSION" in members(prepared.archive)
+    assert not any(".git" in name for name in members(prepared.archive))
+    prepared.cleanup()
+
+
+def test_git_tag_that_moved_is_refused(git_repo: tuple[Path, str], cache: Cache) -> None:
+    repo, _ = git_repo
+    plan = SourcePlan(kind="git", url=f"file://{repo}", tag="v10.0.99", commit="0" * 40)
+    with pytest.raises(InputError, match="the recipe pins 0000"):
+        prepare_source(plan, cache, lambda _: None)
+
+
+def test_git_unreachable(tmp_path: Path, cache: Cache) -> None:
+    plan = SourcePlan(kind="git", url=f"file://{tmp_path}/nothing", tag="v1")
+    with pytest.raises(InputError, match="cannot clone"):
+        prepare_source(plan, cache, lambda _: None)
+
+
+def test_tarball_pinned_by_sha256(tmp_path: Path, cache: Cache) -> None:
+    tree = fake_qemu(tmp_path / "qemu-10.0.99")
+    tarball = tmp_path / "qemu-10.0.99.tar.xz"
+    with tarfile.open(tarball, "w:xz") as tar:
+        tar.add(tree, arcname="qemu-10.0.99")
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    prepared = prepare_source(
+        SourcePlan(kind="tarball", path=tarball, sha256=digest), cache, lambda _: None
+    )
+    assert prepared.strip_components == 1 and prepared.record["top_dir"] == "qemu-10.0.99"
+    with pytest.raises(InputError, match="sha256 mismatch"):
+        prepare_source(
+            SourcePlan(kind="tarball", path=tarball, sha256="0" * 64), cache, lambda _: None
+        )
+
+
+def test_tarball_url_unreachable(cache: Cache) -> None:
+    plan = SourcePlan(kind="tarball", url="http://127.0.0.1:9/qemu.tar.xz", sha256="0" * 64)
+    with pytest.raises(InputError, match="cannot download"):
+        prepare_source(plan, cache, lambda _: None)
+
+
+@pytest.mark.parametrize(
+    "debian,upstream",
+    [
+        ("1:10.0.13+ds-0+deb13u1", "10.0.13+ds"),
+        ("7.2+dfsg-7+deb12u18", "7.2+dfsg"),
+        ("5.2", "5.2"),
+    ],
+)
+def test_upstream_version(debian: str, upstream: str) -> None:
+    assert upstream_version(debian) == upstream
