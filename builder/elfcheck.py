@@ -61,38 +61,10 @@ def parse_elf(data: bytes) -> ElfInfo:
     is64 = ei_class == 2
     end = "<" if ei_data == 1 else ">"
     try:
-        if is64:
-            (
-                e_type,
-                e_machine,
-                _,
-                _,
-                e_phoff,
-                e_shoff,
-                _,
-                _,
-                e_phentsize,
-                e_phnum,
-                e_shentsize,
-                e_shnum,
-                _,
-            ) = struct.unpack_from(end + "HHIQQQIHHHHHH", data, 16)
-        else:
-            (
-                e_type,
-                e_machine,
-                _,
-                _,
-                e_phoff,
-                e_shoff,
-                _,
-                _,
-                e_phentsize,
-                e_phnum,
-                e_shentsize,
-                e_shnum,
-                _,
-            ) = struct.unpack_from(end + "HHIIIIIHHHHHH", data, 16)
+        header = end + ("HHIQQQIHHHHHH" if is64 else "HHIIIIIHHHHHH")  # Elf64_Ehdr / Elf32_Ehdr
+        fields = struct.unpack_from(header, data, 16)
+        e_type, e_machine, e_phoff, e_shoff = fields[0], fields[1], fields[4], fields[5]
+        e_phentsize, e_phnum, e_shentsize, e_shnum = fields[8], fields[9], fields[10], fields[11]
         segments = [_segment(data, end, is64, e_phoff + i * e_phentsize) for i in range(e_phnum)]
         interpreter = None
         needed_offsets: list[int] = []

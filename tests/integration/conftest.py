@@ -31,6 +31,17 @@ class CliResult:
     seconds: float
 
 
+def start_cli(*args: str, log: Any = subprocess.PIPE) -> subprocess.Popen[str]:
+    """Start the CLI in the background, its stderr (the log) piped or sent to `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "builder", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        text=True,
+    )
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 3600) -> CliResult:
     import time
 
@@ -85,25 +96,10 @@ def linux_builds(builds_dir: Path) -> dict[str, Path]:
     processes = {}
     for name, recipe in recipes.items():
         log = (builds_dir / f"{name}.log").open("w")
-        processes[name] = (
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "builder",
-                    "run",
-                    str(recipe),
-                    "--output",
-                    str(builds_dir / name),
-                    "--log-format",
-                    "json",
-                ],
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            ),
-            log,
+        process = start_cli(
+            "run", str(recipe), "--output", str(builds_dir / name), "--log-format", "json", log=log
         )
+        processes[name] = (process, log)
     for name, (process, log) in processes.items():
         code = process.wait(timeout=3600)
         log.close()

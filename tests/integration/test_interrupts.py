@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,35 +13,19 @@ import pytest
 import yaml
 
 from builder.cache import Cache
+from builder.commands import load_plan
 from builder.engine import Engine
-from builder.pipeline import STAGES
-from tests.conftest import ROOT
-from tests.integration.conftest import leftover_containers, run_cli, write_variant
+from builder.overrides import Overrides
+from builder.pipeline import stages_for
+from tests.integration.conftest import leftover_containers, run_cli, start_cli, write_variant
 
 
 def run_until(recipe: Path, out: Path, stage: str, delay: float, sig: int) -> tuple[int, str]:
     """Start a run, wait until it announces `stage`, wait `delay` s, send `sig`; wait for exit."""
-    stages = [
-        s for s in STAGES if s != "vm-test" or yaml.safe_load(recipe.read_text()).get("vm_test")
-    ]
+    plan, _ = load_plan(recipe, Overrides())
+    stages = stages_for(plan)
     number = f"[{stages.index(stage) + 1}/{len(stages)}] {stage}"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "builder",
-            "run",
-            str(recipe),
-            "--output",
-            str(out),
-            "--log-format",
-            "json",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli("run", str(recipe), "--output", str(out), "--log-format", "json")
     assert process.stderr is not None
     seen = []
     for line in process.stderr:

@@ -18,7 +18,7 @@ import pytest
 
 from builder.engine import Engine
 from tests.conftest import ROOT
-from tests.integration.conftest import leftover_containers, write_variant
+from tests.integration.conftest import leftover_containers, start_cli, write_variant
 
 
 def dockerd_pids() -> list[int]:
@@ -31,23 +31,7 @@ def test_daemon_lost_mid_run(tmp_path: Path, patched_build: Path) -> None:
         pytest.skip("the engine is not a local dockerd this test may kill and restart")
     recipe = write_variant(tmp_path, "daemon-lost")
     out = tmp_path / "out" / "result"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "builder",
-            "run",
-            str(recipe),
-            "--output",
-            str(out),
-            "--log-format",
-            "json",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli("run", str(recipe), "--output", str(out), "--log-format", "json")
     assert process.stderr is not None
     for line in process.stderr:
         if '] compile"' in line:

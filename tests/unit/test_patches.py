@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from builder.errors import InputError
+from builder.layout import Layout
 from builder.patches import check_patches, describe_failure
 from builder.plan import PatchPlan
+from builder.steps import apply_patch
 
 PATCH = """\
 --- a/dir/file.c
@@ -46,24 +48,15 @@ def test_series_order_is_kept(tmp_path: Path) -> None:
 
 
 def _patch_output(tmp_path: Path, content: str) -> list[str]:
-    tree = tmp_path / "tree"
+    """Run the exact patch command the build container runs, on a small tree."""
+    layout = Layout(str(tmp_path))
+    tree = Path(layout.src)
     (tree / "dir").mkdir(parents=True)
     (tree / "dir" / "file.c").write_text(content)
-    (tmp_path / "p.patch").write_text(PATCH)
-    result = subprocess.run(
-        [
-            "patch",
-            "-p1",
-            "--forward",
-            "--batch",
-            "--no-backup-if-mismatch",
-            "-i",
-            str(tmp_path / "p.patch"),
-        ],
-        cwd=tree,
-        capture_output=True,
-        text=True,
-    )
+    Path(layout.patches).mkdir()
+    (Path(layout.patches) / "0000-p.patch").write_text(PATCH)
+    command = apply_patch(layout, "0000-p.patch")
+    result = subprocess.run(command.argv, cwd=command.workdir, capture_output=True, text=True)
     assert result.returncode != 0
     return (result.stdout + result.stderr).splitlines()
 
