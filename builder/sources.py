@@ -7,6 +7,7 @@ Nothing here starts a container: a wrong digest stops the run before Docker is a
 
 from __future__ import annotations
 
+import configparser
 import json
 import shutil
 import subprocess
@@ -164,6 +165,7 @@ def _git(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
             hint="the tag moved upstream: check why, then update `commit:`",
         )
     record = {"kind": "git", "url": plan.url, "tag": plan.tag, "commit": commit}
+    record["subprojects"] = populate_subprojects(checkout, log)
     prepared = _tree(checkout, record, cache, log)
     commit_time = _git_cmd(["log", "-1", "--format=%ct"], checkout, log, "cannot read the commit")
     return PreparedSource(
@@ -174,6 +176,46 @@ def _git(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
         record=prepared.record,
         temporary=True,
     )
+
+
+# What QEMU's release tarballs carry under subprojects/ (scripts/archive-source.sh) and a git
+# checkout lacks; configure refuses --disable-download without keycodemapdb, and the compile has
+# no network. Fetched on the host, at the revision the .wrap pins.
+RELEASE_SUBPROJECTS = ("keycodemapdb", "berkeley-softfloat-3", "berkeley-testfloat-3")
+
+
+def populate_subprojects(checkout: Path, log: LineSink) -> dict[str, str]:
+    fetched: dict[str, str] = {}
+    for name in RELEASE_SUBPROJECTS:
+        wrap = checkout / "subprojects" / f"{name}.wrap"
+        target = checkout / "subprojects" / name
+        if not wrap.is_file() or (target.is_dir() and any(target.iterdir())):
+            continue
+        parser = configparser.ConfigParser()
+        parser.read(wrap)
+        if not parser.has_section("wrap-git"):
+            continue
+        section = parser["wrap-git"]
+        url, revision = section.get("url"), section.get("revision")
+        if not url or not revision:
+            raise InputError(f"source.git: {wrap.name} names no url or revision")
+        log(f"fetching subproject {name} at {revision[:12]} from {url}")
+        target.mkdir(parents=True, exist_ok=True)
+        _git_cmd(["init", "-q", str(target)], None, log, f"cannot create {target}")
+        _git_cmd(
+            ["fetch", "-q", "--depth", "1", url, revision],
+            target,
+            log,
+            f"cannot fetch subproject {name} from {url}",
+        )
+        _git_cmd(["checkout", "-q", "FETCH_HEAD"], target, log, f"cannot check out {name}")
+        overlay = section.get("patch_directory")
+        if overlay and (checkout / "subprojects" / "packagefiles" / overlay).is_dir():
+            shutil.copytree(
+                checkout / "subprojects" / "packagefiles" / overlay, target, dirs_exist_ok=True
+            )
+        fetched[name] = revision
+    return fetched
 
 
 def _git_cmd(args: list[str], cwd: Path | None, log: LineSink, what: str) -> str:

@@ -54,24 +54,39 @@ def test_not_a_qemu_tree(tmp_path: Path, cache: Cache) -> None:
         prepare_source(SourcePlan(kind="local", path=tmp_path / "empty"), cache, lambda _: None)
 
 
-@pytest.fixture
-def git_repo(tmp_path: Path) -> tuple[Path, str]:
-    repo = fake_qemu(tmp_path / "upstream")
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_DATE": f"@{COMMIT_TIME}",
-        "GIT_COMMITTER_DATE": f"@{COMMIT_TIME}",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
-    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "v10.0.99"], ["tag", "v10.0.99"]):
+GIT_ENV = {
+    "GIT_AUTHOR_DATE": f"@{COMMIT_TIME}",
+    "GIT_COMMITTER_DATE": f"@{COMMIT_TIME}",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+}
+
+
+def commit_all(repo: Path, tag: str | None = None) -> str:
+    env = {**os.environ, **GIT_ENV}
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "release"]):
         subprocess.run(["git", *args], cwd=repo, env=env, check=True)
-    commit = subprocess.run(
+    if tag:
+        subprocess.run(["git", "tag", tag], cwd=repo, env=env, check=True)
+    return subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
     ).stdout.strip()
-    return repo, commit
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> tuple[Path, str]:
+    keycodes = tmp_path / "keycodemapdb"
+    keycodes.mkdir()
+    (keycodes / "README").write_text("keycodes\n")
+    keycodes_commit = commit_all(keycodes)
+    repo = fake_qemu(tmp_path / "upstream")
+    (repo / "subprojects").mkdir()
+    (repo / "subprojects" / "keycodemapdb.wrap").write_text(
+        f"[wrap-git]\nurl = file://{keycodes}\nrevision = {keycodes_commit}\ndepth = 1\n"
+    )
+    return repo, commit_all(repo, tag="v10.0.99")
 
 
 def test_git_tag_is_cloned_and_pinned(git_repo: tuple[Path, str], cache: Cache) -> None:
@@ -82,6 +97,9 @@ def test_git_tag_is_cloned_and_pinned(git_repo: tuple[Path, str], cache: Cache) 
     assert prepared.newest_mtime == COMMIT_TIME  # SOURCE_DATE_EPOCH from the commit
     assert "src/VERSION" in members(prepared.archive)
     assert not any(".git" in name for name in members(prepared.archive))
+    # A git checkout lacks what release tarballs carry: the pinned subproject was fetched.
+    assert "src/subprojects/keycodemapdb/README" in members(prepared.archive)
+    assert set(prepared.record["subprojects"]) == {"keycodemapdb"}
     prepared.cleanup()
 
 
