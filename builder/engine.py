@@ -190,6 +190,10 @@ class Engine:
 
     # --- containers ------------------------------------------------------------------------
 
+    def containers_all(self) -> list[dict[str, Any]]:
+        """Every container of the daemon, ours or not (to check on the daemon's own builds)."""
+        return list(self._call(self.api.containers, all=True))
+
     def containers(self, label: str) -> list[dict[str, Any]]:
         return list(self._call(self.api.containers, all=True, filters={"label": label}))
 

@@ -100,6 +100,43 @@ class WinePrefix:
                 check=False,
             )
 
+    def create(self, attempts: int = 2) -> None:
+        """Make the prefix before any program runs in it.
+
+        Left to the first program, wine builds the prefix in the background and, on a loaded
+        host, can start the program before system32 is filled ("could not load kernel32.dll").
+        So: wineboot (which returns once the prefix is made), check, and try once more.
+        """
+        output = ""
+        for _ in range(attempts):
+            # A wineserver left by a deleted prefix whose inode this directory reuses would
+            # answer for it: make sure none does.
+            self.stop()
+            code, output = run_in_pty(
+                [self.wine, "wineboot", "--init"], env=self.env, timeout=180.0
+            )
+            if code == 0 and (self.drive_c / "windows" / "system32" / "kernel32.dll").exists():
+                return
+            self.stop()
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path.mkdir()
+        raise ArtifactError(
+            f"wine could not create a prefix in {self.path}: {output.strip()[-300:]}",
+            hint="check that `wine64 wineboot --init` works on this host (WINEPREFIX=/tmp/x)",
+        )
+
+    def wait(self) -> None:
+        """Wait until this prefix's wineserver has exited (all its processes are done)."""
+        with suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                [wineserver_binary(self.wine), "-w"],
+                env=self.env,
+                timeout=120,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
+
 
 @contextmanager
 def prefix() -> Iterator[WinePrefix]:
@@ -107,17 +144,11 @@ def prefix() -> Iterator[WinePrefix]:
     path = Path(tempfile.mkdtemp(prefix="qga-wine-"))
     box = WinePrefix(path, wine)
     try:
+        box.create()
         yield box
     finally:
-        with suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                [wineserver_binary(wine), "-k"],
-                env=box.env,
-                timeout=30,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-            )
+        box.stop()
+        box.wait()  # a lingering server must not outlive its prefix directory
         shutil.rmtree(path, ignore_errors=True)
 
 

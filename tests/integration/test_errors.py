@@ -107,3 +107,15 @@ def test_wrong_source_digest(tmp_path: Path, engine: Engine) -> None:
     result = run_cli("run", str(recipe), "--output", str(out))
     assert_clean_failure(result, 3, out, engine)
     assert "source.tarball: sha256 mismatch" in result.stderr
+
+
+def test_base_that_cannot_be_made(tmp_path: Path, engine: Engine) -> None:
+    data = load_default()
+    data["environment"]["base"] = {"debootstrap": {"suite": "nosuchsuite"}}
+    recipe = write_variant(tmp_path, "bad-suite", environment=absolutize(data)["environment"])
+    out = tmp_path / "out"
+    result = run_cli("run", str(recipe), "--output", str(out))
+    assert_clean_failure(result, 6, out, engine)
+    assert "base image qga-builder/base:nosuchsuite-minbase is missing and cannot be made" in (
+        result.stderr
+    )

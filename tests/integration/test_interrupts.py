@@ -14,9 +14,10 @@ import yaml
 
 from builder.cache import Cache
 from builder.commands import load_plan
-from builder.engine import Engine
+from builder.engine import LABEL_KIND, Engine
 from builder.overrides import Overrides
 from builder.pipeline import stages_for
+from tests.conftest import ROOT
 from tests.integration.conftest import leftover_containers, run_cli, start_cli, write_variant
 
 
@@ -73,10 +74,15 @@ def test_interrupt(
     tmp_path: Path, engine: Engine, patched_build: Path, stage: str, delay: float, sig: int
 ) -> None:
     recipe = write_variant(tmp_path, f"interrupt-{stage}")
+    nonce = uuid.uuid4().hex
     if stage == "build-image":
-        # A build arg nobody used before forces a fresh image build to interrupt.
+        # A Dockerfile step no cache has seen, which runs for a minute: the signal lands in it.
+        dockerfile = tmp_path / "Dockerfile.slow"
+        dockerfile.write_text(
+            (ROOT / "Dockerfile.linux").read_text() + f"RUN echo {nonce} && sleep 60\n"
+        )
         data = yaml.safe_load(recipe.read_text())
-        data["environment"]["build_args"] = {"QGA_TEST_NONCE": uuid.uuid4().hex}
+        data["environment"]["dockerfile"] = str(dockerfile)
         recipe.write_text(yaml.safe_dump(data, sort_keys=False))
     out = tmp_path / "out" / "result"
     before = temporary_files()
@@ -84,6 +90,19 @@ def test_interrupt(
     assert code == 128 + sig, log[-3000:]
     assert "interrupted by" in log and "Traceback" not in log
     assert_nothing_left(engine, out, before)
+    if stage == "build-image":
+        started = next(json.loads(line) for line in log.splitlines() if '"run started"' in line)
+        build_log = next(Path(started["logs"]).glob("*-build-image.log")).read_text()
+        assert f"RUN echo {nonce}" in build_log  # it was interrupted inside the slow step ...
+        end = time.monotonic() + 30  # ... and the daemon cancels that build: no container left
+        while any(nonce in (c.get("Command") or "") for c in engine.containers_all()):
+            assert time.monotonic() < end, "the interrupted image build kept running"
+            time.sleep(0.5)
+        assert not any(
+            "dockerfile.slow" in tag
+            for image in engine.images(LABEL_KIND)
+            for tag in image.get("RepoTags") or []
+        )
 
 
 def test_the_next_run_succeeds(tmp_path: Path, engine: Engine, patched_build: Path) -> None:

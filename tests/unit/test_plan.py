@@ -146,3 +146,15 @@ def test_overrides_are_recorded() -> None:
     plan = plan_of(apply_overrides(load_default(), overrides), overrides=overrides.recorded())
     assert plan.overrides == {"qemu_ref": "v10.0.2", "output": "x"}
     assert plan.summary()["overrides"] == {"qemu_ref": "v10.0.2", "output": "x"}
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_project_recipe_plans(path: Path) -> None:
+    from builder.commands import load_plan
+
+    plan, text = load_plan(path, Overrides())
+    assert plan.image.dockerfile.is_file()
+    assert all(patch.path.is_file() for patch in plan.patches)
+    assert len(plan.cache_key) == 64 and text.startswith("#")
+    if plan.image.base.kind == "registry":
+        assert "@sha256:" in plan.image.base.reference
