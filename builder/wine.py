@@ -90,15 +90,7 @@ class WinePrefix:
 
     def stop(self) -> None:
         """Kill this prefix's wineserver and every Windows process in it."""
-        with suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                [wineserver_binary(self.wine), "-k"],
-                env=self.env,
-                timeout=30,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-            )
+        self._wineserver("-k", timeout=30)
 
     def create(self, attempts: int = 2) -> None:
         """Make the prefix before any program runs in it.
@@ -127,11 +119,14 @@ class WinePrefix:
 
     def wait(self) -> None:
         """Wait until this prefix's wineserver has exited (all its processes are done)."""
+        self._wineserver("-w", timeout=120)
+
+    def _wineserver(self, flag: str, timeout: float) -> None:
         with suppress(OSError, subprocess.SubprocessError):
             subprocess.run(
-                [wineserver_binary(self.wine), "-w"],
+                [wineserver_binary(self.wine), flag],
                 env=self.env,
-                timeout=120,
+                timeout=timeout,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 check=False,
