@@ -122,6 +122,13 @@ class Plan:
         summary = self.summary()
         for volatile in ("output_dir", "recipe_path", "cache_key", "lock_path", "locked"):
             summary.pop(volatile, None)
+        # Files pinned by sha256 count by content, not by where this checkout lives: the MSI's
+        # PackageCode comes from this key, and must not change with the clone's directory.
+        summary["image"]["dockerfile"] = self.image.dockerfile.name
+        for patch in summary["patches"]:
+            patch["path"] = Path(patch["path"]).name
+        if self.source.path is not None and self.source.sha256:
+            summary["source"]["path"] = self.source.path.name
         return sha256_json(summary)
 
     def summary(self) -> dict[str, Any]:

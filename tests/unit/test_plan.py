@@ -158,3 +158,25 @@ def test_every_project_recipe_plans(path: Path) -> None:
     assert len(plan.cache_key) == 64 and text.startswith("#")
     if plan.image.base.kind == "registry":
         assert "@sha256:" in plan.image.base.reference
+
+
+def test_cache_key_does_not_depend_on_where_the_checkout_lives(tmp_path: Path) -> None:
+    """Two clones in different directories make the same MSI PackageCode (it comes from this)."""
+    import shutil
+
+    from builder.commands import load_plan
+
+    project = RECIPES.parent
+    keys = []
+    for clone in ("a", "deeper/b"):
+        root = tmp_path / clone
+        for part in ("recipes", "patches"):
+            shutil.copytree(project / part, root / part)
+        for dockerfile in project.glob("Dockerfile.*"):
+            shutil.copy(dockerfile, root / dockerfile.name)
+        plan, _ = load_plan(root / "recipes" / "windows-msi.yaml", Overrides())
+        keys.append(plan.cache_key)
+    assert keys[0] == keys[1]
+    recipe = tmp_path / "a" / "recipes" / "windows-msi.yaml"
+    recipe.write_text(recipe.read_text().replace("distro: Windows", "distro: Lab"))
+    assert load_plan(recipe, Overrides())[0].cache_key != keys[0]  # a real input still counts
