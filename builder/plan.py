@@ -120,7 +120,15 @@ class Plan:
     def cache_key(self) -> str:
         """Digest over every input that can change the artifacts (not where they are written)."""
         summary = self.summary()
-        for volatile in ("output_dir", "recipe_path", "cache_key", "lock_path", "locked"):
+        # `overrides` only records what changed other fields (or where the output goes).
+        for volatile in (
+            "output_dir",
+            "recipe_path",
+            "cache_key",
+            "lock_path",
+            "locked",
+            "overrides",
+        ):
             summary.pop(volatile, None)
         # Files pinned by sha256 count by content, not by where this checkout lives: the MSI's
         # PackageCode comes from this key, and must not change with the clone's directory.

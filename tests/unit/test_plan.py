@@ -174,7 +174,8 @@ def test_cache_key_does_not_depend_on_where_the_checkout_lives(tmp_path: Path) -
             shutil.copytree(project / part, root / part)
         for dockerfile in project.glob("Dockerfile.*"):
             shutil.copy(dockerfile, root / dockerfile.name)
-        plan, _ = load_plan(root / "recipes" / "windows-msi.yaml", Overrides())
+        output = Overrides(output=root / "out")
+        plan, _ = load_plan(root / "recipes" / "windows-msi.yaml", output)
         keys.append(plan.cache_key)
     assert keys[0] == keys[1]
     recipe = tmp_path / "a" / "recipes" / "windows-msi.yaml"
