@@ -7,14 +7,13 @@ unchanged one is never rebuilt.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from builder.cache import Cache
 from builder.engine import LABEL_INPUTS, LABEL_KIND, LABEL_RECIPE, Engine
 from builder.errors import ImageError
 from builder.locks import exclusive
-from builder.log import TAIL_LINES, LineSink
+from builder.log import StepOutput
 from builder.plan import ImagePlan
 
 
@@ -32,12 +31,12 @@ def ensure_build_image(
     base_image_id: str,
     recipe_name: str,
     cache: Cache,
-    log: LineSink,
+    output: StepOutput,
 ) -> BuildImage:
     tag = plan.tag(base_image_id)
     inputs_hash = plan.final_hash(base_image_id)
-    with exclusive(cache.lock_path(f"image-{inputs_hash[:16]}"), f"image {tag}", log):
-        return _reuse_or_build(engine, plan, base_image_id, recipe_name, tag, inputs_hash, log)
+    with exclusive(cache.lock_path(f"image-{inputs_hash[:16]}"), f"image {tag}", output.line):
+        return _reuse_or_build(engine, plan, base_image_id, recipe_name, tag, inputs_hash, output)
 
 
 def _reuse_or_build(
@@ -47,31 +46,25 @@ def _reuse_or_build(
     recipe_name: str,
     tag: str,
     inputs_hash: str,
-    log: LineSink,
+    output: StepOutput,
 ) -> BuildImage:
     existing = engine.image_id(tag)
     if existing is not None and engine.image_labels(tag).get(LABEL_INPUTS) == inputs_hash:
-        log(f"reusing {tag}: Dockerfile, build args and base are unchanged")
+        output.line(f"reusing {tag}: Dockerfile, build args and base are unchanged")
         return BuildImage(tag, existing, inputs_hash, reused=True)
-    log(f"building {tag} from {plan.dockerfile.name}")
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
-
-    def sink(line: str) -> None:
-        tail.append(line)
-        log(line)
-
+    output.line(f"building {tag} from {plan.dockerfile.name}")
     try:
         image_id = engine.build_image(
             plan.dockerfile.read_bytes(),
             tag,
             build_args={**dict(plan.build_args), "BASE_IMAGE": base_image_id},
             labels={LABEL_INPUTS: inputs_hash, LABEL_RECIPE: recipe_name, LABEL_KIND: "build"},
-            on_line=sink,
+            on_line=output.line,
         )
     except ImageError as exc:
-        lines = "\n".join(f"    {line}" for line in tail if line.strip())
         raise ImageError(
-            f"{exc.message} ({plan.dockerfile.name})\n  last lines of the image build:\n{lines}",
+            f"{exc.message} ({plan.dockerfile.name})\n  last lines of the image build:\n"
+            f"{output.tail_text(skip_blank=True)}",
             hint=exc.hint,
         ) from None
     return BuildImage(tag, image_id, inputs_hash, reused=False)

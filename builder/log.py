@@ -67,6 +67,10 @@ class StepOutput:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._log = get_logger()
 
+    def tail_text(self, *, skip_blank: bool = False) -> str:
+        """The last lines this step printed, indented, for an error message."""
+        return "\n".join(f"    {line}" for line in self.tail if line.strip() or not skip_blank)
+
     def line(self, text: str) -> None:
         text = text.rstrip("\n")
         self.tail.append(text)

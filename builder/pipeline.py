@@ -142,7 +142,7 @@ def run(
                 state.base = baseimage.ensure_base(engine, plan.image.base, cache, output.line)
             with progress.step("build-image") as output:
                 state.build_image = image.ensure_build_image(
-                    engine, plan.image, state.base.image_id, plan.recipe_name, cache, output.line
+                    engine, plan.image, state.base.image_id, plan.recipe_name, cache, output
                 )
             with build_container(
                 engine, plan, state.build_image.image_id, hostname=variation.hostname
@@ -189,7 +189,7 @@ def toolchain_packages(plan: Plan, engine: Engine, cache: Cache) -> dict[str, st
         base = baseimage.ensure_base(engine, plan.image.base, cache, output.line)
     with progress.step("build-image", log_output=False) as output:
         built = image.ensure_build_image(
-            engine, plan.image, base.image_id, plan.recipe_name, cache, output.line
+            engine, plan.image, base.image_id, plan.recipe_name, cache, output
         )
     with (
         progress.step("toolchain", log_output=False) as output,
@@ -297,10 +297,9 @@ def _exec(
 ) -> list[str]:
     code, lines = _run(box, command, env, output)
     if code != 0:
-        tail = "\n".join(f"    {line}" for line in output.tail)
         raise StepError(
             f"step {step} failed: {command.argv[0]} exited with {code}\n"
-            f"  last {len(output.tail)} lines of its log:\n{tail}",
+            f"  last {len(output.tail)} lines of its log:\n{output.tail_text()}",
             hint=f"full log: {output.log_path}",
         )
     return lines
