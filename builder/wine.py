@@ -99,11 +99,11 @@ class WinePrefix:
         host, can start the program before system32 is filled ("could not load kernel32.dll").
         So: wineboot (which returns once the prefix is made), check, and try once more.
         """
+        # A wineserver left by a deleted prefix whose inode this directory reuses would answer
+        # for it: make sure none does.
+        self.stop()
         output = ""
         for _ in range(attempts):
-            # A wineserver left by a deleted prefix whose inode this directory reuses would
-            # answer for it: make sure none does.
-            self.stop()
             code, output = run_in_pty(
                 [self.wine, "wineboot", "--init"], env=self.env, timeout=180.0
             )
