@@ -13,21 +13,24 @@ from tests.integration.conftest import run_cli
 def test_old_images_are_pruned(engine: Engine, patched_build: Path, tmp_path: Path) -> None:
     base = json.loads((patched_build / "manifest.json").read_text())["environment"]["base"]
     dockerfile = f"FROM {base['image_id']}\nLABEL org.qga-builder.test=clean\n".encode()
-    tags = []
-    for index in range(4):
-        tag = f"qga-builder/test-clean:{index}"
-        engine.build_image(
-            dockerfile,
-            tag,
-            build_args={"N": str(index)},
-            labels={LABEL_KIND: "build", "n": str(index)},
-            on_line=lambda _: None,
+    tags = [f"qga-builder/test-clean:{index}" for index in range(4)]
+    try:
+        for index, tag in enumerate(tags):
+            engine.build_image(
+                dockerfile,
+                tag,
+                build_args={"N": str(index)},
+                labels={LABEL_KIND: "build", "n": str(index)},
+                on_line=lambda _: None,
+            )
+            time.sleep(1.1)  # distinct creation times: "newest" is well defined
+        result = run_cli(
+            "clean", "--keep", "2", "--output-root", str(tmp_path), "--log-format", "json"
         )
-        tags.append(tag)
-        time.sleep(1.1)  # distinct creation times: "newest" is well defined
-    result = run_cli("clean", "--keep", "2", "--output-root", str(tmp_path), "--log-format", "json")
-    assert result.returncode == 0, result.stderr
-    remaining = [tag for tag in tags if engine.image_id(tag)]
-    assert remaining == tags[-2:]  # the two newest
-    for tag in remaining:
-        engine.remove_image(tag)
+        assert result.returncode == 0, result.stderr
+        remaining = [tag for tag in tags if engine.image_id(tag)]
+        assert remaining == tags[-2:]  # the two newest
+    finally:
+        for tag in tags:
+            if engine.image_id(tag):
+                engine.remove_image(tag)

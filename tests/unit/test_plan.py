@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
 
+from builder.commands import load_plan
 from builder.errors import InputError, UsageError
 from builder.overrides import UPSTREAM_GIT_URL, Overrides, apply_overrides
 from builder.plan import make_plan
@@ -150,8 +152,6 @@ def test_overrides_are_recorded() -> None:
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_project_recipe_plans(path: Path) -> None:
-    from builder.commands import load_plan
-
     plan, text = load_plan(path, Overrides())
     assert plan.image.dockerfile.is_file()
     assert all(patch.path.is_file() for patch in plan.patches)
@@ -162,10 +162,6 @@ def test_every_project_recipe_plans(path: Path) -> None:
 
 def test_cache_key_does_not_depend_on_where_the_checkout_lives(tmp_path: Path) -> None:
     """Two clones in different directories make the same MSI PackageCode (it comes from this)."""
-    import shutil
-
-    from builder.commands import load_plan
-
     project = RECIPES.parent
     keys = []
     for clone in ("a", "deeper/b"):
