@@ -1,13 +1,12 @@
 """`qga-builder clean`: remove what crashed or killed runs left behind.
 
 Containers are found by label; a container whose owning process still runs on this host is left
-alone, so `clean` is safe beside a running build. Staging directories are removed only when no
-run holds their output's lock.
+alone, so `clean` is safe beside a running build. Staging directories are matched by the tool's
+exact naming and removed under their output's lock, only when the tool can prove it made them.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import socket
@@ -15,9 +14,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from builder import output
 from builder.cache import Cache
 from builder.engine import LABEL_KIND, LABEL_OWNER, LABEL_TOOL, Engine
-from builder.output import stale_staging_dirs
+from builder.errors import OutputError
 
 KEEP_RUN_LOGS = 20
 STALE_TMP_SECONDS = 3600
@@ -34,12 +34,7 @@ def clean(
         removed["containers"].append(name)
         if not dry_run:
             engine.remove_container(container["Id"])
-    for path in stale_staging_dirs(output_root):
-        if _lock_held(path):
-            continue
-        removed["staging"].append(str(path))
-        if not dry_run:
-            shutil.rmtree(path, ignore_errors=True)
+    removed["staging"] += _clean_staging(output_root, dry_run)
     by_repository: dict[str, list[dict]] = defaultdict(list)
     for image in engine.images(f"{LABEL_KIND}=build"):
         tags = image.get("RepoTags") or ["<none>:"]
@@ -74,16 +69,23 @@ def _owner_alive(owner: str) -> bool:
     return True
 
 
-def _lock_held(staging: Path) -> bool:
-    """Is the output this staging directory belongs to locked by a running run?"""
-    final_name = staging.name[1:].split(".tmp-")[0].split(".old-")[0]
-    lock = staging.parent / f".{final_name}.lock"
-    if not lock.exists():
-        return False
-    with lock.open("r") as handle:
+def _clean_staging(output_root: Path, dry_run: bool) -> list[str]:
+    """Leftovers by exact name (`.NAME.tmp-RUN`, `.NAME.old-RUN`), under their output's lock:
+    an interrupted publish is completed or undone, and only directories the tool can prove it
+    made (its staging marker, or a complete output of its own) are removed."""
+    said: list[str] = []
+    finals = sorted({final for _, final in output.all_leftovers(output_root)})
+    for final in finals:
+        if dry_run:
+            said += [
+                str(path)
+                for path in output.leftovers(final)
+                if output.why_not_ours(path) is None or output.holds_own_marker(path)
+            ]
+            continue
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
+            with output.OutputLock(final):
+                said += output.recover(final)
+        except OutputError as exc:  # held by a running run, or an odd lock file
+            said.append(f"left {final}'s leftovers alone: {exc.message}")
+    return said

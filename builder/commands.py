@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from builder import log
+from builder import log, output
 from builder.cache import Cache
 from builder.cli import print_json, require_single
 from builder.errors import BuilderError
@@ -43,6 +43,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = _overrides_from(args)
     # Every recipe is validated before the first one builds.
     plans = [load_plan(path, overrides, locked=args.locked) for path in args.recipes]
+    for plan, _ in plans:  # refuse a directory the tool did not write before any work
+        output.check_replaceable(plan.output_dir)
     engine = Engine()
     cache = Cache.default()
     for plan, text in plans:
@@ -160,13 +162,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     )
     plan, text = load_plan(target, overrides, locked=args.locked)
     root = (args.output or Path("out") / f"{plan.recipe_name}.verify").absolute()
+    verify.claim_directory(root)
     engine, cache = Engine(), Cache.default()
     if args.against:
         expected = verify.read_sums(args.against)
         result = pipeline.run(replace(plan, output_dir=root / "build"), engine, cache, text)
         comparison = verify.compare(expected, verify.read_sums(result.output_dir / verify.SUMS))
         summary = verify.summarize(comparison, {"build": result.output_dir}, None)
-        root.mkdir(parents=True, exist_ok=True)
         verify.conclude(
             comparison, f"build against {args.against}", None, root / "verify.json", summary
         )

@@ -128,7 +128,7 @@ def run(
     state = RunState(started=datetime.now(UTC), variation=variation, layout=Layout(variation.root))
     log = get_logger(recipe=plan.recipe_name, run=run_id)
     log.info("run started", output=str(plan.output_dir), logs=str(log_dir))
-    with OutputDir(plan.output_dir, run_id) as out:
+    with OutputDir(plan.output_dir, run_id, log=lambda line: log.info(line)) as out:
         try:
             preflight(plan)
             with progress.step("source") as output:

@@ -9,13 +9,16 @@ fresh container; every artifact must come out identical. On a mismatch, diffosco
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.checksums import parse_sha256sums, sha256_file
-from builder.errors import InputError, VerifyError
+from builder.errors import InputError, OutputError, VerifyError
+from builder.files import is_real_dir, replace_file, replacing_writer, write_new_file
 from builder.layout import Variation
 from builder.log import get_logger
 from builder.manifest import SUMS_NAME
@@ -24,6 +27,46 @@ VARIATIONS = (
     ("a", "0022"),
     ("b", "0002"),
 )
+
+
+VERIFY_MARKER = ".qga-builder-verify"
+REPORT_NAME = "verify.json"
+DIFFOSCOPE_NAME = "diffoscope.txt"
+BUILD_NAMES = ("a", "b", "build")
+# What `verify` writes into its directory: the marker, reports, the builds and their locks and
+# staging directories (exact names).
+_OWN_ENTRY = re.compile(
+    r"^(?:\.qga-builder-verify|verify\.json|diffoscope\.txt|a|b|build"
+    r"|\.(?:a|b|build)\.(?:lock|(?:tmp|old)-[a-z0-9]{4,40})"
+    r"|\.(?:verify\.json|diffoscope\.txt)\.new-[0-9a-f]{8})$"
+)
+
+
+def claim_directory(root: Path) -> None:
+    """Make `verify`'s directory, or accept one it made before; refuse anything else (exit 9)."""
+    if not os.path.lexists(root):
+        root.mkdir(parents=True)
+        write_new_file(root / VERIFY_MARKER, b"qga-builder verify\n")
+        return
+    if not is_real_dir(root):
+        reason = "it is a symbolic link or not a directory"
+    else:
+        entries = os.listdir(root)
+        if not entries:
+            write_new_file(root / VERIFY_MARKER, b"qga-builder verify\n")
+            return
+        strangers = sorted(name for name in entries if not _OWN_ENTRY.match(name))
+        if VERIFY_MARKER not in entries:
+            reason = "it has no verify marker"
+        elif strangers:
+            reason = f"it holds files qga-builder did not write ({', '.join(strangers[:5])})"
+        else:
+            return
+    raise OutputError(
+        f"verify directory {root} was not made by qga-builder verify ({reason}); refusing to "
+        "write into it",
+        hint="choose a new directory with --output DIR",
+    )
 
 
 @dataclass
@@ -84,9 +127,9 @@ def diffoscope_report(first: Path, second: Path, names: list[str], report: Path)
     """Write a text report of what differs; None when diffoscope is not installed."""
     if shutil.which("diffoscope") is None:
         return None
-    with report.open("w") as out:
+    with replacing_writer(report) as out:
         for name in names:
-            out.write(f"=== {name} ===\n")
+            out.write(f"=== {name} ===\n".encode())
             out.flush()
             subprocess.run(
                 [
@@ -124,7 +167,7 @@ def conclude(
     comparison: Comparison, what: str, report: Path | None, summary_path: Path | None, summary: dict
 ) -> None:
     if summary_path is not None:
-        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        replace_file(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
     log = get_logger()
     if comparison.ok:
         log.info(

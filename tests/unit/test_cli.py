@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from builder.cli import build_parser, main
-from tests.conftest import ROOT
+from tests.conftest import DEFAULT_RECIPE, ROOT
 
 _README = (ROOT / "README.md").read_text()
 _COMMANDS = _README.split("## Commands", 1)[1].split("\n## ", 1)[0].split("| option |")[0]
@@ -32,3 +33,32 @@ def test_unknown_command_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as caught:
         main(["frobnicate"])
     assert caught.value.code == 2
+
+
+@pytest.mark.parametrize("command", ["run", "verify"])
+def test_output_into_a_users_directory_is_refused_before_any_work(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--output ~/Documents` must not delete Documents (no Docker needed: refused first)."""
+    documents = tmp_path / "Documents"
+    documents.mkdir()
+    (documents / "letter.txt").write_text("keep me")
+    code = main([command, str(DEFAULT_RECIPE), "--output", str(documents)])
+    assert code == 9
+    err = capsys.readouterr().err
+    assert str(documents) in err and "refusing" in err and "Traceback" not in err
+    assert [p.name for p in documents.iterdir()] == ["letter.txt"]
+    assert (documents / "letter.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Documents"]
+
+
+def test_verify_refuses_a_link_as_its_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    users = tmp_path / "users"
+    users.mkdir()
+    link = tmp_path / "verify-out"
+    link.symlink_to(users)
+    assert main(["verify", str(DEFAULT_RECIPE), "--output", str(link)]) == 9
+    assert "symbolic link" in capsys.readouterr().err
+    assert list(users.iterdir()) == []

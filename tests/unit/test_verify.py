@@ -57,3 +57,36 @@ def test_variations_differ_in_root_hostname_and_umask() -> None:
     first, second = variations("abc123")
     assert first.root != second.root and first.hostname != second.hostname
     assert first.umask != second.umask
+
+
+def test_verify_directory_is_claimed_only_when_new_empty_or_its_own(tmp_path: Path) -> None:
+    from builder.errors import OutputError
+    from builder.verify import claim_directory
+
+    new = tmp_path / "new" / "linux-static.verify"
+    claim_directory(new)
+    (new / "verify.json").write_text("{}")
+    (new / ".a.lock").write_text("")
+    (new / "a").mkdir()
+    claim_directory(new)  # its own: accepted again
+    (new / "thesis.odt").write_text("mine")
+    with pytest.raises(OutputError, match=r"thesis\.odt"):
+        claim_directory(new)
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "verify.json").write_text("a user's file of that name")
+    with pytest.raises(OutputError, match="no verify marker"):
+        claim_directory(users)
+    assert (users / "verify.json").read_text() == "a user's file of that name"
+
+
+def test_reports_replace_a_planted_link_instead_of_following_it(tmp_path: Path) -> None:
+    from builder.verify import Comparison, conclude
+
+    precious = tmp_path / "precious"
+    precious.write_text("keep")
+    report = tmp_path / "verify.json"
+    report.symlink_to(precious)
+    conclude(Comparison(same=["x"]), "what", None, report, {"identical": ["x"]})
+    assert precious.read_text() == "keep"
+    assert not report.is_symlink() and "identical" in report.read_text()
