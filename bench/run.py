@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from builder.agent import AgentClient
-from builder.cache import Cache
-from builder.commands import load_plan
-from builder.overrides import Overrides
-from builder.sources import prepare_source
+from builder.agent.client import AgentClient
+from builder.commands.common import load_plan
+from builder.config.overrides import Overrides
+from builder.host.cache import Cache
+from builder.stages.source import prepare_source
 
 ROOT = Path(__file__).resolve().parent.parent
 

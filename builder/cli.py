@@ -6,7 +6,7 @@ This is the one place that turns errors into exit codes and messages; everything
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import signal
 import sys
 import traceback
@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from builder import __version__, log
-from builder.errors import BuilderError, Interrupted, UsageError
+from builder.errors import BuilderError, Interrupted
 
 Handler = Callable[[argparse.Namespace], int]
 INTERNAL_ERROR = 70  # EX_SOFTWARE
@@ -56,9 +56,17 @@ def _locked(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from builder import commands  # imported here so `--help` stays fast
+def _handler(module: str, name: str) -> Handler:
+    """A command's handler, imported when it runs (so `--help` stays fast)."""
 
+    def handle(args: argparse.Namespace) -> int:
+        imported = importlib.import_module(f"builder.commands.{module}")
+        return int(getattr(imported, name)(args))
+
+    return handle
+
+
+def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
         prog="qga-builder",
@@ -71,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
     _overrides(p)
     _locked(p)
-    p.set_defaults(handler=commands.cmd_run)
+    p.set_defaults(handler=_handler("run", "cmd_run"))
 
     p = sub.add_parser(
         "verify",
@@ -93,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _overrides(p)
     _locked(p)
-    p.set_defaults(handler=commands.cmd_verify)
+    p.set_defaults(handler=_handler("verify", "cmd_verify"))
 
     p = sub.add_parser(
         "vm-test",
@@ -123,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for the agent's first answer (default 90)",
     )
-    p.set_defaults(handler=commands.cmd_vm_test)
+    p.set_defaults(handler=_handler("vm_test", "cmd_vm_test"))
 
     p = sub.add_parser(
         "lock",
@@ -131,19 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="write RECIPE.lock: every package of the recipe's build image",
     )
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
-    p.set_defaults(handler=commands.cmd_lock)
+    p.set_defaults(handler=_handler("lock", "cmd_lock"))
 
     p = sub.add_parser("validate", parents=[common], help="check recipes without building")
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
-    p.set_defaults(handler=commands.cmd_validate)
+    p.set_defaults(handler=_handler("inspect", "cmd_validate"))
 
     p = sub.add_parser("plan", parents=[common], help="print what `run` would do (dry run)")
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
     _overrides(p)
-    p.set_defaults(handler=commands.cmd_plan)
+    p.set_defaults(handler=_handler("inspect", "cmd_plan"))
 
     p = sub.add_parser("schema", parents=[common], help="print the recipe JSON Schema")
-    p.set_defaults(handler=commands.cmd_schema)
+    p.set_defaults(handler=_handler("inspect", "cmd_schema"))
 
     p = sub.add_parser("base", parents=[common], help="make a base image without a registry")
     base_sub = p.add_subparsers(dest="base_command", required=True, metavar="KIND")
@@ -157,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--mirror", help="Debian mirror URL (default: this host's apt mirror)")
     b.add_argument("--tag", help="image reference (default: qga-builder/base:SUITE-VARIANT)")
     b.add_argument("--force", action="store_true", help="remake it even if it exists")
-    b.set_defaults(handler=commands.cmd_base_debootstrap)
+    b.set_defaults(handler=_handler("base", "cmd_base_debootstrap"))
 
     p = sub.add_parser("clean", parents=[common], help="remove what crashed runs left behind")
     p.add_argument(
@@ -175,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to look for stale staging directories (default: out)",
     )
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    p.set_defaults(handler=commands.cmd_clean)
+    p.set_defaults(handler=_handler("clean", "cmd_clean"))
     return parser
 
 
@@ -228,12 +236,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERNAL_ERROR
     finally:
         remove_live_containers()
-
-
-def print_json(value: object) -> None:
-    sys.stdout.write(json.dumps(value, indent=2) + "\n")
-
-
-def require_single(paths: Sequence[Path], option: str, given: object) -> None:
-    if given is not None and len(paths) > 1:
-        raise UsageError(f"{option} applies to one recipe; {len(paths)} were given")

@@ -1,10 +1,11 @@
 """The only module that talks to Docker.
 
-`Engine` connects to the daemon, builds and imports images, and hands out `BuildContainer`s: a
-context manager that owns one container's whole life (labelled, removed on every exit path,
-including Ctrl-C and SIGTERM), copies files in and out, and runs commands with their output
-streamed and their real exit code returned. Set QGA_BUILDER_KEEP_CONTAINER=1 to keep a failed
-run's container for debugging.
+`Engine` connects to the daemon (a context manager that closes its client), builds and imports
+images, answers with typed records (`ImageRecord`, `ContainerRecord`, `ContainerSettings`), and
+hands out `BuildContainer`s: a context manager that owns one container's whole life (labelled,
+removed on every exit path, including Ctrl-C and SIGTERM), copies files in and out, and runs
+commands with their output streamed and their real exit code returned. Set
+QGA_BUILDER_KEEP_CONTAINER=1 to keep a failed run's container for debugging.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
 from typing import IO, Any
 
 import docker
@@ -25,7 +28,8 @@ import docker.errors
 import requests.exceptions
 
 from builder import __version__
-from builder.errors import DockerUnavailableError, ImageError, Interrupted
+from builder.config import settings
+from builder.errors import ContainerError, DockerUnavailableError, ImageError, Interrupted
 from builder.log import LineSink, get_logger
 
 LABEL_TOOL = "org.qga-builder.tool"
@@ -37,7 +41,6 @@ LABEL_OWNER = "org.qga-builder.owner"  # host:pid of the process that made a con
 
 CONNECT_TIMEOUT = 5
 OPERATION_TIMEOUT = 3600
-KEEP_ENV = "QGA_BUILDER_KEEP_CONTAINER"
 
 # Containers made by this process and not yet removed; cli removes them on exit as a last resort.
 _live_containers: dict[str, Engine] = {}
@@ -50,15 +53,44 @@ _CONNECTION_ERRORS = (
 )
 
 
-def default_endpoint() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+@dataclass(frozen=True)
+class ImageRecord:
+    id: str
+    tags: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    repo_digests: tuple[str, ...] = ()
+    created: int = 0  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    id: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    command: str = ""
+    state: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerSettings:
+    """How a container was made: what the hardening tests check."""
+
+    network_mode: str
+    cap_drop: tuple[str, ...]
+    cap_add: tuple[str, ...]
+    privileged: bool
+    security_opt: tuple[str, ...]
+    memory: int
+    nano_cpus: int
+    pids_limit: int | None
+    user: str
 
 
 class Engine:
     """A connection to one Docker daemon."""
 
     def __init__(self, endpoint: str | None = None) -> None:
-        self.endpoint = endpoint or default_endpoint()
+        self.endpoint = endpoint or settings.current().docker_host
         self.run_id = uuid.uuid4().hex[:12]
         try:
             self.client = docker.DockerClient(
@@ -75,21 +107,40 @@ class Engine:
         self.api.timeout = OPERATION_TIMEOUT
         self.log = get_logger()
 
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def server_version(self) -> str:
+        return str(self._call(self.api.version).get("Version", ""))
+
     # --- images ----------------------------------------------------------------------------
 
-    def image_id(self, reference: str) -> str | None:
+    def inspect_image(self, reference: str) -> ImageRecord | None:
         try:
-            return str(self._call(self.api.inspect_image, reference)["Id"])
+            info = self._call(self.api.inspect_image, reference)
         except docker.errors.ImageNotFound:
             return None
+        return ImageRecord(
+            id=str(info["Id"]),
+            tags=tuple(info.get("RepoTags") or ()),
+            labels=dict((info.get("Config") or {}).get("Labels") or {}),
+            repo_digests=tuple(info.get("RepoDigests") or ()),
+        )
 
-    def image_labels(self, reference: str) -> dict[str, str]:
-        info = self._call(self.api.inspect_image, reference)
-        return dict(info.get("Config", {}).get("Labels") or {})
-
-    def image_digests(self, reference: str) -> list[str]:
-        info = self._call(self.api.inspect_image, reference)
-        return list(info.get("RepoDigests") or [])
+    def image_id(self, reference: str) -> str | None:
+        record = self.inspect_image(reference)
+        return record.id if record else None
 
     def pull(self, reference: str) -> str:
         try:
@@ -181,8 +232,18 @@ class Engine:
             raise ImageError(f"importing {reference} failed: {str(result)[:200]}")
         return image_id
 
-    def images(self, label: str) -> list[dict[str, Any]]:
-        return list(self._call(self.api.images, filters={"label": label}))
+    def images(self, label: str) -> list[ImageRecord]:
+        """Images carrying `label` (a key, or key=value)."""
+        return [
+            ImageRecord(
+                id=str(item["Id"]),
+                tags=tuple(tag for tag in item.get("RepoTags") or () if tag != "<none>:<none>"),
+                labels=dict(item.get("Labels") or {}),
+                repo_digests=tuple(item.get("RepoDigests") or ()),
+                created=int(item.get("Created") or 0),
+            )
+            for item in self._call(self.api.images, filters={"label": label})
+        ]
 
     def remove_image(self, image_id: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
@@ -190,12 +251,35 @@ class Engine:
 
     # --- containers ------------------------------------------------------------------------
 
-    def containers_all(self) -> list[dict[str, Any]]:
-        """Every container of the daemon, ours or not (to check on the daemon's own builds)."""
-        return list(self._call(self.api.containers, all=True))
+    def containers(self, label: str | None = None) -> list[ContainerRecord]:
+        """Containers carrying `label`; with None, every container of the daemon, ours or not
+        (the classic builder's intermediate containers carry no label of ours)."""
+        filters = {"label": label} if label else None
+        return [
+            ContainerRecord(
+                id=str(item["Id"]),
+                name=(item.get("Names") or ["/" + str(item["Id"])[:12]])[0].lstrip("/"),
+                labels=dict(item.get("Labels") or {}),
+                command=str(item.get("Command") or ""),
+                state=str(item.get("State") or ""),
+            )
+            for item in self._call(self.api.containers, all=True, filters=filters)
+        ]
 
-    def containers(self, label: str) -> list[dict[str, Any]]:
-        return list(self._call(self.api.containers, all=True, filters={"label": label}))
+    def container_settings(self, container_id: str) -> ContainerSettings:
+        info = self._call(self.api.inspect_container, container_id)
+        host = info.get("HostConfig") or {}
+        return ContainerSettings(
+            network_mode=str(host.get("NetworkMode") or ""),
+            cap_drop=tuple(host.get("CapDrop") or ()),
+            cap_add=tuple(host.get("CapAdd") or ()),
+            privileged=bool(host.get("Privileged")),
+            security_opt=tuple(host.get("SecurityOpt") or ()),
+            memory=int(host.get("Memory") or 0),
+            nano_cpus=int(host.get("NanoCpus") or 0),
+            pids_limit=host.get("PidsLimit"),
+            user=str((info.get("Config") or {}).get("User") or ""),
+        )
 
     def remove_container(self, container_id: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
@@ -258,7 +342,7 @@ class Engine:
             try:
                 yield box
             except (Exception, Interrupted):
-                keep = os.environ.get(KEEP_ENV) == "1"
+                keep = settings.current().keep_failed_container
                 raise
         finally:
             if container_id is not None:
@@ -294,9 +378,14 @@ class BuildContainer:
 
     def put_archive(self, dest: str, archive: IO[bytes] | bytes) -> None:
         """Unpack an uncompressed tar stream at dest (which must exist)."""
-        ok = self.engine._call(self.engine.api.put_archive, self.id, dest, archive)
+        try:
+            ok = self.engine._call(self.engine.api.put_archive, self.id, dest, archive)
+        except docker.errors.APIError as exc:
+            raise ContainerError(
+                f"copying files into {self.name}:{dest} failed: {_short(exc)}"
+            ) from None
         if not ok:
-            raise ImageError(f"copying files into {self.name}:{dest} failed")
+            raise ContainerError(f"copying files into {self.name}:{dest} failed")
 
     def put_files(self, dest: str, files: Mapping[str, bytes], *, uid: int, gid: int) -> None:
         buffer = io.BytesIO()
@@ -355,7 +444,7 @@ class BuildContainer:
             if not info.get("Running"):
                 return int(info["ExitCode"])
             time.sleep(0.05)
-        raise ImageError(f"command {command[0]} in {self.name} did not finish")
+        raise ContainerError(f"command {command[0]} in {self.name} did not finish")
 
 
 def owner() -> str:

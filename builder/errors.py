@@ -8,14 +8,18 @@ from __future__ import annotations
 
 
 class BuilderError(Exception):
-    """A failure the user can act on; printed as one message without a traceback."""
+    """A failure the user can act on; printed as one message without a traceback.
+
+    Every error carries a hint: the raiser's own, or its class's `default_hint`.
+    """
 
     exit_code = 1
+    default_hint = "rerun with -v for debug messages"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = hint or self.default_hint
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
@@ -25,66 +29,95 @@ class RecipeError(BuilderError):
     """The recipe file is missing, unreadable, not YAML, or does not validate."""
 
     exit_code = 2
+    default_hint = (
+        "`qga-builder schema` lists every field; `qga-builder validate RECIPE` checks a recipe"
+    )
 
 
 class UsageError(BuilderError):
     """A command-line option is wrong or conflicts with another."""
 
     exit_code = 2
+    default_hint = "`qga-builder COMMAND --help` lists the options"
 
 
 class InputError(BuilderError):
     """A pinned input (source, patch, base) is missing or its digest differs from the recipe."""
 
     exit_code = 3
+    default_hint = "check the pin in the recipe against the file you have (README: Troubleshooting)"
 
 
 class PatchError(BuilderError):
     """A patch of the series does not apply to the source."""
 
     exit_code = 4
+    default_hint = "the patch must be made for this QEMU series (patches/qemu-X.Y/)"
 
 
 class DockerUnavailableError(BuilderError):
     """The Docker daemon cannot be reached or went away."""
 
     exit_code = 5
+    default_hint = (
+        "start one with `make setup` (scripts/setup.sh), or point DOCKER_HOST at a running daemon"
+    )
 
 
 class ImageError(BuilderError):
     """The build image or its base could not be made."""
 
     exit_code = 6
+    default_hint = "read the image build log under ~/.cache/qga-builder/runs/"
 
 
 class StepError(BuilderError):
     """A step inside the build container exited non-zero."""
 
     exit_code = 7
+    default_hint = "the full log of the step is under ~/.cache/qga-builder/runs/"
 
 
 class ArtifactError(BuilderError):
     """A built artifact is missing or fails verification."""
 
     exit_code = 8
+    default_hint = "the log of the check stage under ~/.cache/qga-builder/runs/ says what was found"
 
 
 class OutputError(BuilderError):
     """The output directory cannot be written, or is locked by another run."""
 
     exit_code = 9
+    default_hint = "choose another place with --output DIR"
 
 
 class VerifyError(BuilderError):
     """Reproducibility or checksum verification found a difference."""
 
     exit_code = 10
+    default_hint = "install diffoscope-minimal for a report of what differs"
 
 
 class VmTestError(BuilderError):
     """The agent did not pass its test inside a virtual machine."""
 
     exit_code = 11
+    default_hint = "read the log of the vm-test stage; `qga-builder vm-test DIR` reruns it alone"
+
+
+class ContainerError(BuilderError):
+    """Copying files into or out of a build container failed, or a command in it hung."""
+
+    exit_code = 12
+    default_hint = "`qga-builder clean` removes what the run left; rerun with -v for details"
+
+
+class HostToolError(BuilderError):
+    """A program the run needs on this host (debootstrap, git, wine, qemu-system) is missing."""
+
+    exit_code = 13
+    default_hint = "`make setup` (scripts/setup.sh) installs the host tools"
 
 
 class Interrupted(BaseException):

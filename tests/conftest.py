@@ -1,4 +1,5 @@
-"""Shared fixtures: paths of the project's own recipes and a way to write variants of them."""
+"""Shared fixtures, the `integration` marker for everything under tests/integration/, and the
+order: tests marked `disruptive` (they restart the Docker engine) run after all others."""
 
 from __future__ import annotations
 
@@ -8,22 +9,14 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ROOT / "recipes"
-DEFAULT_RECIPE = RECIPES / "linux-static.yaml"
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 
 
-def load_default() -> dict[str, Any]:
-    return yaml.safe_load(DEFAULT_RECIPE.read_text())
-
-
-def absolutize(data: dict[str, Any], base: Path = RECIPES) -> dict[str, Any]:
-    """Make the recipe's relative paths absolute, so a copy works from any directory."""
-    env = data["environment"]
-    env["dockerfile"] = str((base / env["dockerfile"]).resolve())
-    for patch in data.get("patches", []):
-        patch["path"] = str((base / patch["path"]).resolve())
-    return data
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 
 @pytest.fixture

@@ -6,74 +6,18 @@ patch once (the image is reused, so the second costs only the compile).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from builder.engine import LABEL_TOOL, Engine
-from tests.conftest import DEFAULT_RECIPE, RECIPES, ROOT, absolutize, load_default
-
-pytestmark = pytest.mark.integration
-
-
-@dataclass(frozen=True)
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-
-def start_cli(*args: str, log: Any = subprocess.PIPE) -> subprocess.Popen[str]:
-    """Start the CLI in the background, its stderr (the log) piped or sent to `log`."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "builder", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        text=True,
-    )
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 3600) -> CliResult:
-    import time
-
-    start = time.monotonic()
-    process = subprocess.run(
-        [sys.executable, "-m", "builder", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-    return CliResult(process.returncode, process.stdout, process.stderr, time.monotonic() - start)
+from builder.engine import Engine
+from tests.helpers import DEFAULT_RECIPE, RECIPES, run_cli, start_cli, write_variant
 
 
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     return Engine()  # raises a clear error (and so fails the test) when no daemon answers
-
-
-def leftover_containers(engine: Engine) -> list[str]:
-    return [c["Names"][0] for c in engine.containers(LABEL_TOOL)]
-
-
-def write_variant(directory: Path, name: str, **changes: Any) -> Path:
-    """A copy of the default recipe under another name, with top-level fields replaced."""
-    data = absolutize(load_default())
-    data["name"] = name
-    data.update(changes)
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from builder.engine import LABEL_KIND, Engine
-from tests.integration.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def test_old_images_are_pruned(engine: Engine, patched_build: Path, tmp_path: Path) -> None:

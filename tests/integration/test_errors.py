@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from builder.engine import Engine
-from tests.conftest import DEFAULT_RECIPE, absolutize, load_default
-from tests.integration.conftest import CliResult, leftover_containers, run_cli, write_variant
+from tests.helpers import (
+    DEFAULT_RECIPE,
+    CliResult,
+    absolutize,
+    leftover_containers,
+    load_default,
+    run_cli,
+    write_variant,
+)
 
 
 def assert_clean_failure(result: CliResult, code: int, out: Path, engine: Engine) -> None:

@@ -9,13 +9,13 @@ from urllib.parse import urlparse
 
 import pytest
 
-from builder import debian
-from builder.commands import load_plan
+from builder.commands.common import load_plan
+from builder.config.layout import BUILD_UID
+from builder.config.overrides import Overrides
 from builder.engine import Engine
-from builder.overrides import Overrides
-from builder.pipeline import BUILD_UID, build_container
-from tests.conftest import DEFAULT_RECIPE
-from tests.integration.conftest import write_variant
+from builder.host import debian
+from builder.pipeline import build_container
+from tests.helpers import DEFAULT_RECIPE, write_variant
 
 
 def _probe(host: str, port: int) -> list[str]:
@@ -64,14 +64,13 @@ def test_unprivileged_without_capabilities_and_limited(
     recipe = write_variant(tmp_path, "limited", build={"memory": "3g", "cpus": 1.5})
     plan, _ = load_plan(recipe, Overrides())
     with build_container(engine, plan, build_image_id) as box:
-        info = engine.api.inspect_container(box.id)
-        host = info["HostConfig"]
-        assert host["NetworkMode"] == "none"
-        assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
-        assert host["Privileged"] is False
-        assert "no-new-privileges" in host["SecurityOpt"]
-        assert host["Memory"] == 3 * 1024**3
-        assert host["NanoCpus"] == 1_500_000_000
+        made = engine.container_settings(box.id)
+        assert made.network_mode == "none"
+        assert made.cap_drop == ("ALL",) and not made.cap_add
+        assert made.privileged is False
+        assert "no-new-privileges" in made.security_opt
+        assert made.memory == 3 * 1024**3
+        assert made.nano_cpus == 1_500_000_000
         lines: list[str] = []
         assert (
             box.run(["sh", "-c", "id -u; grep CapEff /proc/self/status"], on_line=lines.append) == 0

@@ -12,19 +12,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder.cache import Cache
-from builder.commands import load_plan
+from builder.commands.common import load_plan
+from builder.config.overrides import Overrides
 from builder.engine import LABEL_KIND, Engine
-from builder.overrides import Overrides
-from builder.pipeline import stages_for
-from tests.conftest import ROOT
-from tests.integration.conftest import leftover_containers, run_cli, start_cli, write_variant
+from builder.host.cache import Cache
+from builder.pipeline import stage_names
+from tests.helpers import ROOT, leftover_containers, run_cli, start_cli, write_variant
 
 
 def run_until(recipe: Path, out: Path, stage: str, delay: float, sig: int) -> tuple[int, str]:
     """Start a run, wait until it announces `stage`, wait `delay` s, send `sig`; wait for exit."""
     plan, _ = load_plan(recipe, Overrides())
-    stages = stages_for(plan)
+    stages = stage_names(plan)
     number = f"[{stages.index(stage) + 1}/{len(stages)}] {stage}"
     process = start_cli("run", str(recipe), "--output", str(out), "--log-format", "json")
     assert process.stderr is not None
@@ -95,13 +94,11 @@ def test_interrupt(
         build_log = next(Path(started["logs"]).glob("*-build-image.log")).read_text()
         assert f"RUN echo {nonce}" in build_log  # it was interrupted inside the slow step ...
         end = time.monotonic() + 30  # ... and the daemon cancels that build: no container left
-        while any(nonce in (c.get("Command") or "") for c in engine.containers_all()):
+        while any(nonce in c.command for c in engine.containers()):
             assert time.monotonic() < end, "the interrupted image build kept running"
             time.sleep(0.5)
         assert not any(
-            "dockerfile.slow" in tag
-            for image in engine.images(LABEL_KIND)
-            for tag in image.get("RepoTags") or []
+            "dockerfile.slow" in tag for image in engine.images(LABEL_KIND) for tag in image.tags
         )
 
 

@@ -6,13 +6,12 @@ import json
 import subprocess
 from pathlib import Path
 
-from builder.commands import load_plan
-from builder.elfcheck import read_elf
+from builder.commands.common import load_plan
+from builder.config.overrides import Overrides
 from builder.engine import Engine
-from builder.overrides import Overrides
-from builder.pipeline import stages_for
-from tests.conftest import DEFAULT_RECIPE
-from tests.integration.conftest import leftover_containers
+from builder.formats.elf import read_elf
+from builder.pipeline import stage_names
+from tests.helpers import DEFAULT_RECIPE, leftover_containers
 
 
 def test_output_has_the_release_files(patched_build: Path) -> None:
@@ -81,7 +80,7 @@ def test_manifest_records_every_input(patched_build: Path) -> None:
 
 def test_a_log_per_step(patched_build: Path) -> None:
     logs = sorted(p.name for p in (patched_build / "logs").iterdir())
-    for number, stage in enumerate(stages_for(load_plan(DEFAULT_RECIPE, Overrides())[0])[:-1], 1):
+    for number, stage in enumerate(stage_names(load_plan(DEFAULT_RECIPE, Overrides())[0])[:-1], 1):
         assert f"{number:02d}-{stage}.log" in logs
     compile_log = next((patched_build / "logs").glob("*-compile.log")).read_text()
     assert "qemu-ga" in compile_log

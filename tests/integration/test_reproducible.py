@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.checksums import parse_sha256sums
-from tests.integration.conftest import leftover_containers, run_cli, write_variant
+from builder.formats.checksums import parse_sha256sums
+from tests.helpers import leftover_containers, run_cli, write_variant
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_tampered_artifact_is_reported(patched_build: Path, tmp_path: Path) -> N
 
 
 def test_build_against_published_checksums(patched_build: Path, tmp_path: Path) -> None:
-    from tests.conftest import DEFAULT_RECIPE
+    from tests.helpers import DEFAULT_RECIPE
 
     result = run_cli(
         "verify",
@@ -100,7 +100,7 @@ def test_provenance_describes_the_build(patched_build: Path) -> None:
 def test_verify_windows_msi_and_exe_are_identical(
     tmp_path: Path, engine, windows_build: Path
 ) -> None:
-    from tests.integration.test_windows import WINDOWS_RECIPE
+    from tests.helpers import WINDOWS_RECIPE
 
     out = tmp_path / "verify-windows"
     result = run_cli("verify", str(WINDOWS_RECIPE), "--output", str(out), "--log-format", "json")

@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder import wine
-from builder.agent import AgentClient, ExecResult
-from builder.checksums import parse_sha256sums, sha256_file
-from tests.conftest import RECIPES, absolutize
-from tests.integration.conftest import leftover_containers, run_cli
+from builder.agent.client import AgentClient, ExecResult
+from builder.formats.checksums import parse_sha256sums, sha256_file
+from builder.host import wine
+from tests.helpers import RECIPES, absolutize, leftover_containers, run_cli
 
 WINDOWS_RECIPE = RECIPES / "windows-msi.yaml"
 EXPECTED_FILES = {
@@ -91,7 +90,7 @@ def test_msi_tables_read_with_the_hosts_msitools(windows_build: Path) -> None:
 
 
 def test_version_ran_under_wine(windows_build: Path) -> None:
-    log = next((windows_build / "logs").glob("*-verify.log")).read_text()
+    log = next((windows_build / "logs").glob("*-check.log")).read_text()
     manifest = json.loads((windows_build / "manifest.json").read_text())
     assert f"wine: QEMU Guest Agent {manifest['qemu_version']}" in log
 
@@ -172,7 +171,7 @@ def test_wine_missing_stops_the_run_at_once(tmp_path: Path, engine) -> None:
         str(out),
         env={"QGA_BUILDER_WINE": "/nonexistent/wine64"},
     )
-    assert result.returncode == 8
+    assert result.returncode == 13
     assert "wine is not installed" in result.stderr and "Traceback" not in result.stderr
     assert "] source" not in result.stderr  # before anything was fetched or built
     assert not out.exists() and leftover_containers(engine) == []

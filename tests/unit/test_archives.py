@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.archives import inspect_tarball, safe_extract, tar_directory
 from builder.errors import ArtifactError, InputError
+from builder.formats.archives import inspect_tarball, safe_extract, tar_directory
 
 
 def _member(name: str, **attrs: object) -> tuple[tarfile.TarInfo, bytes]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.checksums import digest_tree, format_sha256sums, parse_sha256sums, sha256_json
+from builder.formats.checksums import digest_tree, format_sha256sums, parse_sha256sums, sha256_json
 
 
 def test_sha256sum_accepts_our_file(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from builder.cli import build_parser, main
-from tests.conftest import DEFAULT_RECIPE, ROOT
+from tests.helpers import DEFAULT_RECIPE, ROOT
 
 _README = (ROOT / "README.md").read_text()
 _COMMANDS = _README.split("## Commands", 1)[1].split("\n## ", 1)[0].split("| option |")[0]
@@ -62,3 +62,27 @@ def test_verify_refuses_a_link_as_its_directory(
     assert main(["verify", str(DEFAULT_RECIPE), "--output", str(link)]) == 9
     assert "symbolic link" in capsys.readouterr().err
     assert list(users.iterdir()) == []
+
+
+def test_readme_documents_every_host_setting() -> None:
+    from builder.config.settings import DOCUMENTED
+
+    section = _README.split("## Host settings", 1)[1].split("\n## ", 1)[0]
+    for variable in DOCUMENTED:
+        assert f"| `{variable}` |" in section, variable
+
+
+def test_every_error_has_an_exit_code_and_a_hint() -> None:
+    import builder.errors as errors
+
+    classes = [
+        value
+        for value in vars(errors).values()
+        if isinstance(value, type) and issubclass(value, errors.BuilderError)
+    ]
+    codes = [c.exit_code for c in classes if c not in (errors.BuilderError, errors.UsageError)]
+    assert len(codes) == len(set(codes))  # one code per kind (usage shares the recipe's 2)
+    paragraph = _README.split("Exit codes:", 1)[1].split("\n\n", 1)[0]
+    for cls in classes:
+        assert cls("x").hint, cls
+        assert re.search(rf"\b{cls.exit_code}\b", paragraph) or cls.exit_code == 1, cls

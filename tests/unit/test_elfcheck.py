@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.elfcheck import ElfFormatError, parse_elf, read_elf
+from builder.formats.elf import ElfFormatError, parse_elf, read_elf
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from builder import output
-from builder.checksums import format_sha256sums, sha256_bytes
 from builder.errors import OutputError
-from builder.manifest import MANIFEST_SCHEMA
-from builder.output import OutputDir
+from builder.formats.checksums import format_sha256sums, sha256_bytes
+from builder.formats.manifest import MANIFEST_SCHEMA
+from builder.stages import output_dir as output
+from builder.stages.output_dir import OutputDir
 
 
 def fake_release(directory: Path, files: dict[str, bytes] | None = None) -> Path:
@@ -233,7 +233,7 @@ def test_a_crash_mid_publish_is_completed_by_the_next_run(tmp_path: Path) -> Non
 
 
 def test_a_crash_mid_publish_is_repaired_by_clean(tmp_path: Path) -> None:
-    from builder.cleanup import _clean_staging
+    from builder.commands.clean import _clean_staging
 
     final = fake_release(tmp_path / "linux-static", {"artifact": b"previous"})
     _killed_between_renames(final)
@@ -264,7 +264,7 @@ def test_the_previous_release_survives_a_crash_before_publish(tmp_path: Path) ->
 
 
 def test_hidden_directories_that_merely_look_like_leftovers_stay(tmp_path: Path) -> None:
-    from builder.cleanup import _clean_staging
+    from builder.commands.clean import _clean_staging
 
     lookalikes = [
         tmp_path / ".config.tmp-backup",  # not a run id

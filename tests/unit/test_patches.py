@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from builder.config.layout import Layout
+from builder.config.plan import PatchPlan
 from builder.errors import InputError
-from builder.layout import Layout
-from builder.patches import check_patches, describe_failure
-from builder.plan import PatchPlan
-from builder.steps import apply_patch
+from builder.stages.container_commands import apply_patch
+from builder.stages.patches import check_patches, describe_failure
 
 PATCH = """\
 --- a/dir/file.c

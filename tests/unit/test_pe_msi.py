@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from builder.msi import check, parse_table
-from builder.pe import PeFormatError, PeInfo, parse_pe
+from builder.formats.msi import check, parse_table
+from builder.formats.pe import PeFormatError, PeInfo, parse_pe
 
 
 def make_pe(

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from builder.commands import load_plan
+from builder.commands.common import load_plan
+from builder.config.overrides import UPSTREAM_GIT_URL, Overrides, apply_overrides
+from builder.config.plan import make_plan
+from builder.config.recipe import validate_recipe
 from builder.errors import InputError, UsageError
-from builder.overrides import UPSTREAM_GIT_URL, Overrides, apply_overrides
-from builder.plan import make_plan
-from builder.recipe import validate_recipe
-from tests.conftest import RECIPES, absolutize, load_default
+from tests.helpers import RECIPES, absolutize, load_default
 
 
 def plan_of(data: dict, recipe_path: Path = RECIPES / "linux-static.yaml", **kwargs):

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from urllib.parse import urlparse
 
-from builder.provenance import PREDICATE_TYPE, STATEMENT_TYPE, package_purl, statement
+from builder.formats.provenance import PREDICATE_TYPE, STATEMENT_TYPE, package_purl, statement
 
 MANIFEST = {
     "recipe": {

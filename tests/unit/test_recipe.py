@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from builder.config.recipe import MAX_NESTING, Recipe, json_schema, load_recipe
 from builder.errors import RecipeError
-from builder.recipe import MAX_NESTING, Recipe, json_schema, load_recipe
-from tests.conftest import RECIPES, ROOT, absolutize, load_default
+from tests.helpers import RECIPES, ROOT, absolutize, load_default
 
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)

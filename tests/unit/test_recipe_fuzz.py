@@ -12,9 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from builder.config.recipe import Recipe, load_recipe
 from builder.errors import RecipeError
-from builder.recipe import Recipe, load_recipe
-from tests.conftest import absolutize, load_default
+from tests.helpers import absolutize, load_default
 
 BASE = absolutize(load_default())
 FUZZ = settings(

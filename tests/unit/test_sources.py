@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.cache import Cache
-from builder.debian import upstream_version
+from builder.config.plan import SourcePlan
 from builder.errors import InputError
-from builder.plan import SourcePlan
-from builder.sources import prepare_source
+from builder.host.cache import Cache
+from builder.host.debian import upstream_version
+from builder.stages.source import prepare_source
 
 COMMIT_TIME = 1_700_000_000
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import InputError
-from builder.toolchain import (
+from builder.stages.toolchain import (
     LockMismatch,
     check_lock,
     differences,

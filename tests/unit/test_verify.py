@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from builder.checksums import digest_tree, format_sha256sums
+from builder.commands.verify import (
+    check_directory,
+    compare,
+    conclude,
+    read_sums,
+    summarize,
+    variations,
+)
 from builder.errors import InputError, VerifyError
-from builder.verify import check_directory, compare, conclude, read_sums, summarize, variations
+from builder.formats.checksums import digest_tree, format_sha256sums
 
 
 def _release(tmp_path: Path) -> Path:
@@ -60,8 +67,8 @@ def test_variations_differ_in_root_hostname_and_umask() -> None:
 
 
 def test_verify_directory_is_claimed_only_when_new_empty_or_its_own(tmp_path: Path) -> None:
+    from builder.commands.verify import claim_directory
     from builder.errors import OutputError
-    from builder.verify import claim_directory
 
     new = tmp_path / "new" / "linux-static.verify"
     claim_directory(new)
@@ -81,7 +88,7 @@ def test_verify_directory_is_claimed_only_when_new_empty_or_its_own(tmp_path: Pa
 
 
 def test_reports_replace_a_planted_link_instead_of_following_it(tmp_path: Path) -> None:
-    from builder.verify import Comparison, conclude
+    from builder.commands.verify import Comparison, conclude
 
     precious = tmp_path / "precious"
     precious.write_text("keep")

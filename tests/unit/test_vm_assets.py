@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import vm
 from builder.errors import VmTestError
+from builder.host import virtual_machine as vm
 
 
 def make_deb(path: Path, files: dict[str, bytes]) -> Path:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from builder import wine
-from builder.errors import ArtifactError
+from builder.config.settings import WINE_ENV
+from builder.errors import HostToolError
+from builder.host import wine
 
 
 def test_missing_wine_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(wine.WINE_ENV, "/nonexistent/wine64")
-    with pytest.raises(ArtifactError, match="wine is not installed") as caught:
+    monkeypatch.setenv(WINE_ENV, "/nonexistent/wine64")
+    with pytest.raises(HostToolError, match="wine is not installed") as caught:
         wine.wine_binary()
     assert "apt-get install" in str(caught.value)
+    assert caught.value.exit_code == 13
 
 
 def test_run_in_pty_sees_a_terminal() -> None:

@@ -1,0 +1,248 @@
+"""`qga-builder verify`: prove a recipe builds bit for bit the same, or check artifacts against a
+published SHA256SUMS.
+
+Two builds differ on purpose in build directory, hostname, umask and wall-clock time, each in a
+fresh container; every artifact must come out identical. On a mismatch, diffoscope (Debian's
+`diffoscope-minimal`) writes a report of what differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from builder import pipeline
+from builder.commands.common import load_plan, overrides_from
+from builder.config.layout import Variation
+from builder.engine import Engine
+from builder.errors import InputError, OutputError, VerifyError
+from builder.formats.checksums import parse_sha256sums, sha256_file
+from builder.formats.manifest import LOGS_DIR, MANIFEST_NAME, SUMS_NAME
+from builder.formats.provenance import PROVENANCE_NAME
+from builder.host.cache import Cache
+from builder.host.files import is_real_dir, replace_file, replacing_writer, write_new_file
+from builder.log import get_logger
+
+VARIATIONS = (
+    ("a", "0022"),
+    ("b", "0002"),
+)
+
+
+VERIFY_MARKER = ".qga-builder-verify"
+REPORT_NAME = "verify.json"
+DIFFOSCOPE_NAME = "diffoscope.txt"
+# What `verify` writes into its directory: the marker, reports, the builds and their locks and
+# staging directories (exact names).
+_OWN_ENTRY = re.compile(
+    r"^(?:\.qga-builder-verify|verify\.json|diffoscope\.txt|a|b|build"
+    r"|\.(?:a|b|build)\.(?:lock|(?:tmp|old)-[a-z0-9]{4,40})"
+    r"|\.(?:verify\.json|diffoscope\.txt)\.new-[0-9a-f]{8})$"
+)
+
+
+def claim_directory(root: Path) -> None:
+    """Make `verify`'s directory, or accept one it made before; refuse anything else (exit 9)."""
+    if not os.path.lexists(root):
+        root.mkdir(parents=True)
+        write_new_file(root / VERIFY_MARKER, b"qga-builder verify\n")
+        return
+    if not is_real_dir(root):
+        reason = "it is a symbolic link or not a directory"
+    else:
+        entries = os.listdir(root)
+        if not entries:
+            write_new_file(root / VERIFY_MARKER, b"qga-builder verify\n")
+            return
+        strangers = sorted(name for name in entries if not _OWN_ENTRY.match(name))
+        if VERIFY_MARKER not in entries:
+            reason = "it has no verify marker"
+        elif strangers:
+            reason = f"it holds files qga-builder did not write ({', '.join(strangers[:5])})"
+        else:
+            return
+    raise OutputError(
+        f"verify directory {root} was not made by qga-builder verify ({reason}); refusing to "
+        "write into it",
+        hint="choose a new directory with --output DIR",
+    )
+
+
+@dataclass
+class Comparison:
+    same: list[str] = field(default_factory=list)
+    different: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # expected, not produced
+    extra: list[str] = field(default_factory=list)  # produced, not expected
+
+    @property
+    def ok(self) -> bool:
+        return not (self.different or self.missing or self.extra)
+
+    def describe(self) -> str:
+        parts = []
+        if self.different:
+            parts.append("differ: " + ", ".join(self.different))
+        if self.missing:
+            parts.append("missing: " + ", ".join(self.missing))
+        if self.extra:
+            parts.append("not in the reference: " + ", ".join(self.extra))
+        return "; ".join(parts) or "identical"
+
+
+def read_sums(path: Path) -> dict[str, str]:
+    try:
+        return parse_sha256sums(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such checksum file") from None
+    except ValueError as exc:
+        raise InputError(f"{path}: not a SHA256SUMS file: {exc}") from None
+
+
+def compare(expected: dict[str, str], actual: dict[str, str]) -> Comparison:
+    result = Comparison()
+    for name in sorted(set(expected) | set(actual)):
+        if name not in actual:
+            result.missing.append(name)
+        elif name not in expected:
+            result.extra.append(name)
+        elif expected[name] == actual[name]:
+            result.same.append(name)
+        else:
+            result.different.append(name)
+    return result
+
+
+# What a release directory holds besides its artifacts: never "extra".
+RELEASE_RECORDS = frozenset({SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR})
+
+
+def check_directory(directory: Path, sums_file: Path) -> Comparison:
+    """Hash the files that sums_file names inside directory and compare; a file present but
+    not listed (an added `libevil.so`) is reported as extra."""
+    expected = read_sums(sums_file)
+    actual = {
+        name: sha256_file(directory / name) for name in expected if (directory / name).is_file()
+    }
+    for path in sorted(directory.iterdir()):
+        if path.name not in expected and path.name not in RELEASE_RECORDS:
+            actual[path.name] = sha256_file(path) if path.is_file() else "(not a regular file)"
+    return compare(expected, actual)
+
+
+def diffoscope_report(first: Path, second: Path, names: list[str], report: Path) -> Path | None:
+    """Write a text report of what differs; None when diffoscope is not installed."""
+    if shutil.which("diffoscope") is None:
+        return None
+    with replacing_writer(report) as out:
+        for name in names:
+            out.write(f"=== {name} ===\n".encode())
+            out.flush()
+            subprocess.run(
+                [
+                    "diffoscope",
+                    "--text",
+                    "-",
+                    "--no-progress",
+                    str(first / name),
+                    str(second / name),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=1800,
+            )
+    return report
+
+
+def variations(run_id: str) -> list[Variation]:
+    return [Variation.for_run(run_id, umask=umask, tag=tag) for tag, umask in VARIATIONS]
+
+
+def summarize(comparison: Comparison, builds: dict[str, Path], report: Path | None) -> dict:
+    return {
+        "identical": comparison.same,
+        "different": comparison.different,
+        "missing": comparison.missing,
+        "extra": comparison.extra,
+        "builds": {name: str(path) for name, path in builds.items()},
+        "diffoscope_report": str(report) if report else None,
+    }
+
+
+def conclude(
+    comparison: Comparison, what: str, report: Path | None, summary_path: Path | None, summary: dict
+) -> None:
+    if summary_path is not None:
+        replace_file(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+    log = get_logger()
+    if comparison.ok:
+        log.info(
+            f"{what}: all {len(comparison.same)} artifacts are identical", artifacts=comparison.same
+        )
+        return
+    hint = (
+        f"diffoscope report: {report}"
+        if report
+        else (
+            "install diffoscope-minimal for a report of what differs"
+            if comparison.different
+            else None
+        )
+    )
+    raise VerifyError(f"{what}: {comparison.describe()}", hint=hint)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    target: Path = args.target
+    if target.is_dir():
+        against = args.against or target / SUMS_NAME
+        comparison = check_directory(target, against)
+        summary = summarize(comparison, {"checked": target}, None)
+        conclude(comparison, f"{target} against {against}", None, None, summary)
+        return 0
+    plan, text = load_plan(target, overrides_from(args, output=False), locked=args.locked)
+    root = (args.output or Path("out") / f"{plan.recipe_name}.verify").absolute()
+    claim_directory(root)
+    cache = Cache.default()
+    with Engine() as engine:
+        if args.against:
+            expected = read_sums(args.against)
+            result = pipeline.run(replace(plan, output_dir=root / "build"), engine, cache, text)
+            comparison = compare(expected, read_sums(result.output_dir / SUMS_NAME))
+            summary = summarize(comparison, {"build": result.output_dir}, None)
+            what = f"build against {args.against}"
+            conclude(comparison, what, None, root / REPORT_NAME, summary)
+            return 0
+        builds: dict[str, Path] = {}
+        for variation in variations(engine.run_id):
+            tag = variation.root.rsplit("/", 1)[-1][0]
+            get_logger().info(
+                f"verify build {tag}",
+                root=variation.root,
+                hostname=variation.hostname,
+                umask=variation.umask,
+            )
+            result = pipeline.run(
+                replace(plan, output_dir=root / tag),
+                engine,
+                cache,
+                text,
+                variation=variation,
+                run_id=f"{tag}{engine.run_id}",
+            )
+            builds[tag] = result.output_dir
+    first, second = builds["a"], builds["b"]
+    comparison = compare(read_sums(first / SUMS_NAME), read_sums(second / SUMS_NAME))
+    report = None
+    if comparison.different:
+        report = diffoscope_report(first, second, comparison.different, root / DIFFOSCOPE_NAME)
+    summary = summarize(comparison, builds, report)
+    conclude(comparison, f"{plan.recipe_name} built twice", report, root / REPORT_NAME, summary)
+    return 0

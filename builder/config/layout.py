@@ -1,0 +1,66 @@
+"""Where a run's files live inside the build container, and what else varies between runs.
+
+Every run builds under its own root (/work/<run id>), so two builds never share a path by
+accident; `-ffile-prefix-map` maps the real source and build paths to fixed ones, which keeps the
+root out of the artifacts. `verify` varies the root, hostname and umask on purpose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The unprivileged user every Dockerfile makes (`useradd --uid 10001 ... builder`).
+BUILD_USER = "builder"
+BUILD_UID = 10001
+
+MAPPED_SRC = "/usr/src/qemu"  # where sources appear in debug info and __FILE__ strings
+WORK = "/work"  # owned by the build user in every Dockerfile
+
+
+@dataclass(frozen=True)
+class Variation:
+    """What may differ between two builds of one recipe without changing the artifacts."""
+
+    root: str
+    hostname: str
+    umask: str = "0022"
+
+    @classmethod
+    def for_run(cls, run_id: str, *, umask: str = "0022", tag: str = "") -> Variation:
+        return cls(root=f"{WORK}/{tag}{run_id}", hostname=f"qga-{tag}{run_id[:8]}", umask=umask)
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: str
+
+    @property
+    def src(self) -> str:
+        return f"{self.root}/src"
+
+    @property
+    def build(self) -> str:
+        return f"{self.root}/build"
+
+    @property
+    def patches(self) -> str:
+        return f"{self.root}/patches"
+
+    @property
+    def artifacts(self) -> str:
+        return f"{self.root}/artifacts"
+
+    @property
+    def incoming(self) -> str:
+        return f"{self.root}/in"
+
+    @property
+    def checksums(self) -> str:
+        return f"{self.root}/artifacts.sha256"
+
+    def prefix_map_flags(self) -> tuple[str, ...]:
+        maps = (
+            f"-ffile-prefix-map={self.src}={MAPPED_SRC} "
+            f"-ffile-prefix-map={self.build}={MAPPED_SRC}/build"
+        )
+        return (f"--extra-cflags={maps}", f"--extra-cxxflags={maps}")

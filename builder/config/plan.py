@@ -1,0 +1,267 @@
+"""The plan: everything a run will do, resolved from the recipe as frozen data.
+
+No Docker and no network here. Local files named by the recipe (the Dockerfile) are read to hash
+them, so the image's content hash and the run's cache key cover every input.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from builder import __version__
+from builder.config.recipe import Recipe
+from builder.errors import InputError
+from builder.formats.checksums import sha256_bytes, sha256_json
+
+
+@dataclass(frozen=True)
+class BasePlan:
+    kind: Literal["registry", "debootstrap"]
+    reference: str
+    suite: str | None = None
+    variant: str | None = None
+    mirror: str | None = None
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    dockerfile: Path
+    dockerfile_sha256: str
+    base: BasePlan
+    build_args: tuple[tuple[str, str], ...]
+    repository: str
+    inputs_hash: str
+
+    def tag(self, base_image_id: str) -> str:
+        """The image tag: changes when any input, including the base's actual id, changes."""
+        return f"{self.repository}:{self.final_hash(base_image_id)[:16]}"
+
+    def final_hash(self, base_image_id: str) -> str:
+        return sha256_json({"inputs": self.inputs_hash, "base_image_id": base_image_id})
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    kind: Literal["git", "tarball", "local", "debian"]
+    sha256: str | None = None
+    url: str | None = None
+    path: Path | None = None
+    tag: str | None = None
+    commit: str | None = None
+    package: str | None = None
+    version: str | None = None
+    suite: str | None = None
+
+    def describe(self) -> str:
+        match self.kind:
+            case "git":
+                pin = self.commit[:12] if self.commit else "unpinned"
+                return f"git {self.url} {self.tag} ({pin})"
+            case "tarball":
+                return f"tarball {self.path or self.url} sha256:{self.sha256}"
+            case "local":
+                return f"local tree {self.path}"
+            case "debian":
+                return f"Debian source {self.package}={self.version} ({self.suite})"
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    path: Path
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class ArtifactPlan:
+    path: str
+    name: str
+    kind: str
+    strip: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe_name: str
+    recipe_path: Path
+    recipe_sha256: str
+    image: ImagePlan
+    source: SourcePlan
+    patches: tuple[PatchPlan, ...]
+    configure_flags: tuple[str, ...]
+    targets: tuple[str, ...]
+    artifacts: tuple[ArtifactPlan, ...]
+    service_kinds: tuple[str, ...]
+    service_exec_path: str
+    source_date_epoch: int | None
+    jobs: int | None
+    memory: str | None
+    cpus: float | None
+    output_dir: Path
+    lock_path: Path
+    target: str = "linux"
+    vm_test: bool = False
+    locked: bool = False
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def strip_tool(self) -> str:
+        return "x86_64-w64-mingw32-strip" if self.target == "windows" else "strip"
+
+    @property
+    def cache_key(self) -> str:
+        """Digest over every input that can change the artifacts (not where they are written)."""
+        summary = self.summary()
+        # `overrides` only records what changed other fields (or where the output goes).
+        for volatile in (
+            "output_dir",
+            "recipe_path",
+            "cache_key",
+            "lock_path",
+            "locked",
+            "overrides",
+        ):
+            summary.pop(volatile, None)
+        # Files pinned by sha256 count by content, not by where this checkout lives: the MSI's
+        # PackageCode comes from this key, and must not change with the clone's directory.
+        summary["image"]["dockerfile"] = self.image.dockerfile.name
+        for patch in summary["patches"]:
+            patch["path"] = Path(patch["path"]).name
+        if self.source.path is not None and self.source.sha256:
+            summary["source"]["path"] = self.source.path.name
+        return sha256_json(summary)
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cache_key"] = None
+        data["tool_version"] = __version__
+        return _jsonable(data)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _resolve(recipe_dir: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (recipe_dir / path).resolve()
+
+
+def resolve_base(recipe: Recipe) -> BasePlan:
+    base = recipe.environment.base
+    if base.image is not None:
+        return BasePlan(kind="registry", reference=base.image)
+    assert base.debootstrap is not None
+    boot = base.debootstrap
+    return BasePlan(
+        kind="debootstrap",
+        reference=f"qga-builder/base:{boot.suite}-{boot.variant}",
+        suite=boot.suite,
+        variant=boot.variant,
+        mirror=boot.mirror,
+    )
+
+
+def resolve_image(recipe: Recipe, recipe_dir: Path) -> ImagePlan:
+    dockerfile = _resolve(recipe_dir, recipe.environment.dockerfile)
+    try:
+        dockerfile_sha256 = sha256_bytes(dockerfile.read_bytes())
+    except OSError as exc:
+        raise InputError(
+            f"environment.dockerfile: cannot read {dockerfile}: {exc.strerror}",
+            hint="paths in a recipe are relative to the recipe file",
+        ) from None
+    base = resolve_base(recipe)
+    args = dict(recipe.environment.build_args)
+    if recipe.environment.packages:
+        args["PACKAGES"] = " ".join(recipe.environment.packages)
+    build_args = tuple(sorted(args.items()))
+    inputs = {"dockerfile": dockerfile_sha256, "base": asdict(base), "build_args": build_args}
+    return ImagePlan(
+        dockerfile=dockerfile,
+        dockerfile_sha256=dockerfile_sha256,
+        base=base,
+        build_args=build_args,
+        # Named after the Dockerfile, not the recipe: recipes with equal inputs share one image.
+        repository=f"qga-builder/{_repository_name(dockerfile.name)}",
+        inputs_hash=sha256_json(inputs),
+    )
+
+
+def _repository_name(dockerfile_name: str) -> str:
+    return re.sub(r"[^a-z0-9._-]+", "-", dockerfile_name.lower()).strip(".-_") or "build"
+
+
+def resolve_source(recipe: Recipe, recipe_dir: Path) -> SourcePlan:
+    src = recipe.source
+    if src.git is not None:
+        return SourcePlan(kind="git", url=src.git.url, tag=src.git.tag, commit=src.git.commit)
+    if src.tarball is not None:
+        path = _resolve(recipe_dir, src.tarball.path) if src.tarball.path else None
+        return SourcePlan(kind="tarball", url=src.tarball.url, path=path, sha256=src.tarball.sha256)
+    if src.local is not None:
+        return SourcePlan(kind="local", path=_resolve(recipe_dir, src.local.path))
+    assert src.debian is not None
+    deb = src.debian
+    return SourcePlan(
+        kind="debian",
+        package=deb.package,
+        version=deb.version,
+        suite=deb.suite,
+        sha256=deb.sha256,
+    )
+
+
+def make_plan(
+    recipe: Recipe,
+    recipe_path: Path,
+    recipe_bytes: bytes,
+    *,
+    output_dir: Path | None = None,
+    overrides: dict[str, str] | None = None,
+    locked: bool = False,
+) -> Plan:
+    recipe_dir = recipe_path.parent.resolve()
+    build = recipe.build
+    return Plan(
+        recipe_name=recipe.name,
+        recipe_path=recipe_path,
+        recipe_sha256=sha256_bytes(recipe_bytes),
+        image=resolve_image(recipe, recipe_dir),
+        source=resolve_source(recipe, recipe_dir),
+        patches=tuple(
+            PatchPlan(path=_resolve(recipe_dir, p.path), sha256=p.sha256) for p in recipe.patches
+        ),
+        configure_flags=(
+            *recipe.configure.flags,
+            *(recipe.msi.configure_flags() if recipe.msi else ()),
+        ),
+        targets=tuple(build.targets),
+        artifacts=tuple(
+            ArtifactPlan(path=a.path, name=a.name, kind=a.kind, strip=a.strip)
+            for a in recipe.artifacts
+        ),
+        service_kinds=tuple(recipe.services.kinds) if recipe.services else (),
+        service_exec_path=recipe.services.exec_path if recipe.services else "",
+        source_date_epoch=build.source_date_epoch,
+        jobs=build.jobs,
+        memory=build.memory,
+        cpus=build.cpus,
+        output_dir=output_dir or Path("out") / recipe.name,
+        lock_path=recipe_path.with_suffix(".lock"),
+        target=recipe.target,
+        vm_test=recipe.vm_test,
+        locked=locked,
+        overrides=dict(overrides or {}),
+    )

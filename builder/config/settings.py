@@ -1,0 +1,58 @@
+"""Host settings: the one place that reads the environment.
+
+Recipes say what to build; these say how this host runs it (where the engine and the cache are,
+which wine, which mirror). Every variable is documented in README.md ("Host settings").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+CACHE_ENV = "QGA_BUILDER_CACHE"
+KEEP_CONTAINER_ENV = "QGA_BUILDER_KEEP_CONTAINER"
+WINE_ENV = "QGA_BUILDER_WINE"
+MIRROR_ENV = "QGA_BUILDER_DEBIAN_MIRROR"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+# Every variable the tool reads, with what it does (README's table is checked against this).
+DOCUMENTED = {
+    CACHE_ENV: "where fetched sources, apt state, run logs and VM assets live",
+    "XDG_CACHE_HOME": f"the cache's parent when {CACHE_ENV} is not set (default ~/.cache)",
+    KEEP_CONTAINER_ENV: "1 keeps a failed run's build container for debugging",
+    WINE_ENV: "a wine binary to use instead of wine64/wine on PATH",
+    MIRROR_ENV: "the Debian mirror for debootstrap and apt-get source (default: host apt's)",
+    "DOCKER_HOST": f"the Docker engine to use (default {DEFAULT_DOCKER_HOST})",
+}
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    cache_root: Path
+    keep_failed_container: bool
+    wine: str | None
+    debian_mirror: str | None
+    docker_host: str
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> HostSettings:
+        env = os.environ if environ is None else environ
+        if env.get(CACHE_ENV):
+            cache_root = Path(env[CACHE_ENV]).absolute()
+        else:
+            parent = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+            cache_root = Path(parent) / "qga-builder"
+        return cls(
+            cache_root=cache_root,
+            keep_failed_container=env.get(KEEP_CONTAINER_ENV) == "1",
+            wine=env.get(WINE_ENV) or None,
+            debian_mirror=(env.get(MIRROR_ENV) or "").rstrip("/") or None,
+            docker_host=env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
+        )
+
+
+def current() -> HostSettings:
+    """The settings as the environment says now (read each time: tests change it)."""
+    return HostSettings.from_environment()

@@ -1,0 +1,147 @@
+"""Debian's archive as this host knows it: its mirror, and source packages fetched with apt.
+
+The mirror is read from this host's apt configuration (or QGA_BUILDER_DEBIAN_MIRROR), never
+written into recipes, so a recipe works wherever Debian is reachable. apt runs with a private
+state directory under the cache, so the host's own apt lists are never touched.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from builder.config import settings
+from builder.config.settings import MIRROR_ENV
+from builder.errors import HostToolError, InputError
+from builder.log import LineSink
+
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+APT_SOURCES = Path("/etc/apt/sources.list")
+APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
+
+
+def host_mirror() -> str:
+    """The Debian mirror this host uses: QGA_BUILDER_DEBIAN_MIRROR, else the first apt source."""
+    configured = settings.current().debian_mirror
+    if configured:
+        return configured
+    for uri in _apt_uris():
+        if "security" not in uri and uri.rstrip("/").endswith("/debian"):
+            return uri.rstrip("/")
+    raise InputError(
+        "no Debian mirror found in this host's apt sources",
+        hint=f"set {MIRROR_ENV} to a Debian mirror URL, or `mirror:` in the recipe",
+    )
+
+
+def _apt_uris() -> list[str]:
+    uris: list[str] = []
+    files = [APT_SOURCES, *sorted(APT_SOURCES_DIR.glob("*.list"))]
+    for path in files:
+        if path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                words = re.sub(r"\[[^]]*\]", "", line.split("#", 1)[0]).split()
+                if len(words) >= 2 and words[0] == "deb":
+                    uris.append(words[1])
+    for path in sorted(APT_SOURCES_DIR.glob("*.sources")):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("URIs:"):
+                uris.extend(line.split()[1:])
+    return uris
+
+
+def upstream_version(debian_version: str) -> str:
+    """1:10.0.13+ds-0+deb13u1 -> 10.0.13+ds (no epoch, no Debian revision)."""
+    version = debian_version.split(":", 1)[-1]
+    return version.rsplit("-", 1)[0] if "-" in version else version
+
+
+def _private_apt(kind: str, suite: str, state_dir: Path) -> list[str]:
+    """apt-get options for a private state directory listing `kind` (deb, deb-src) of suite."""
+    if not KEYRING.is_file():
+        raise InputError(f"{KEYRING} is missing", hint="apt-get install debian-archive-keyring")
+    root = state_dir / f"{suite}-{kind}"
+    (root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    sources = root / "sources.list"
+    sources.write_text(f"{kind} [signed-by={KEYRING}] {host_mirror()} {suite} main\n")
+    return [
+        f"-oDir::Etc::SourceList={sources}",
+        "-oDir::Etc::SourceParts=/nonexistent",
+        f"-oDir::State::Lists={root / 'lists'}",
+        f"-oDir::Cache={root / 'cache'}",
+        "-oAPT::Sandbox::User=root",
+        "-oAcquire::Retries=3",
+        "-q",
+    ]
+
+
+def _need_apt(what: str) -> None:
+    if shutil.which("apt-get") is None:
+        raise HostToolError(
+            f"{what} needs apt-get, which this host lacks",
+            hint="download the file yourself and point the recipe at it by path",
+        )
+
+
+def fetch_orig_tarball(
+    package: str, version: str, suite: str, dest_dir: Path, state_dir: Path, log: LineSink
+) -> Path:
+    """Download the .orig tarball of `package=version` from `suite` with apt-get source."""
+    _need_apt("source.debian")
+    options = _private_apt("deb-src", suite, state_dir)
+    _apt(["apt-get", *options, "update"], state_dir, log, f"apt-get update for {suite}")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    fetch = ["apt-get", *options, "source", "--download-only"]
+    if _apt([*fetch, f"{package}={version}"], dest_dir, log, None) != 0:
+        # A newer Debian revision often keeps the same upstream tarball: try what the suite has
+        # now; the orig tarball's sha256 still decides.
+        log(f"{package}={version} is not in {suite} any more; trying {package}/{suite}")
+        if _apt([*fetch, f"{package}/{suite}"], dest_dir, log, None) != 0:
+            raise InputError(
+                f"source.debian: {package}={version} is not in {suite} on this host's mirror",
+                hint=f"pin the version the suite has now (`apt-cache showsrc {package}` with a "
+                f"deb-src line for {suite}) and its .orig sha256",
+            )
+    matches = sorted(dest_dir.glob(f"{package}_{upstream_version(version)}.orig.tar.*"))
+    matches = [m for m in matches if not m.name.endswith(".asc")]
+    if not matches:
+        raise InputError(
+            f"source.debian: {suite} has a {package} with another upstream version than "
+            f"{upstream_version(version)}",
+            hint="pin the new version and its .orig sha256",
+        )
+    return matches[0]
+
+
+def fetch_deb(
+    package: str, version: str, suite: str, dest_dir: Path, state_dir: Path, log: LineSink
+) -> Path:
+    """Download one binary package (`package=version` from `suite`) with apt-get download."""
+    _need_apt(f"fetching {package}")
+    options = _private_apt("deb", suite, state_dir)
+    _apt(["apt-get", *options, "update"], state_dir, log, f"apt-get update for {suite}")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    if _apt(["apt-get", *options, "download", f"{package}={version}"], dest_dir, log, None) != 0:
+        raise InputError(
+            f"{package}={version} is not in {suite} on this host's mirror (it may have left it)",
+            hint=f"pin the version {suite} has now (`apt-cache policy {package}`) and its sha256",
+        )
+    plain_version = version.split(":", 1)[-1]
+    matches = sorted(dest_dir.glob(f"{package}_*{plain_version}_*.deb"))
+    if not matches:
+        raise InputError(f"apt-get downloaded {package}={version} but no .deb appeared")
+    return matches[0]
+
+
+def _apt(command: list[str], cwd: Path, log: LineSink, what: str | None) -> int:
+    process = subprocess.run(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
+    )
+    for line in process.stdout.splitlines():
+        log(line)
+    if what and process.returncode != 0:
+        raise InputError(f"{what} failed (exit {process.returncode}); see the log above")
+    return process.returncode

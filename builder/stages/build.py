@@ -1,0 +1,50 @@
+"""Stages in the build container: unpack the source, configure, compile, install.
+
+Each is one command (see `container_commands`) run with the run's umask and environment; a
+non-zero exit stops the run with the command's last lines and its log's path.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+
+from builder.config.layout import BUILD_UID
+from builder.formats import archives
+from builder.log import StepOutput
+from builder.stages import container_commands, patches
+from builder.stages.context import RunContext
+
+
+def unpack(ctx: RunContext, output: StepOutput) -> None:
+    """Stage `unpack`: copy the checked source archive and patches in, extract, read VERSION."""
+    layout, source = ctx.layout, ctx.source
+    output.line(
+        f"build root {layout.root}, hostname {ctx.variation.hostname}, umask {ctx.variation.umask}"
+    )
+    ctx.run_step(container_commands.prepare_dirs(layout), output)
+    archive = archives.tar_single_file(
+        source.archive, arcname=source.archive.name, uid=BUILD_UID, gid=BUILD_UID
+    )
+    with closing(archive):
+        ctx.container.put_archive(layout.incoming, archive)
+    patches.send(ctx)
+    unpacked = ctx.run_step(
+        container_commands.unpack(layout, source.archive.name, source.strip_components), output
+    )
+    ctx.qemu_version = unpacked[-1].strip() if unpacked else ""
+    output.line(f"QEMU version {ctx.qemu_version}")
+
+
+def configure(ctx: RunContext, output: StepOutput) -> None:
+    ctx.run_step(container_commands.configure(ctx.layout, ctx.plan.configure_flags), output)
+
+
+def compile_targets(ctx: RunContext, output: StepOutput) -> None:
+    command = container_commands.compile_targets(ctx.layout, ctx.plan.targets, ctx.plan.jobs)
+    ctx.run_step(command, output)
+
+
+def install(ctx: RunContext, output: StepOutput) -> None:
+    """Stage `install`: artifacts to their final names, stripped, checksummed inside."""
+    command = container_commands.install(ctx.layout, ctx.plan.artifacts, ctx.plan.strip_tool)
+    ctx.run_step(command, output)

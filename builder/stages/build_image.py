@@ -1,0 +1,78 @@
+"""Stage: make sure the build image exists, reusing one whose inputs are unchanged.
+
+The tag and the `org.qga-builder.inputs` label carry a hash of every input (Dockerfile bytes,
+build args, base reference and the base's image id), so a changed input makes a new image and an
+unchanged one is never rebuilt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from builder.config.plan import ImagePlan
+from builder.engine import LABEL_INPUTS, LABEL_KIND, LABEL_RECIPE
+from builder.errors import ImageError
+from builder.host.cache import Cache
+from builder.host.locks import exclusive
+from builder.log import StepOutput
+from builder.stages.context import ContainerEngine, RunContext
+
+
+@dataclass(frozen=True)
+class BuildImage:
+    tag: str
+    image_id: str
+    inputs_hash: str
+    reused: bool
+
+
+def ensure(ctx: RunContext, output: StepOutput) -> None:
+    """Stage `build-image`."""
+    ctx.build_image = ensure_build_image(
+        ctx.engine, ctx.plan.image, ctx.base.image_id, ctx.plan.recipe_name, ctx.cache, output
+    )
+
+
+def ensure_build_image(
+    engine: ContainerEngine,
+    plan: ImagePlan,
+    base_image_id: str,
+    recipe_name: str,
+    cache: Cache,
+    output: StepOutput,
+) -> BuildImage:
+    tag = plan.tag(base_image_id)
+    inputs_hash = plan.final_hash(base_image_id)
+    with exclusive(cache.lock_path(f"image-{inputs_hash[:16]}"), f"image {tag}", output.line):
+        return _reuse_or_build(engine, plan, base_image_id, recipe_name, tag, inputs_hash, output)
+
+
+def _reuse_or_build(
+    engine: ContainerEngine,
+    plan: ImagePlan,
+    base_image_id: str,
+    recipe_name: str,
+    tag: str,
+    inputs_hash: str,
+    output: StepOutput,
+) -> BuildImage:
+    existing = engine.inspect_image(tag)
+    if existing is not None and existing.labels.get(LABEL_INPUTS) == inputs_hash:
+        output.line(f"reusing {tag}: Dockerfile, build args and base are unchanged")
+        return BuildImage(tag, existing.id, inputs_hash, reused=True)
+    output.line(f"building {tag} from {plan.dockerfile.name}")
+    try:
+        image_id = engine.build_image(
+            plan.dockerfile.read_bytes(),
+            tag,
+            build_args={**dict(plan.build_args), "BASE_IMAGE": base_image_id},
+            labels={LABEL_INPUTS: inputs_hash, LABEL_RECIPE: recipe_name, LABEL_KIND: "build"},
+            on_line=output.line,
+        )
+    except ImageError as exc:
+        raise ImageError(
+            f"{exc.message} ({plan.dockerfile.name})\n  last lines of the image build:\n"
+            f"{output.tail_text(skip_blank=True)}",
+            hint=exc.hint,
+        ) from None
+    return BuildImage(tag, image_id, inputs_hash, reused=False)

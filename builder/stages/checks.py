@@ -1,0 +1,151 @@
+"""Stage `check`: every artifact is what its kind promises, before anything is published.
+
+- static-elf: no PT_INTERP, no DT_NEEDED, stripped when asked, and `--version` (run in the build
+  container, never on the host) prints the source's QEMU version;
+- pe: a PE file for x86-64;
+- msi: msitools (in the build container) exports the MSI's tables and extracts its files; their
+  PE import tables must show that the MSI holds exactly the DLLs needed (`formats.msi.check`),
+  and the shipped qemu-ga.exe runs `--version` under wine with the MSI's DLLs beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from builder.config.plan import ArtifactPlan
+from builder.errors import ArtifactError
+from builder.formats import archives, msi
+from builder.formats.checksums import sha256_file
+from builder.formats.elf import ElfFormatError, read_elf
+from builder.formats.pe import PeFormatError, PeInfo, read_pe
+from builder.host import wine
+from builder.log import StepOutput
+from builder.stages import container_commands
+from builder.stages.context import RunContext
+
+TABLES = ("File", "ServiceInstall", "CustomAction", "Property")
+AMD64 = 0x8664
+
+
+def check(ctx: RunContext, output: StepOutput) -> None:
+    for artifact in ctx.plan.artifacts:
+        path = ctx.staging / artifact.name
+        if artifact.kind == "static-elf":
+            detail = check_static_elf(ctx, artifact, path, output)
+        elif artifact.kind == "pe":
+            detail = check_pe(path, artifact.name).describe()
+        elif artifact.kind == "msi":
+            contents = check_msi(ctx, artifact, output)
+            ctx.msi_contents[artifact.name] = contents
+            detail = f"MSI with {len(contents['files'])} files"
+        else:
+            continue
+        output.line(f"{artifact.name}: {detail}")
+        ctx.artifacts = [
+            dataclasses.replace(known, detail=detail) if known.name == artifact.name else known
+            for known in ctx.artifacts
+        ]
+
+
+def check_static_elf(
+    ctx: RunContext, artifact: ArtifactPlan, path: Path, output: StepOutput
+) -> str:
+    try:
+        elf = read_elf(path)
+    except ElfFormatError as exc:
+        raise ArtifactError(f"artifact {artifact.name}: {exc}") from None
+    problems = []
+    if elf.interpreter:
+        problems.append(f"asks for the dynamic loader {elf.interpreter}")
+    if elf.needed:
+        problems.append(f"needs {len(elf.needed)} shared libraries")
+    if artifact.strip and not elf.is_stripped:
+        problems.append("is not stripped")
+    if problems:
+        raise ArtifactError(f"artifact {artifact.name} {' and '.join(problems)}")
+    printed = "".join(ctx.run_step(container_commands.version(ctx.layout, artifact.name), output))
+    if ctx.qemu_version not in printed:
+        raise ArtifactError(
+            f"artifact {artifact.name} --version printed {printed!r}, "
+            f"expected QEMU version {ctx.qemu_version}"
+        )
+    return elf.describe()
+
+
+def check_pe(path: Path, name: str) -> PeInfo:
+    try:
+        info = read_pe(path)
+    except PeFormatError as exc:
+        raise ArtifactError(f"artifact {name}: {exc}") from None
+    if info.machine != AMD64:
+        raise ArtifactError(f"artifact {name}: machine {info.machine:#x}, expected x86-64")
+    return info
+
+
+def check_msi(ctx: RunContext, artifact: ArtifactPlan, output: StepOutput) -> dict[str, Any]:
+    """Check one MSI; return what the manifest records of it (post-processing adds codes)."""
+    layout = ctx.layout
+    ctx.run_step(container_commands.inspect_msi(layout, artifact.name, TABLES), output)
+    with tempfile.TemporaryDirectory(prefix="qga-msi-") as scratch:
+        root = Path(scratch)
+        archives.safe_extract(
+            ctx.container.get_archive(f"{layout.root}/inspect"), root, what="MSI contents"
+        )
+        inspect = root / "inspect"
+        tables = {t: msi.parse_table((inspect / f"{t}.idt").read_text()) for t in TABLES}
+        extracted = {p.name: p for p in (inspect / "files").rglob("*") if p.is_file()}
+        pe_infos: dict[str, PeInfo] = {}
+        for name, path in extracted.items():
+            if name.lower().endswith((".exe", ".dll")):
+                try:
+                    pe_infos[name] = read_pe(path)
+                except PeFormatError as exc:
+                    output.line(f"{name}: {exc}")
+        result = msi.check(
+            tables["File"], tables["ServiceInstall"], tables["CustomAction"], pe_infos
+        )
+        for name in result.files:
+            imports = ", ".join(pe_infos[name].imports) if name in pe_infos else "-"
+            output.line(f"  {name}: imports {imports}")
+        if not result.ok:
+            raise ArtifactError(
+                f"artifact {artifact.name} is not what the agent needs: "
+                + "; ".join(result.problems)
+            )
+        output.line(
+            f"{artifact.name}: {len(result.files)} files, every DLL needed and used, "
+            f"service {msi.SERVICE_NAME}, VSS registration present"
+        )
+        properties = {row["Property"]: row["Value"] for row in tables["Property"]}
+        ctx.built_product_codes[artifact.name] = properties["ProductCode"]
+        agent = extracted.get(msi.AGENT_EXE)
+        assert agent is not None  # msi.check guarantees it
+        shipped_exe = ctx.staging / msi.AGENT_EXE
+        if shipped_exe.is_file() and sha256_file(shipped_exe) != sha256_file(agent):
+            raise ArtifactError(f"{msi.AGENT_EXE} in the output differs from the one in the MSI")
+        printed = run_version(agent.parent, output)
+        if ctx.qemu_version not in printed:
+            raise ArtifactError(
+                f"{msi.AGENT_EXE} --version under wine printed {printed.strip()[-200:]!r}, "
+                f"expected QEMU version {ctx.qemu_version}"
+            )
+        return {
+            "files": {name: sha256_file(path) for name, path in sorted(extracted.items())},
+            "dlls_needed": result.reached,
+            "service": msi.SERVICE_NAME,
+            "upgrade_code": properties.get("UpgradeCode"),
+        }
+
+
+def run_version(directory: Path, output: StepOutput) -> str:
+    """qemu-ga.exe --version under wine (under a pty), from the directory with its DLLs."""
+    with wine.prefix() as box:
+        code, printed = box.run([str(directory / msi.AGENT_EXE), "--version"], cwd=directory)
+    for line in printed.splitlines():
+        output.line(f"wine: {line}")
+    if code != 0:
+        raise ArtifactError(f"{msi.AGENT_EXE} --version under wine exited with {code}")
+    return printed

@@ -1,0 +1,125 @@
+"""The commands run inside the build container, one function per step.
+
+Each returns the argv and working directory of one `exec`; the orchestrator runs them in order,
+checks the real exit code, and tees the output into the step's log.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from builder.config.layout import WORK, Layout
+from builder.config.plan import ArtifactPlan
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: tuple[str, ...]
+    workdir: str = WORK
+
+
+def environment(source_date_epoch: int) -> dict[str, str]:
+    """The same environment for every step: pinned time, locale and zone."""
+    return {
+        "SOURCE_DATE_EPOCH": str(source_date_epoch),
+        "TZ": "UTC",
+        "LC_ALL": "C.UTF-8",
+        "HOME": "/home/builder",
+    }
+
+
+def with_umask(command: Command, umask: str) -> Command:
+    return Command(
+        ("sh", "-c", f'umask {umask} && exec "$@"', "sh", *command.argv), command.workdir
+    )
+
+
+def _sh(script: str, workdir: str = WORK) -> Command:
+    return Command(("sh", "-eu", "-c", script), workdir)
+
+
+def prepare_dirs(layout: Layout) -> Command:
+    dirs = (layout.incoming, layout.src, layout.build, layout.patches, layout.artifacts)
+    return _sh(f"mkdir -p {' '.join(dirs)}")
+
+
+def unpack(layout: Layout, archive_name: str, strip_components: int) -> Command:
+    archive = shlex.quote(f"{layout.incoming}/{archive_name}")
+    return _sh(
+        f"tar -xf {archive} -C {layout.src} --strip-components={strip_components}"
+        f" --no-same-owner && rm -f {archive}"
+        f' && echo "unpacked $(find {layout.src} -type f | wc -l) files"'
+        f" && cat {layout.src}/VERSION"
+    )
+
+
+def apply_patch(layout: Layout, container_name: str) -> Command:
+    return Command(
+        (
+            "patch",
+            "-p1",
+            "--forward",
+            "--batch",
+            "--no-backup-if-mismatch",
+            "-i",
+            f"{layout.patches}/{container_name}",
+        ),
+        layout.src,
+    )
+
+
+def configure(layout: Layout, flags: Sequence[str]) -> Command:
+    return Command((f"{layout.src}/configure", *flags, *layout.prefix_map_flags()), layout.build)
+
+
+def compile_targets(layout: Layout, targets: Sequence[str], jobs: int | None) -> Command:
+    job_args = ("-j", str(jobs)) if jobs else ()
+    return Command(("ninja", "-C", layout.build, *job_args, *targets), layout.build)
+
+
+def install(
+    layout: Layout, artifacts: Sequence[ArtifactPlan], strip_tool: str = "strip"
+) -> Command:
+    """Copy each artifact to its final name, strip it, and checksum the lot inside the container."""
+    lines = []
+    for artifact in artifacts:
+        src = shlex.quote(f"{layout.build}/{artifact.path}")
+        dest = shlex.quote(f"{layout.artifacts}/{artifact.name}")
+        lines.append(f"install -m 0755 {src} {dest}")
+        if artifact.strip:
+            lines.append(f"{strip_tool} --strip-all {dest}")
+    lines.append(
+        f"cd {layout.artifacts} && sha256sum -- * > {layout.checksums} && cat {layout.checksums}"
+    )
+    return _sh("\n".join(lines))
+
+
+def version(layout: Layout, artifact_name: str) -> Command:
+    return Command((f"{layout.artifacts}/{artifact_name}", "--version"))
+
+
+def package_inventory() -> Command:
+    """Every installed package as `name<TAB>version<TAB>arch`: dpkg on Debian/Ubuntu, rpm on
+    Fedora."""
+    dpkg = "dpkg-query -W -f='${Package}\\t${Version}\\t${Architecture}\\n'"
+    rpm = "rpm -qa --qf '%{NAME}\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n' | sort"
+    return _sh(
+        f"if command -v dpkg-query >/dev/null; then echo format deb; {dpkg};"
+        f" else echo format rpm; {rpm}; fi"
+    )
+
+
+def inspect_msi(layout: Layout, msi_name: str, tables: Sequence[str]) -> Command:
+    """Export the MSI's tables and extract its files into <root>/inspect (msitools)."""
+    msi = shlex.quote(f"{layout.artifacts}/{msi_name}")
+    inspect = f"{layout.root}/inspect"
+    exports = " && ".join(
+        f"msiinfo export {msi} {table} > {inspect}/{table}.idt" for table in tables
+    )
+    return _sh(
+        f"rm -rf {inspect} && mkdir -p {inspect}/files && {exports}"
+        f" && msiextract -C {inspect}/files {msi} > {inspect}/extracted.txt"
+        f" && msiinfo streams {msi} && cat {inspect}/extracted.txt"
+    )

@@ -1,0 +1,166 @@
+"""What the stages share: the frozen plan (settings) and a small mutable context (what the stages
+learn on the way: digests, image ids, the QEMU version, the artifacts).
+
+Stages talk to Docker only through the two Protocols below, so the orchestrator can be driven
+by a fake container in unit tests; `builder.engine` provides the real ones.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from builder.config.layout import Layout, Variation
+from builder.config.plan import Plan
+from builder.engine import ImageRecord
+from builder.errors import StepError
+from builder.formats.manifest import Artifact
+from builder.host.cache import Cache
+from builder.log import LineSink, Progress, StepOutput
+from builder.stages import container_commands
+from builder.stages.output_dir import OutputDir
+
+
+class Container(Protocol):
+    """One running build container (`builder.engine.BuildContainer`)."""
+
+    id: str
+    name: str
+
+    def put_archive(self, dest: str, archive: IO[bytes] | bytes) -> None: ...
+
+    def put_files(self, dest: str, files: Mapping[str, bytes], *, uid: int, gid: int) -> None: ...
+
+    def get_archive(self, path: str) -> Iterable[bytes]: ...
+
+    def run(
+        self,
+        command: list[str],
+        *,
+        on_line: LineSink,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+    ) -> int: ...
+
+
+class ContainerEngine(Protocol):
+    """What the stages need of a Docker engine (`builder.engine.Engine`)."""
+
+    run_id: str
+
+    def image_id(self, reference: str) -> str | None: ...
+
+    def inspect_image(self, reference: str) -> ImageRecord | None: ...
+
+    def pull(self, reference: str) -> str: ...
+
+    def build_image(
+        self,
+        dockerfile: bytes,
+        tag: str,
+        *,
+        build_args: Mapping[str, str],
+        labels: Mapping[str, str],
+        on_line: LineSink,
+    ) -> str: ...
+
+    def import_rootfs(
+        self, tar_stream: IO[bytes], reference: str, labels: Mapping[str, str]
+    ) -> str: ...
+
+    def container(
+        self,
+        image: str,
+        *,
+        labels: Mapping[str, str],
+        user: str,
+        network: bool = False,
+        memory: str | None = None,
+        cpus: float | None = None,
+        workdir: str = "/",
+        hostname: str | None = None,
+    ) -> AbstractContextManager[Container]: ...
+
+    def server_version(self) -> str: ...
+
+
+@dataclass
+class RunContext:
+    plan: Plan
+    engine: ContainerEngine
+    cache: Cache
+    recipe_text: str
+    run_id: str
+    variation: Variation
+    out: OutputDir
+    progress: Progress
+    log_dir: Path
+    started: datetime
+    box: Container | None = None
+    # Learned by the stages, in order:
+    source: Any = None  # stages.source.PreparedSource
+    source_date_epoch: int = 0
+    source_date_epoch_origin: str = ""
+    checked_patches: list[Any] = field(default_factory=list)  # stages.patches.CheckedPatch
+    base: Any = None  # stages.base_image.BaseImage
+    build_image: Any = None  # stages.build_image.BuildImage
+    packages: dict[str, str] = field(default_factory=dict)
+    package_format: str = "deb"
+    qemu_version: str = ""
+    artifacts: list[Artifact] = field(default_factory=list)
+    msi_contents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    built_product_codes: dict[str, str] = field(default_factory=dict)  # MSI name -> wixl's
+    vm_report: dict[str, Any] | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.variation.root)
+
+    @property
+    def staging(self) -> Path:
+        return self.out.staging
+
+    @property
+    def container(self) -> Container:
+        if self.box is None:
+            raise AssertionError("this stage runs in the build container, which is not open")
+        return self.box
+
+    def run_command(
+        self, command: container_commands.Command, output: StepOutput
+    ) -> tuple[int, list[str]]:
+        """Run one command in the build container (umask and environment of the run); its
+        output goes to the stage's log and is also returned."""
+        command = container_commands.with_umask(command, self.variation.umask)
+        output.line(f"$ {shlex.join(command.argv)}")
+        lines: list[str] = []
+
+        def sink(line: str) -> None:
+            lines.append(line)
+            output.line(line)
+
+        code = self.container.run(
+            list(command.argv),
+            on_line=sink,
+            env=container_commands.environment(self.source_date_epoch),
+            workdir=command.workdir,
+        )
+        return code, lines
+
+    def run_step(self, command: container_commands.Command, output: StepOutput) -> list[str]:
+        """Run a command that must succeed; a failure names the stage and shows its tail."""
+        code, lines = self.run_command(command, output)
+        if code != 0:
+            raise StepError(
+                f"step {output.name} failed: {command.argv[0]} exited with {code}\n"
+                f"  last {len(output.tail)} lines of its log:\n{output.tail_text()}",
+                hint=f"full log: {output.log_path}",
+            )
+        return lines

@@ -1,0 +1,82 @@
+"""Stage `publish`: service files, SHA256SUMS, manifest.json, provenance and the step logs are
+written into the staging directory, which then replaces the output directory in one step."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from datetime import UTC, datetime
+
+from builder.formats import provenance
+from builder.formats.checksums import format_sha256sums, sha256_file
+from builder.formats.manifest import (
+    LOGS_DIR,
+    MANIFEST_NAME,
+    SUMS_NAME,
+    Artifact,
+    build_manifest,
+    write_json,
+)
+from builder.formats.service_files import render_services
+from builder.log import StepOutput
+from builder.stages.context import RunContext
+
+
+def publish(ctx: RunContext, output: StepOutput) -> None:
+    plan, staging = ctx.plan, ctx.staging
+    for name, (content, mode) in render_services(
+        plan.service_kinds, plan.service_exec_path
+    ).items():
+        path = staging / name
+        path.write_bytes(content)
+        path.chmod(mode)
+        ctx.artifacts.append(Artifact(name, sha256_file(path), len(content), "service"))
+    sums = {artifact.name: artifact.sha256 for artifact in ctx.artifacts}
+    (staging / SUMS_NAME).write_text(format_sha256sums(sums))
+    ctx.manifest = manifest(ctx)
+    write_json(staging / MANIFEST_NAME, ctx.manifest)
+    write_json(staging / provenance.PROVENANCE_NAME, provenance.statement(ctx.manifest, ctx.run_id))
+    shutil.copytree(ctx.log_dir, staging / LOGS_DIR, dirs_exist_ok=True)
+    ctx.out.publish()
+    output.line(f"published {ctx.out.final}")
+
+
+def manifest(ctx: RunContext) -> dict:
+    plan = ctx.plan
+    result = build_manifest(
+        plan_summary={**plan.summary(), "cache_key": plan.cache_key},
+        recipe_text=ctx.recipe_text,
+        source=ctx.source.record,
+        patches=[
+            {"name": c.plan.name, "path": str(c.plan.path), "sha256": c.plan.sha256}
+            for c in ctx.checked_patches
+        ],
+        base={**ctx.base.record, "image_id": ctx.base.image_id},
+        image={
+            "tag": ctx.build_image.tag,
+            "id": ctx.build_image.image_id,
+            "inputs_hash": ctx.build_image.inputs_hash,
+            "reused": ctx.build_image.reused,
+            "dockerfile": str(plan.image.dockerfile),
+            "dockerfile_sha256": plan.image.dockerfile_sha256,
+            "build_args": dict(plan.image.build_args),
+        },
+        packages=ctx.packages,
+        package_format=ctx.package_format,
+        configure_line=shlex.join(
+            ["configure", *plan.configure_flags, *ctx.layout.prefix_map_flags()]
+        ),
+        source_date_epoch=ctx.source_date_epoch,
+        source_date_epoch_origin=ctx.source_date_epoch_origin,
+        qemu_version=ctx.qemu_version,
+        artifacts=ctx.artifacts,
+        timings=ctx.progress.timings,
+        started=ctx.started,
+        finished=datetime.now(UTC),
+        docker_server=ctx.engine.server_version(),
+    )
+    if ctx.vm_report is not None:
+        result["vm_test"] = ctx.vm_report
+    if ctx.msi_contents:
+        result["msi_contents"] = ctx.msi_contents
+    return result

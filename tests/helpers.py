@@ -1,0 +1,80 @@
+"""Helpers the tests share: the project's paths, recipe variants, and the CLI run as a user
+runs it (a subprocess of `python -m builder`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "recipes"
+DEFAULT_RECIPE = RECIPES / "linux-static.yaml"
+WINDOWS_RECIPE = RECIPES / "windows-msi.yaml"
+
+
+def load_default() -> dict[str, Any]:
+    return yaml.safe_load(DEFAULT_RECIPE.read_text())
+
+
+def absolutize(data: dict[str, Any], base: Path = RECIPES) -> dict[str, Any]:
+    """Make the recipe's relative paths absolute, so a copy works from any directory."""
+    env = data["environment"]
+    env["dockerfile"] = str((base / env["dockerfile"]).resolve())
+    for patch in data.get("patches", []):
+        patch["path"] = str((base / patch["path"]).resolve())
+    return data
+
+
+def write_variant(directory: Path, name: str, **changes: Any) -> Path:
+    """A copy of the default recipe under another name, with top-level fields replaced."""
+    data = absolutize(load_default())
+    data["name"] = name
+    data.update(changes)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def start_cli(*args: str, log: Any = subprocess.PIPE) -> subprocess.Popen[str]:
+    """Start the CLI in the background, its stderr (the log) piped or sent to `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "builder", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        text=True,
+    )
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 3600) -> CliResult:
+    start = time.monotonic()
+    process = subprocess.run(
+        [sys.executable, "-m", "builder", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    return CliResult(process.returncode, process.stdout, process.stderr, time.monotonic() - start)
+
+
+def leftover_containers(engine: Any) -> list[str]:
+    from builder.engine import LABEL_TOOL
+
+    return [c.name for c in engine.containers(LABEL_TOOL)]

@@ -1,0 +1,132 @@
+"""The package's layers, checked over its import graph (every import, also inside functions).
+
+Lower layers never import higher ones; only `builder.engine` imports docker; file formats are
+bytes in, data out; only `config.settings` reads the environment; no import cycles.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+PACKAGE = ROOT / "builder"
+
+# Layer of each module or subpackage (the longest matching prefix wins). A module may import
+# its own layer and the ones below it, never one above.
+LAYERS = {
+    "builder": 0,  # the package itself: __version__
+    "builder.errors": 0,
+    "builder.log": 0,
+    "builder.formats": 1,
+    "builder.config": 2,
+    "builder.agent.client": 2,
+    "builder.agent.contract": 2,
+    "builder.host": 3,
+    "builder.engine": 3,
+    "builder.agent.contract_in_vm": 4,
+    "builder.stages": 5,
+    "builder.pipeline": 6,
+    "builder.commands": 7,
+    "builder.cli": 8,
+    "builder.__main__": 9,
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module imported anywhere in the file (`from a import b` counts b if a module)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in MODULES:
+                    found.add(f"{node.module}.{alias.name}")
+    return found
+
+
+GRAPH = {name: {m for m in imports_of(path) if m in MODULES} for name, path in MODULES.items()}
+
+
+def layer(module: str) -> int:
+    prefixes = [p for p in LAYERS if module == p or module.startswith(p + ".")]
+    assert prefixes, f"{module} is in no layer: add it to LAYERS"
+    return LAYERS[max(prefixes, key=len)]
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_imports_a_higher_layer(module: str) -> None:
+    upward = sorted(m for m in GRAPH[module] if layer(m) > layer(module))
+    assert not upward, f"{module} (layer {layer(module)}) imports higher layers: {upward}"
+
+
+def test_only_the_engine_imports_docker() -> None:
+    users = sorted(
+        name
+        for name, path in MODULES.items()
+        if any(m == "docker" or m.startswith(("docker.", "requests")) for m in imports_of(path))
+    )
+    assert users == ["builder.engine"]
+
+
+def test_formats_import_nothing_of_the_pipeline() -> None:
+    allowed = {"builder", "builder.errors"}
+    for name in (m for m in MODULES if m.startswith("builder.formats")):
+        outside = {
+            m for m in GRAPH[name] if not m.startswith("builder.formats") and m not in allowed
+        }
+        assert not outside, f"{name} imports {sorted(outside)}"
+
+
+def test_only_settings_reads_the_environment() -> None:
+    readers = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("getenv", "environ"):
+                is_read = name != "builder.host.wine"  # wine passes the environment on whole
+                if is_read:
+                    readers.append(name)
+    assert sorted(set(readers)) == ["builder.config.settings"]
+
+
+def test_no_import_cycles() -> None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(GRAPH[node]):
+            if target == node or target == "builder":
+                continue
+            if state.get(target) == 1:
+                cycle = [*path[path.index(target) :], target]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target)
+        path.pop()
+        state[node] = 2
+
+    for module in sorted(GRAPH):
+        if module not in state:
+            visit(module)
+
+
+def test_modules_stay_small() -> None:
+    """A module one can read in one sitting; the orchestrator reads as its table."""
+    sizes = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
+    assert sizes["builder.pipeline"] <= 200
+    assert max(sizes.values()) <= 500, max(sizes, key=sizes.get)

@@ -1,0 +1,342 @@
+"""The orchestrator without Docker: a fake engine and container behind the stages' Protocols
+drive `pipeline.run()` through every stage. What is checked is the orchestrator's own control
+flow: the order of the stages, what each hands the next, the container's life, and that a
+failure or an interrupt at any stage leaves no output, no staging directory and no container.
+(The integration tests build for real.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import signal
+import struct
+import tarfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import yaml
+
+from builder import pipeline
+from builder.commands.common import load_plan
+from builder.config.overrides import Overrides
+from builder.engine import ImageRecord
+from builder.errors import Interrupted, PatchError, StepError
+from builder.host.cache import Cache
+from builder.log import LineSink
+from builder.stages import output_dir
+
+QEMU_VERSION = "10.0.13"
+
+
+def fake_static_elf() -> bytes:
+    """An ELF64 header with no program or section headers: static and stripped."""
+    ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
+    header = struct.pack("<HHIQQQIHHHHHH", 3, 62, 1, 0, 0, 0, 0, 64, 56, 0, 64, 0, 0)
+    return ident + header
+
+
+AGENT = fake_static_elf()
+
+
+class FakeContainer:
+    """Files in a dict; the commands the stages send are recognised and answered."""
+
+    def __init__(self, engine: FakeEngine, image: str) -> None:
+        self.engine = engine
+        self.id = f"fake-{len(engine.created)}"
+        self.name = self.id
+        self.image = image
+        self.files: dict[str, bytes] = {}
+
+    def _event(self, *what: object) -> None:
+        self.engine.events.append(what)
+
+    def put_archive(self, dest: str, archive: IO[bytes] | bytes) -> None:
+        data = archive if isinstance(archive, bytes) else archive.read()
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar:
+                if member.isfile():
+                    content = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    self.files[f"{dest}/{member.name}"] = content
+        self._event("put", dest)
+
+    def put_files(self, dest: str, files: Mapping[str, bytes], *, uid: int, gid: int) -> None:
+        for name, data in files.items():
+            self.files[f"{dest}/{name}"] = data
+        self._event("put", dest)
+
+    def get_archive(self, path: str) -> Iterator[bytes]:
+        self._event("get", path)
+        parent = path.rsplit("/", 1)[0]
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for name, data in sorted(self.files.items()):
+                if name == path or name.startswith(path + "/"):
+                    info = tarfile.TarInfo(name[len(parent) + 1 :])
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        return iter([buffer.getvalue()])
+
+    def run(
+        self,
+        command: list[str],
+        *,
+        on_line: LineSink,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+    ) -> int:
+        argv = command[4:] if command[:2] == ["sh", "-c"] else command  # the umask wrapper
+        kind, lines, code = self._answer(argv)
+        self._event("run", kind, dict(env or {}))
+        for line in lines:
+            on_line(line)
+        return self.engine.exit_codes.get(kind, code)
+
+    def _answer(self, argv: list[str]) -> tuple[str, list[str], int]:
+        script = argv[3] if argv[:3] == ["sh", "-eu", "-c"] else ""
+        if "dpkg-query" in script:
+            return "inventory", ["format deb", "gcc\t14.2.0-19\tamd64"], 0
+        if script.startswith("mkdir -p"):
+            return "prepare", [], 0
+        if script.startswith("tar -xf"):
+            archive = next(name for name in self.files if "/in/" in name)
+            self.engine.unpacked = self.files[archive]
+            return "unpack", ["unpacked 3 files", QEMU_VERSION], 0
+        if argv[:1] == ["patch"]:
+            patch = self.files[argv[-1]]
+            self.engine.patched.append(patch)
+            if b"FAIL" in patch:
+                return "patch", ["patching file qga/commands.c", "Hunk #2 FAILED at 10."], 1
+            return "patch", [f"patching file qga/commands.c ({len(patch)} bytes)"], 0
+        if argv[0].endswith("/configure"):
+            return "configure", ["configured"], 0
+        if argv[:1] == ["ninja"]:
+            return "compile", ["[1/1] Linking qemu-ga"], 0
+        if script.startswith("install -m 0755"):
+            root = script.split("/artifacts/", 1)[0].split()[-1]
+            self.files[f"{root}/artifacts/qemu-ga-patched-static"] = AGENT
+            digest = hashlib.sha256(AGENT).hexdigest()
+            self.files[f"{root}/artifacts.sha256"] = f"{digest}  qemu-ga-patched-static\n".encode()
+            return "install", [], 0
+        if argv[-1:] == ["--version"]:
+            return "version", [f"QEMU Guest Agent {QEMU_VERSION}"], 0
+        raise AssertionError(f"unexpected command {argv}")
+
+
+class FakeEngine:
+    """The engine Protocol, remembering what was asked of it."""
+
+    def __init__(self) -> None:
+        self.run_id = "fakerun00001"
+        self.images: dict[str, ImageRecord] = {}
+        self.created: list[FakeContainer] = []
+        self.removed: list[str] = []
+        self.events: list[tuple[object, ...]] = []
+        self.exit_codes: dict[str, int] = {}
+        self.unpacked = b""
+        self.patched: list[bytes] = []
+
+    def image_id(self, reference: str) -> str | None:
+        record = self.inspect_image(reference)
+        return record.id if record else None
+
+    def inspect_image(self, reference: str) -> ImageRecord | None:
+        return self.images.get(reference)
+
+    def pull(self, reference: str) -> str:
+        self.events.append(("pull", reference))
+        self.images[reference] = ImageRecord(id="sha256:" + "b" * 64)
+        return self.images[reference].id
+
+    def build_image(
+        self,
+        dockerfile: bytes,
+        tag: str,
+        *,
+        build_args: Mapping[str, str],
+        labels: Mapping[str, str],
+        on_line: LineSink,
+    ) -> str:
+        self.events.append(("build", tag, dict(build_args)))
+        self.images[tag] = ImageRecord(id="sha256:" + "c" * 64, labels=dict(labels))
+        return self.images[tag].id
+
+    def import_rootfs(
+        self, tar_stream: IO[bytes], reference: str, labels: Mapping[str, str]
+    ) -> str:
+        raise AssertionError("the recipe names a registry base")
+
+    @contextmanager
+    def container(self, image: str, **settings: Any) -> Iterator[FakeContainer]:
+        box = FakeContainer(self, image)
+        self.created.append(box)
+        self.events.append(("container", image, settings["network"], settings["user"]))
+        try:
+            yield box
+        finally:
+            self.removed.append(box.id)
+            self.events.append(("removed", box.id))
+
+    def server_version(self) -> str:
+        return "fake-engine"
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Any, str, FakeEngine, Cache]:
+    tree = tmp_path / "qemu"
+    (tree / "qga").mkdir(parents=True)
+    (tree / "configure").write_text("#!/bin/sh\n")
+    (tree / "VERSION").write_text(QEMU_VERSION + "\n")
+    patch = tmp_path / "0001-ours.patch"
+    patch.write_bytes(b"--- a/qga/commands.c\n+++ b/qga/commands.c\n")
+    (tmp_path / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
+    recipe = {
+        "name": "fake",
+        "environment": {
+            "dockerfile": "Dockerfile",
+            "base": {"image": "debian:trixie@sha256:" + "a" * 64},
+            "packages": ["gcc"],
+        },
+        "source": {"local": {"path": str(tree)}},
+        "patches": [{"path": patch.name, "sha256": hashlib.sha256(patch.read_bytes()).hexdigest()}],
+        "configure": {"flags": ["--static"]},
+        "build": {"source_date_epoch": 1700000000},
+        "artifacts": [
+            {"path": "qga/qemu-ga", "name": "qemu-ga-patched-static", "kind": "static-elf"}
+        ],
+        "services": {"kinds": ["systemd"]},
+    }
+    path = tmp_path / "fake.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    plan, text = load_plan(path, Overrides(output=tmp_path / "out" / "fake"))
+    return plan, text, FakeEngine(), Cache(tmp_path / "cache")
+
+
+def test_a_run_goes_through_every_stage_in_order(setup) -> None:
+    plan, text, engine, cache = setup
+    result = pipeline.run(plan, engine, cache, text)
+    written = json.loads((result.output_dir / "manifest.json").read_text())
+    assert list(written["timings_seconds"]) == list(pipeline.stage_names(plan))[:-1]
+    assert pipeline.stage_names(plan) == (
+        "source", "patches", "base-image", "build-image", "toolchain", "unpack", "patch",
+        "configure", "compile", "install", "collect", "check", "publish",
+    )  # fmt: skip
+    kinds = [e[1] for e in engine.events if e[0] == "run"]
+    assert kinds == [
+        "inventory", "prepare", "unpack", "patch", "configure", "compile", "install", "version",
+    ]  # fmt: skip
+    # One container, unprivileged and offline, made after the image and gone before publish.
+    assert [e[0] for e in engine.events if e[0] in ("pull", "build", "container", "removed")] == [
+        "pull",
+        "build",
+        "container",
+        "removed",
+    ]
+    assert ("container", "sha256:" + "c" * 64, False, "builder") in engine.events
+    assert engine.removed == [box.id for box in engine.created]
+    out = result.output_dir
+    assert (out / "qemu-ga-patched-static").read_bytes() == AGENT
+    assert output_dir.why_not_ours(out) is None  # a complete release of the tool's own
+    assert output_dir.leftovers(out) == []
+
+
+def test_each_stage_hands_the_next_what_it_learned(setup) -> None:
+    plan, text, engine, cache = setup
+    result = pipeline.run(plan, engine, cache, text)
+    manifest = result.manifest
+    # source -> unpack: the archive sent is the one whose digest the manifest records.
+    assert hashlib.sha256(engine.unpacked).hexdigest() == manifest["source"]["tree_tar_sha256"]
+    # patches -> patch: the checked bytes are the applied bytes.
+    assert engine.patched == [plan.patches[0].path.read_bytes()]
+    # build-image -> container: the image built is the one the container runs.
+    assert engine.created[0].image == manifest["environment"]["image"]["id"]
+    # source's SOURCE_DATE_EPOCH reaches every step in the container.
+    envs = [e[2] for e in engine.events if e[0] == "run" and e[1] != "inventory"]
+    assert {env["SOURCE_DATE_EPOCH"] for env in envs} == {"1700000000"}
+    # unpack's VERSION -> check and manifest; install's digest -> collect -> SHA256SUMS.
+    assert manifest["qemu_version"] == QEMU_VERSION
+    agent = next(a for a in manifest["artifacts"] if a["name"] == "qemu-ga-patched-static")
+    assert agent["sha256"] == hashlib.sha256(AGENT).hexdigest()
+    assert agent["detail"].startswith("ELF64 static")
+    sums = (result.output_dir / "SHA256SUMS").read_text()
+    assert f"{agent['sha256']}  qemu-ga-patched-static" in sums
+    assert "qemu-guest-agent.service" in sums
+    assert manifest["environment"]["packages"] == {"gcc": "14.2.0-19 amd64"}
+    assert manifest["host"]["docker_server"] == "fake-engine"
+
+
+def _assert_nothing_left(plan, engine: FakeEngine, cache: Cache) -> None:
+    final = plan.output_dir.absolute()
+    assert not final.exists()
+    assert output_dir.leftovers(final) == []
+    assert [p.name for p in final.parent.iterdir()] == [f".{final.name}.lock"]
+    assert engine.removed == [box.id for box in engine.created]
+    assert list(cache.dir("tmp").iterdir()) == []  # the packed source tree is gone
+
+
+@pytest.mark.parametrize("stage", pipeline.STAGES, ids=lambda s: s.name)
+@pytest.mark.parametrize("fault", ["error", "interrupt"])
+def test_a_failure_at_any_stage_leaves_nothing(
+    setup,
+    stage: pipeline.Stage,
+    fault: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plan, text, engine, cache = setup
+    reached: list[str] = []
+
+    def fail(ctx, output) -> None:
+        reached.append(stage.name)
+        if fault == "interrupt":
+            raise Interrupted(signal.SIGINT)
+        raise StepError(f"{stage.name} broke")
+
+    # The stage under test runs (msi and vm-test too, on this Linux recipe); the others as usual.
+    table = tuple(
+        replace(s, run=fail, applies=lambda plan: True) if s.name == stage.name else s
+        for s in pipeline.STAGES
+    )
+    monkeypatch.setattr(pipeline, "STAGES", table)
+    monkeypatch.setattr(pipeline, "preflight", lambda plan: None)
+    expected = Interrupted if fault == "interrupt" else StepError
+    with pytest.raises(expected):
+        pipeline.run(plan, engine, cache, text)
+    assert reached == [stage.name]
+    _assert_nothing_left(plan, engine, cache)
+
+
+def test_the_msi_stage_belongs_to_windows_recipes(setup) -> None:
+    plan, *_ = setup
+    assert "msi" not in pipeline.stage_names(plan)
+    windows = replace(plan, artifacts=(replace(plan.artifacts[0], kind="msi"),))
+    names = pipeline.stage_names(windows)
+    assert names.index("check") < names.index("msi") < names.index("publish")
+
+
+def test_a_patch_that_does_not_apply_names_file_and_hunk(setup) -> None:
+    plan, text, engine, cache = setup
+    plan.patches[0].path.write_bytes(b"FAIL")
+    fixed = replace(
+        plan, patches=(replace(plan.patches[0], sha256=hashlib.sha256(b"FAIL").hexdigest()),)
+    )
+    with pytest.raises(PatchError, match=r"qga/commands.c: hunk #2 \(at line 10\) failed"):
+        pipeline.run(fixed, engine, cache, text)
+    _assert_nothing_left(fixed, engine, cache)
+
+
+def test_a_failing_step_stops_the_run_with_its_tail(setup) -> None:
+    plan, text, engine, cache = setup
+    engine.exit_codes["compile"] = 2
+    with pytest.raises(StepError, match="step compile failed") as raised:
+        pipeline.run(plan, engine, cache, text)
+    assert "Linking qemu-ga" in raised.value.message
+    kinds = [e[1] for e in engine.events if e[0] == "run"]
+    assert kinds[-1] == "compile"  # nothing ran after it
+    _assert_nothing_left(plan, engine, cache)
