@@ -30,6 +30,12 @@ def _common() -> argparse.ArgumentParser:
         help="console (default, for people) or json (one object per line, for CI)",
     )
     common.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
+    common.add_argument(
+        "--allow-outside-project",
+        action="store_true",
+        help="let recipes use a Dockerfile or patches outside their project (the nearest "
+        "directory above the recipe with .git or pyproject.toml)",
+    )
     return common
 
 

@@ -4,6 +4,7 @@ runs it (a subprocess of `python -m builder`)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,9 +33,26 @@ def absolutize(data: dict[str, Any], base: Path = RECIPES) -> dict[str, Any]:
     return data
 
 
+def localize(data: dict[str, Any], directory: Path, base: Path = RECIPES) -> dict[str, Any]:
+    """Copy the recipe's Dockerfile and patches into `directory` (where the recipe will be
+    written) and point at the copies: the recipe stays inside its own project."""
+    directory.mkdir(parents=True, exist_ok=True)
+    env = data["environment"]
+    dockerfile = (base / env["dockerfile"]).resolve()
+    shutil.copy(dockerfile, directory / dockerfile.name)
+    env["dockerfile"] = dockerfile.name
+    for patch in data.get("patches", []):
+        source = (base / patch["path"]).resolve()
+        if source.parent != directory.resolve():
+            shutil.copy(source, directory / source.name)
+        patch["path"] = source.name
+    return data
+
+
 def write_variant(directory: Path, name: str, **changes: Any) -> Path:
-    """A copy of the default recipe under another name, with top-level fields replaced."""
-    data = absolutize(load_default())
+    """A copy of the default recipe under another name, with top-level fields replaced; its
+    Dockerfile and patches are copied beside it."""
+    data = localize(load_default(), directory)
     data["name"] = name
     data.update(changes)
     path = directory / f"{name}.yaml"

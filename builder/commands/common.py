@@ -14,7 +14,9 @@ from builder.config.recipe import load_recipe_data, validate_recipe
 from builder.errors import UsageError
 
 
-def load_plan(path: Path, overrides: Overrides, *, locked: bool = False) -> tuple[Plan, str]:
+def load_plan(
+    path: Path, overrides: Overrides, *, locked: bool = False, allow_outside_project: bool = False
+) -> tuple[Plan, str]:
     """Recipe file -> validated recipe (overrides applied first) -> plan; also the recipe text."""
     data, raw = load_recipe_data(path)
     recipe = validate_recipe(apply_overrides(data, overrides), str(path))
@@ -25,6 +27,7 @@ def load_plan(path: Path, overrides: Overrides, *, locked: bool = False) -> tupl
         output_dir=overrides.output,
         overrides=overrides.recorded(),
         locked=locked,
+        allow_outside_project=allow_outside_project,
     )
     return plan, raw.decode("utf-8")
 

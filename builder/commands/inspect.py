@@ -16,7 +16,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failures: list[BuilderError] = []
     for path in args.recipes:
         try:
-            load_plan(path, Overrides())
+            load_plan(path, Overrides(), allow_outside_project=args.allow_outside_project)
             log.get_logger().info("valid", recipe=str(path))
         except BuilderError as exc:
             failures.append(exc)
@@ -31,7 +31,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     overrides = overrides_from(args)
     for path in args.recipes:
-        plan, _ = load_plan(path, overrides)
+        plan, _ = load_plan(path, overrides, allow_outside_project=args.allow_outside_project)
         summary = plan.summary()
         summary["cache_key"] = plan.cache_key
         summary["stages"] = list(stage_names(plan))

@@ -22,7 +22,7 @@ from builder.stages.build_image import ensure_build_image
 def cmd_lock(args: argparse.Namespace) -> int:
     with Engine() as engine:
         for path in args.recipes:
-            plan, _ = load_plan(path, Overrides())
+            plan, _ = load_plan(path, Overrides(), allow_outside_project=args.allow_outside_project)
             _refuse_foreign(plan)
             packages = toolchain_packages(plan, engine, Cache.default())
             replace_file(plan.lock_path, toolchain.format_lock(packages).encode())

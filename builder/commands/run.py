@@ -14,7 +14,12 @@ from builder.stages import output_dir
 def cmd_run(args: argparse.Namespace) -> int:
     overrides = overrides_from(args)
     # Every recipe is validated, and every output directory checked, before the first builds.
-    plans = [load_plan(path, overrides, locked=args.locked) for path in args.recipes]
+    plans = [
+        load_plan(
+            path, overrides, locked=args.locked, allow_outside_project=args.allow_outside_project
+        )
+        for path in args.recipes
+    ]
     for plan, _ in plans:
         output_dir.check_replaceable(plan.output_dir)
     cache = Cache.default()

@@ -207,7 +207,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         summary = summarize(comparison, {"checked": target}, None)
         conclude(comparison, f"{target} against {against}", None, None, summary)
         return 0
-    plan, text = load_plan(target, overrides_from(args, output=False), locked=args.locked)
+    plan, text = load_plan(
+        target,
+        overrides_from(args, output=False),
+        locked=args.locked,
+        allow_outside_project=args.allow_outside_project,
+    )
     root = (args.output or Path("out") / f"{plan.recipe_name}.verify").absolute()
     claim_directory(root)
     cache = Cache.default()

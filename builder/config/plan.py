@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from builder import __version__
 from builder.config.recipe import Recipe
-from builder.errors import InputError
+from builder.errors import InputError, RecipeError
 from builder.formats.checksums import sha256_bytes, sha256_json
 
 
@@ -158,6 +158,42 @@ def _resolve(recipe_dir: Path, path: Path) -> Path:
     return path if path.is_absolute() else (recipe_dir / path).resolve()
 
 
+PROJECT_MARKERS = (".git", "pyproject.toml")
+
+
+def project_root(recipe_path: Path) -> Path:
+    """The recipe's project: the nearest directory at or above the recipe's that holds .git or
+    pyproject.toml; without one, the recipe's own directory."""
+    recipe_dir = recipe_path.parent.resolve()
+    for directory in (recipe_dir, *recipe_dir.parents):
+        if any((directory / marker).exists() for marker in PROJECT_MARKERS):
+            return directory
+    return recipe_dir
+
+
+def check_recipe_files(
+    recipe: Recipe, recipe_path: Path, *, allow_outside_project: bool = False
+) -> None:
+    """The Dockerfile and every patch exist, and live inside the recipe's project (a recipe
+    from elsewhere must not pull files from anywhere on this host unless the user says so)."""
+    recipe_dir = recipe_path.parent.resolve()
+    root = project_root(recipe_path)
+    named = [("environment.dockerfile", recipe.environment.dockerfile)]
+    named += [(f"patches[{i}].path", patch.path) for i, patch in enumerate(recipe.patches)]
+    for field_name, path in named:
+        resolved = _resolve(recipe_dir, path).resolve()
+        if not resolved.is_file():
+            raise RecipeError(
+                f"{recipe_path}: {field_name}: {resolved} does not exist",
+                hint="paths in a recipe are relative to the recipe file",
+            )
+        if not allow_outside_project and not resolved.is_relative_to(root):
+            raise RecipeError(
+                f"{recipe_path}: {field_name}: {resolved} is outside the recipe's project {root}",
+                hint="move it into the project, or pass --allow-outside-project if you trust it",
+            )
+
+
 def resolve_base(recipe: Recipe) -> BasePlan:
     base = recipe.environment.base
     if base.image is not None:
@@ -231,7 +267,9 @@ def make_plan(
     output_dir: Path | None = None,
     overrides: dict[str, str] | None = None,
     locked: bool = False,
+    allow_outside_project: bool = False,
 ) -> Plan:
+    check_recipe_files(recipe, recipe_path, allow_outside_project=allow_outside_project)
     recipe_dir = recipe_path.parent.resolve()
     build = recipe.build
     return Plan(

@@ -26,6 +26,21 @@ from builder.errors import RecipeError
 
 MAX_RECIPE_BYTES = 256 * 1024
 MAX_NESTING = 32
+TOOL_BUILD_ARGS = frozenset({"BASE_IMAGE", "PACKAGES"})
+# Configure options the `msi:` fields own.
+MSI_FLAGS = ("--qemu-ga-manufacturer", "--qemu-ga-distro", "--qemu-ga-version")
+# Files and directories the tool writes into an output directory itself.
+RESERVED_NAMES = frozenset(
+    {
+        "SHA256SUMS",
+        "manifest.json",
+        "logs",
+        "provenance.intoto.json",
+        "qemu-guest-agent.service",
+        "qemu-guest-agent.init",
+        "qemu-guest-agent.conf",
+    }
+)
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")]
 ShortText = Annotated[str, Field(min_length=1, max_length=4096)]
@@ -86,6 +101,17 @@ class Environment(Model):
         default_factory=dict, max_length=64, description="extra Docker build args"
     )
 
+    @field_validator("build_args")
+    @classmethod
+    def _not_the_tools(cls, args: dict[str, str]) -> dict[str, str]:
+        owned = sorted(set(args) & TOOL_BUILD_ARGS)
+        if owned:
+            raise ValueError(
+                f"{', '.join(owned)} is set by the tool (BASE_IMAGE is the base's image id, "
+                "PACKAGES comes from environment.packages)"
+            )
+        return args
+
 
 class GitSource(Model):
     url: ShortText = Field(description="repository URL")
@@ -144,9 +170,18 @@ class Configure(Model):
         default_factory=list, max_length=200, description="arguments to QEMU's ./configure"
     )
 
+    @field_validator("flags")
+    @classmethod
+    def _not_the_msi_fields(cls, flags: list[str]) -> list[str]:
+        for flag in flags:
+            if flag.split("=", 1)[0] in MSI_FLAGS:
+                field = flag.split("=", 1)[0].removeprefix("--qemu-ga-")
+                raise ValueError(f"{flag.split('=', 1)[0]} is set with msi.{field}, not a flag")
+        return flags
+
 
 class Build(Model):
-    targets: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]{1,128}$")]] = Field(
+    targets: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,127}$")]] = Field(
         default_factory=lambda: ["qemu-ga"],
         min_length=1,
         max_length=32,
@@ -166,8 +201,8 @@ class Artifact(Model):
     path: Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-][A-Za-z0-9._/+-]{0,255}$")] = Field(
         description="path in the build directory"
     )
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-]{1,128}$")] = Field(
-        description="file name in the output directory"
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_+][A-Za-z0-9._+-]{0,127}$")] = Field(
+        description="file name in the output directory (not starting with . or -)"
     )
     kind: Literal["static-elf", "pe", "msi", "file"] = Field(
         "file",
@@ -250,11 +285,9 @@ class Recipe(Model):
     @field_validator("artifacts")
     @classmethod
     def _distinct_outputs(cls, artifacts: list[Artifact]) -> list[Artifact]:
-        reserved = {"SHA256SUMS", "manifest.json", "logs", "provenance.intoto.json"}
-        reserved |= {"qemu-guest-agent.service", "qemu-guest-agent.init", "qemu-guest-agent.conf"}
         seen: set[str] = set()
         for artifact in artifacts:
-            if artifact.name in reserved:
+            if artifact.name in RESERVED_NAMES:
                 raise ValueError(f"artifact name {artifact.name!r} is reserved for the tool")
             if artifact.name in seen:
                 raise ValueError(f"artifact name {artifact.name!r} is used twice")

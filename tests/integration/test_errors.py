@@ -12,9 +12,9 @@ from builder.engine import Engine
 from tests.helpers import (
     DEFAULT_RECIPE,
     CliResult,
-    absolutize,
     leftover_containers,
     load_default,
+    localize,
     run_cli,
     write_variant,
 )
@@ -29,7 +29,7 @@ def assert_clean_failure(result: CliResult, code: int, out: Path, engine: Engine
 
 
 def test_wrong_patch_digest_stops_before_any_container(tmp_path: Path, engine: Engine) -> None:
-    data = absolutize(load_default())
+    data = localize(load_default(), tmp_path)
     data["patches"][0]["sha256"] = "0" * 64
     recipe = write_variant(tmp_path, "bad-digest", patches=data["patches"])
     out = tmp_path / "out"
@@ -119,7 +119,9 @@ def test_wrong_source_digest(tmp_path: Path, engine: Engine) -> None:
 def test_base_that_cannot_be_made(tmp_path: Path, engine: Engine) -> None:
     data = load_default()
     data["environment"]["base"] = {"debootstrap": {"suite": "nosuchsuite"}}
-    recipe = write_variant(tmp_path, "bad-suite", environment=absolutize(data)["environment"])
+    recipe = write_variant(
+        tmp_path, "bad-suite", environment=localize(data, tmp_path)["environment"]
+    )
     out = tmp_path / "out"
     result = run_cli("run", str(recipe), "--output", str(out))
     assert_clean_failure(result, 6, out, engine)

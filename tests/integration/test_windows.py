@@ -22,7 +22,7 @@ import yaml
 from builder.agent.client import AgentClient, ExecResult
 from builder.formats.checksums import parse_sha256sums, sha256_file
 from builder.host import wine
-from tests.helpers import RECIPES, absolutize, leftover_containers, run_cli
+from tests.helpers import RECIPES, leftover_containers, localize, run_cli
 
 WINDOWS_RECIPE = RECIPES / "windows-msi.yaml"
 EXPECTED_FILES = {
@@ -179,7 +179,7 @@ def test_wine_missing_stops_the_run_at_once(tmp_path: Path, engine) -> None:
 
 def test_sysroot_tarball_with_a_wrong_sha256(tmp_path: Path, engine) -> None:
     data = yaml.safe_load(WINDOWS_RECIPE.read_text())
-    data = absolutize(data)
+    data = localize(data, tmp_path)
     data["name"] = "windows-bad-sysroot"
     data["environment"]["build_args"] = {"GLIB_SHA256": "0" * 64}
     recipe = tmp_path / "windows-bad-sysroot.yaml"
@@ -211,7 +211,7 @@ def test_wxs_naming_a_dll_the_sysroot_lacks(tmp_path: Path, engine, windows_buil
         'Source="$(var.BIN_DIR)/libwinpthread-1.dll" KeyPath="yes" DiskId="1"/>\n'
         "           </Component>\n"
     )
-    data = absolutize(yaml.safe_load(WINDOWS_RECIPE.read_text()))
+    data = localize(yaml.safe_load(WINDOWS_RECIPE.read_text()), tmp_path)
     data["name"] = "windows-missing-dll"
     data["patches"].append({"path": str(patch), "sha256": sha256_file(patch)})
     recipe = tmp_path / "windows-missing-dll.yaml"

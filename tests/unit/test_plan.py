@@ -10,10 +10,10 @@ import pytest
 
 from builder.commands.common import load_plan
 from builder.config.overrides import UPSTREAM_GIT_URL, Overrides, apply_overrides
-from builder.config.plan import make_plan
+from builder.config.plan import make_plan, project_root
 from builder.config.recipe import validate_recipe
-from builder.errors import InputError, UsageError
-from tests.helpers import RECIPES, absolutize, load_default
+from builder.errors import RecipeError, UsageError
+from tests.helpers import RECIPES, absolutize, load_default, localize
 
 
 def plan_of(data: dict, recipe_path: Path = RECIPES / "linux-static.yaml", **kwargs):
@@ -94,16 +94,42 @@ def test_dockerfile_change_moves_the_image_hash(tmp_path: Path) -> None:
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text("FROM scratch\n")
     data["environment"]["dockerfile"] = str(dockerfile)
-    first = plan_of(data).image.inputs_hash
+    first = plan_of(data, allow_outside_project=True).image.inputs_hash
     dockerfile.write_text("FROM scratch\nRUN true\n")
-    assert plan_of(data).image.inputs_hash != first
+    assert plan_of(data, allow_outside_project=True).image.inputs_hash != first
 
 
 def test_missing_dockerfile_is_a_clear_error() -> None:
     data = load_default()
     data["environment"]["dockerfile"] = "nope/Dockerfile"
-    with pytest.raises(InputError, match=r"environment\.dockerfile: cannot read"):
+    with pytest.raises(RecipeError, match=r"environment\.dockerfile: .*nope/Dockerfile does not"):
         plan_of(data)
+
+
+@pytest.mark.parametrize("field", ["dockerfile", "patch"])
+def test_files_outside_the_recipes_project_need_the_users_word(tmp_path: Path, field: str) -> None:
+    project = tmp_path / "project"
+    (project / "recipes").mkdir(parents=True)
+    (project / ".git").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    data = localize(load_default(), project / "recipes")
+    outside = elsewhere / ("Dockerfile" if field == "dockerfile" else "evil.patch")
+    outside.write_text("FROM scratch\n")
+    if field == "dockerfile":
+        data["environment"]["dockerfile"] = "../../elsewhere/Dockerfile"
+    else:
+        digest = hashlib.sha256(outside.read_bytes()).hexdigest()
+        data["patches"] = [{"path": str(outside), "sha256": digest}]
+    recipe_path = project / "recipes" / "r.yaml"
+    with pytest.raises(RecipeError, match="outside the recipe's project") as raised:
+        plan_of(data, recipe_path)
+    assert str(outside) in raised.value.message and str(project) in raised.value.message
+    assert "--allow-outside-project" in raised.value.hint
+    assert plan_of(data, recipe_path, allow_outside_project=True)
+    # Inside the project (a Dockerfile one level above recipes/) is fine.
+    assert project_root(recipe_path) == project
+    assert plan_of(localize(load_default(), project / "recipes"), recipe_path)
 
 
 def test_qemu_ref_override_uses_upstream_git() -> None:
@@ -170,6 +196,7 @@ def test_cache_key_does_not_depend_on_where_the_checkout_lives(tmp_path: Path) -
             shutil.copytree(project / part, root / part)
         for dockerfile in project.glob("Dockerfile.*"):
             shutil.copy(dockerfile, root / dockerfile.name)
+        (root / "pyproject.toml").write_text("")  # a clone is a project
         output = Overrides(output=root / "out")
         plan, _ = load_plan(root / "recipes" / "windows-msi.yaml", output)
         keys.append(plan.cache_key)
