@@ -270,6 +270,12 @@ def make_plan(
     allow_outside_project: bool = False,
 ) -> Plan:
     check_recipe_files(recipe, recipe_path, allow_outside_project=allow_outside_project)
+    if locked and recipe.source.git is not None and recipe.source.git.commit is None:
+        raise RecipeError(
+            f"{recipe_path}: source.git: tag {recipe.source.git.tag} is not pinned by `commit:`; "
+            "--locked builds only pinned sources",
+            hint="add the tag's commit as source.git.commit",
+        )
     recipe_dir = recipe_path.parent.resolve()
     build = recipe.build
     return Plan(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -138,6 +140,13 @@ def _git(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
     assert plan.url and plan.tag
     if shutil.which("git") is None:
         raise HostToolError("source.git needs git on this host", hint="apt-get install git")
+    schemes = allowed_schemes(plan.url)
+    check_git_url(plan.url, schemes, "source.git.url")
+    if not plan.commit:
+        log(
+            f"warning: source.git names tag {plan.tag} but no commit: the tag can move; "
+            "pin `commit:` (run --locked refuses an unpinned git source)"
+        )
     checkout = cache.git / sha256_bytes(f"{plan.url}\n{plan.tag}".encode())[:16]
     if not (checkout / ".git").is_dir():
         shutil.rmtree(checkout, ignore_errors=True)
@@ -147,6 +156,7 @@ def _git(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
             None,
             log,
             f"cannot clone {plan.url} at {plan.tag}",
+            schemes,
         )
     commit = _git_cmd(["rev-parse", "HEAD"], checkout, log, "cannot read the checkout").strip()
     if plan.commit and commit != plan.commit:
@@ -156,7 +166,7 @@ def _git(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
             hint="the tag moved upstream: check why, then update `commit:`",
         )
     record = {"kind": "git", "url": plan.url, "tag": plan.tag, "commit": commit}
-    record["subprojects"] = populate_subprojects(checkout, log)
+    record["subprojects"] = populate_subprojects(checkout, log, schemes)
     prepared = _tree(checkout, record, cache, log)
     commit_time = _git_cmd(["log", "-1", "--format=%ct"], checkout, log, "cannot read the commit")
     return PreparedSource(
@@ -175,42 +185,126 @@ def _git(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
 RELEASE_SUBPROJECTS = ("keycodemapdb", "berkeley-softfloat-3", "berkeley-testfloat-3")
 
 
-def populate_subprojects(checkout: Path, log: LineSink) -> dict[str, str]:
+GIT_REVISION = re.compile(r"^[0-9a-f]{40}$")
+
+
+def allowed_schemes(source_url: str) -> frozenset[str]:
+    """https only; a source that is itself local (file://) may name local subprojects too."""
+    return frozenset({"https", "file"} if source_url.startswith("file://") else {"https"})
+
+
+def check_git_url(url: str, schemes: frozenset[str], where: str) -> None:
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in schemes or url.startswith("-") or any(c.isspace() for c in url):
+        allowed = " or ".join(f"{s}://" for s in sorted(schemes))
+        raise InputError(
+            f"{where}: {url!r} is not an {allowed} URL; refusing it",
+            hint="git URLs from a source are data from the internet: only https:// is fetched",
+        )
+
+
+def populate_subprojects(
+    checkout: Path, log: LineSink, schemes: frozenset[str] = frozenset({"https"})
+) -> dict[str, str]:
+    """Fetch the subprojects a release tarball carries, at the commit each .wrap pins.
+
+    A .wrap is data from the internet: its URL must be https (`--` keeps it from being read
+    as an option), its revision a 40-hex commit that FETCH_HEAD must equal, and its
+    patch_directory a directory under subprojects/packagefiles/ without links.
+    """
     fetched: dict[str, str] = {}
+    packagefiles = (checkout / "subprojects" / "packagefiles").resolve()
     for name in RELEASE_SUBPROJECTS:
         wrap = checkout / "subprojects" / f"{name}.wrap"
         target = checkout / "subprojects" / name
         if not wrap.is_file() or (target.is_dir() and any(target.iterdir())):
             continue
-        parser = configparser.ConfigParser()
-        parser.read(wrap)
+        where = f"source.git: subprojects/{wrap.name}"
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read_string(wrap.read_text(errors="replace")[:65536])
+        except configparser.Error as exc:
+            raise InputError(f"{where}: not a wrap file: {str(exc).splitlines()[0]}") from None
         if not parser.has_section("wrap-git"):
             continue
         section = parser["wrap-git"]
-        url, revision = section.get("url"), section.get("revision")
-        if not url or not revision:
-            raise InputError(f"source.git: {wrap.name} names no url or revision")
+        url, revision = section.get("url", ""), section.get("revision", "")
+        check_git_url(url, schemes, f"{where}: url")
+        if not GIT_REVISION.match(revision):
+            raise InputError(
+                f"{where}: revision {revision[:60]!r} is not a 40-hex commit; refusing it",
+                hint="only a pinned commit can be checked after fetching",
+            )
+        overlay = _overlay(section.get("patch_directory"), packagefiles, where)
         log(f"fetching subproject {name} at {revision[:12]} from {url}")
         target.mkdir(parents=True, exist_ok=True)
-        _git_cmd(["init", "-q", str(target)], None, log, f"cannot create {target}")
+        _git_cmd(["init", "-q", "--", str(target)], None, log, f"cannot create {target}", schemes)
         _git_cmd(
-            ["fetch", "-q", "--depth", "1", url, revision],
+            ["fetch", "-q", "--depth", "1", "--", url, revision],
             target,
             log,
             f"cannot fetch subproject {name} from {url}",
+            schemes,
         )
-        _git_cmd(["checkout", "-q", "FETCH_HEAD"], target, log, f"cannot check out {name}")
-        overlay = section.get("patch_directory")
-        if overlay and (checkout / "subprojects" / "packagefiles" / overlay).is_dir():
-            shutil.copytree(
-                checkout / "subprojects" / "packagefiles" / overlay, target, dirs_exist_ok=True
-            )
-        fetched[name] = revision
+        head = _git_cmd(["rev-parse", "FETCH_HEAD"], target, log, "no FETCH_HEAD", schemes)
+        if head.strip() != revision:
+            raise InputError(f"{where}: fetched {head.strip()}, the wrap pins {revision}")
+        _git_cmd(["checkout", "-q", revision], target, log, f"cannot check out {name}", schemes)
+        if overlay is not None:
+            shutil.copytree(overlay, target, dirs_exist_ok=True, symlinks=True)
+        fetched[name] = head.strip()
     return fetched
 
 
-def _git_cmd(args: list[str], cwd: Path | None, log: LineSink, what: str) -> str:
-    process = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+def _overlay(name: str | None, packagefiles: Path, where: str) -> Path | None:
+    """patch_directory, confined to subprojects/packagefiles/ and free of links."""
+    if not name:
+        return None
+    candidate = (packagefiles / name).resolve()
+    if (
+        name.startswith("/")
+        or ".." in Path(name).parts
+        or not candidate.is_relative_to(packagefiles)
+        or candidate == packagefiles
+    ):
+        raise InputError(
+            f"{where}: patch_directory {name!r} leaves subprojects/packagefiles/; refusing it"
+        )
+    if not candidate.is_dir():
+        return None
+    links = [p for p in candidate.rglob("*") if p.is_symlink()]
+    if links:
+        raise InputError(f"{where}: patch_directory {name!r} holds a link ({links[0].name})")
+    return candidate
+
+
+def git_environment(schemes: frozenset[str]) -> dict[str, str]:
+    """No prompts, no system config, and only the allowed protocols (submodules included)."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(Path(tempfile.gettempdir())),
+        "GIT_ALLOW_PROTOCOL": ":".join(sorted(schemes)),
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "LC_ALL": "C",
+    }
+
+
+def _git_cmd(
+    args: list[str],
+    cwd: Path | None,
+    log: LineSink,
+    what: str,
+    schemes: frozenset[str] = frozenset({"https"}),
+) -> str:
+    process = subprocess.run(
+        ["git", "-c", "protocol.ext.allow=never", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=git_environment(schemes),
+    )
     if process.returncode != 0:
         for line in process.stderr.splitlines():
             log(line)

@@ -204,3 +204,11 @@ def test_cache_key_does_not_depend_on_where_the_checkout_lives(tmp_path: Path) -
     recipe = tmp_path / "a" / "recipes" / "windows-msi.yaml"
     recipe.write_text(recipe.read_text().replace("distro: Windows", "distro: Lab"))
     assert load_plan(recipe, Overrides())[0].cache_key != keys[0]  # a real input still counts
+
+
+def test_locked_refuses_an_unpinned_git_source() -> None:
+    data = apply_overrides(load_default(), Overrides(qemu_ref="v10.0.2"))
+    with pytest.raises(RecipeError, match="not pinned by `commit:`"):
+        plan_of(data, locked=True)
+    data["source"]["git"]["commit"] = "a" * 40
+    assert plan_of(data, locked=True).source.commit == "a" * 40

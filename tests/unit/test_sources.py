@@ -148,3 +148,82 @@ def test_tarball_url_unreachable(cache: Cache) -> None:
 )
 def test_upstream_version(debian: str, upstream: str) -> None:
     assert upstream_version(debian) == upstream
+
+
+def _repo_with_wrap(tmp_path: Path, wrap: str, packagefiles: dict[str, str] | None = None):
+    repo = fake_qemu(tmp_path / "hostile")
+    (repo / "subprojects").mkdir()
+    (repo / "subprojects" / "keycodemapdb.wrap").write_text(wrap)
+    for name, target in (packagefiles or {}).items():
+        path = repo / "subprojects" / "packagefiles" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if target.startswith("->"):
+            path.symlink_to(target[2:])
+        else:
+            path.write_text(target)
+    return repo, commit_all(repo, tag="v10.0.99")
+
+
+PWNED = Path("/tmp/qga-builder-test-pwned")
+
+
+@pytest.mark.parametrize(
+    "wrap,words",
+    [
+        (f"url = --upload-pack=touch {PWNED}\nrevision = {'a' * 40}\n", "not an"),
+        (f"url = ext::sh -c touch% {PWNED}\nrevision = {'a' * 40}\n", "not an"),
+        (f"url = http://127.0.0.1:9/x.git\nrevision = {'a' * 40}\n", "not an"),
+        ("url = file:///nonexistent\nrevision = main\n", "not a 40-hex commit"),
+        (f"url = file:///nonexistent\nrevision = --upload-pack=touch {PWNED}\n", "40-hex"),
+        (
+            f"url = file:///nonexistent\nrevision = {'a' * 40}\npatch_directory = ../../..\n",
+            "leaves subprojects/packagefiles",
+        ),
+    ],
+    ids=["upload-pack-url", "ext-url", "http-url", "branch-revision", "option-revision", "dotdot"],
+)
+def test_a_hostile_wrap_runs_nothing_and_is_refused(
+    tmp_path: Path, cache: Cache, wrap: str, words: str
+) -> None:
+    PWNED.unlink(missing_ok=True)
+    repo, commit = _repo_with_wrap(tmp_path, "[wrap-git]\n" + wrap)
+    plan = SourcePlan(kind="git", url=f"file://{repo}", tag="v10.0.99", commit=commit)
+    with pytest.raises(InputError, match=words) as raised:
+        prepare_source(plan, cache, lambda _: None)
+    assert "keycodemapdb.wrap" in raised.value.message
+    assert not PWNED.exists()
+
+
+def test_a_wrap_overlay_with_a_link_out_is_refused(tmp_path: Path, cache: Cache) -> None:
+    keycodes = tmp_path / "keycodemapdb"
+    keycodes.mkdir()
+    (keycodes / "README").write_text("keycodes\n")
+    pin = commit_all(keycodes)
+    wrap = f"[wrap-git]\nurl = file://{keycodes}\nrevision = {pin}\npatch_directory = kc\n"
+    repo, commit = _repo_with_wrap(tmp_path, wrap, {"kc/passwd": "->/etc/passwd"})
+    plan = SourcePlan(kind="git", url=f"file://{repo}", tag="v10.0.99", commit=commit)
+    with pytest.raises(InputError, match="holds a link"):
+        prepare_source(plan, cache, lambda _: None)
+
+
+def test_a_wrap_from_an_https_source_may_not_name_a_local_path(tmp_path: Path) -> None:
+    from builder.stages.source import allowed_schemes, check_git_url
+
+    schemes = allowed_schemes("https://gitlab.com/qemu-project/qemu.git")
+    check_git_url("https://gitlab.com/qemu-project/keycodemapdb.git", schemes, "wrap")
+    with pytest.raises(InputError, match="not an https:// URL"):
+        check_git_url("file:///etc", schemes, "wrap")
+
+
+def test_the_recipes_own_url_must_be_https_or_local(cache: Cache) -> None:
+    plan = SourcePlan(kind="git", url="git://example.invalid/qemu.git", tag="v1", commit="a" * 40)
+    with pytest.raises(InputError, match=r"source\.git\.url"):
+        prepare_source(plan, cache, lambda _: None)
+
+
+def test_an_unpinned_git_source_warns(git_repo: tuple[Path, str], cache: Cache) -> None:
+    repo, _ = git_repo
+    said: list[str] = []
+    plan = SourcePlan(kind="git", url=f"file://{repo}", tag="v10.0.99")
+    prepare_source(plan, cache, said.append).cleanup()
+    assert any("no commit" in line and "can move" in line for line in said)
