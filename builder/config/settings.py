@@ -25,6 +25,7 @@ DOCUMENTED = {
     WINE_ENV: "a wine binary to use instead of wine64/wine on PATH",
     MIRROR_ENV: "the Debian mirror for debootstrap and apt-get source (default: host apt's)",
     "DOCKER_HOST": f"the Docker engine to use (default {DEFAULT_DOCKER_HOST})",
+    "PATH": "where host tools (git, debootstrap, apt-get, wine, qemu-system) are found",
 }
 
 
@@ -35,6 +36,7 @@ class HostSettings:
     wine: str | None
     debian_mirror: str | None
     docker_host: str
+    search_path: str  # PATH, handed on to the host tools the tool runs
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> HostSettings:
@@ -50,6 +52,7 @@ class HostSettings:
             wine=env.get(WINE_ENV) or None,
             debian_mirror=(env.get(MIRROR_ENV) or "").rstrip("/") or None,
             docker_host=env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
+            search_path=env.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin",
         )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.config import settings
 from builder.config.plan import SourcePlan
 from builder.errors import HostToolError, InputError
 from builder.formats.archives import TarballInfo, inspect_tarball, tar_directory
@@ -281,7 +281,7 @@ def _overlay(name: str | None, packagefiles: Path, where: str) -> Path | None:
 def git_environment(schemes: frozenset[str]) -> dict[str, str]:
     """No prompts, no system config, and only the allowed protocols (submodules included)."""
     return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PATH": settings.current().search_path,
         "HOME": str(Path(tempfile.gettempdir())),
         "GIT_ALLOW_PROTOCOL": ":".join(sorted(schemes)),
         "GIT_TERMINAL_PROMPT": "0",
