@@ -7,7 +7,9 @@ come back from a container are extracted with the same filter.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import tarfile
 import tempfile
 from collections.abc import Iterable
@@ -124,14 +126,30 @@ def tar_directory(
         tar.add(root, arcname=arcname, filter=owned)
 
 
-def tar_single_file(path: Path, *, arcname: str, uid: int, gid: int) -> IO[bytes]:
+def tar_single_file(path: Path, *, arcname: str, uid: int, gid: int) -> tuple[IO[bytes], str]:
+    """An uncompressed tar holding one file, and the sha256 of the very bytes it holds (so a
+    file swapped after it was checked is caught before it is sent anywhere)."""
     handle = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
-    with tarfile.open(fileobj=handle, mode="w") as tar:
-        info = tar.gettarinfo(str(path), arcname=arcname)
+    with path.open("rb") as source:
+        info = tarfile.TarInfo(arcname)
+        info.size = os.fstat(source.fileno()).st_size
+        info.mtime = int(os.fstat(source.fileno()).st_mtime)
         info.uid, info.gid = uid, gid
         info.uname = info.gname = ""
         info.mode = 0o644
-        with path.open("rb") as source:
-            tar.addfile(info, source)
+        reader = _HashingReader(source)
+        with tarfile.open(fileobj=handle, mode="w") as tar:
+            tar.addfile(info, reader)
     handle.seek(0)
-    return handle
+    return handle, reader.digest.hexdigest()
+
+
+class _HashingReader:
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.digest.update(data)
+        return data

@@ -61,6 +61,16 @@ def digest_tree(root: Path, names: Iterable[str]) -> dict[str, str]:
     return {name: sha256_file(root / name) for name in names}
 
 
+def verify_bytes(data: bytes, expected: str, what: str, name: object) -> str:
+    actual = sha256_bytes(data)
+    if actual != expected:
+        raise InputError(
+            f"{what}: sha256 mismatch for {name}\n  expected {expected}\n  actual   {actual}",
+            hint="the file is not the one the recipe pins; fetch the right one or update the pin",
+        )
+    return actual
+
+
 def verify_digest(path: Path, expected: str, what: str) -> str:
     actual = sha256_file(path)
     if actual != expected:

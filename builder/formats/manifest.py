@@ -38,6 +38,7 @@ def build_manifest(
     patches: list[dict[str, Any]],
     base: dict[str, Any],
     image: dict[str, Any],
+    distribution: str,
     packages: dict[str, str],
     package_format: str,
     configure_line: str,
@@ -67,6 +68,7 @@ def build_manifest(
         "environment": {
             "base": base,
             "image": image,
+            "distribution": distribution,
             "packages": packages,
             "package_format": package_format,
         },

@@ -63,7 +63,10 @@ def statement(manifest: dict[str, Any], run_id: str) -> dict[str, Any]:
             "name": "base-image",
             "uri": _base_uri(env["base"]),
             "digest": {"sha256": env["base"]["image_id"].removeprefix("sha256:")},
-            "annotations": {k: str(v) for k, v in env["base"].items() if v is not None},
+            "annotations": {
+                **{k: str(v) for k, v in env["base"].items() if v is not None},
+                "distribution": env.get("distribution", "unknown"),
+            },
         },
         {
             "name": "build-image",

@@ -22,11 +22,15 @@ from typing import Any
 from builder.config.plan import BasePlan
 from builder.engine import LABEL_KIND
 from builder.errors import HostToolError, ImageError
+from builder.formats.checksums import sha256_file, sha256_json
 from builder.host import debian
 from builder.host.cache import Cache
 from builder.host.locks import exclusive
 from builder.log import LineSink, StepOutput
 from builder.stages.context import ContainerEngine, RunContext
+
+LABEL_BASE_INPUTS = "org.qga-builder.base.inputs"
+LABEL_OS_RELEASE = "org.qga-builder.base.os-release"
 
 
 @dataclass(frozen=True)
@@ -44,42 +48,71 @@ def ensure(ctx: RunContext, output: StepOutput) -> None:
 def ensure_base(engine: ContainerEngine, base: BasePlan, cache: Cache, log: LineSink) -> BaseImage:
     key = "base-" + re.sub(r"[^A-Za-z0-9_.-]", "_", base.reference)[:100]
     with exclusive(cache.lock_path(key), f"base image {base.reference}", log):
-        return _present_or_made(engine, base, log)
+        if base.kind == "registry":
+            return _registry_base(engine, base, log)
+        return _debootstrap_base(engine, base, log)
 
 
-def _present_or_made(engine: ContainerEngine, base: BasePlan, log: LineSink) -> BaseImage:
-    image_id = engine.image_id(base.reference)
+def _registry_base(engine: ContainerEngine, base: BasePlan, log: LineSink) -> BaseImage:
     record: dict[str, object] = {"kind": base.kind, "reference": base.reference}
-    if base.kind == "debootstrap":
-        record |= {
-            "suite": base.suite,
-            "variant": base.variant,
-            "mirror": base.mirror or "host apt",
-        }
-    if image_id is not None:
-        log(f"base {base.reference} is present ({image_id[:19]})")
-        return BaseImage(base.reference, image_id, record=record | _labels(engine, base))
-    if base.kind == "registry":
+    found = engine.inspect_image(base.reference)
+    if found is None:
         log(f"base {base.reference} is missing: pulling it")
-        image_id = engine.pull(base.reference)
-        return BaseImage(base.reference, image_id, record=record)
-    assert base.suite and base.variant
-    image_id = make_debootstrap_base(
-        engine,
-        suite=base.suite,
-        variant=base.variant,
-        mirror=base.mirror,
-        reference=base.reference,
-        log=log,
+        engine.pull(base.reference)
+        found = engine.inspect_image(base.reference)
+        assert found is not None
+    else:
+        log(f"base {base.reference} is present ({found.id[:19]})")
+    return BaseImage(
+        base.reference, found.id, record=record | {"repo_digests": list(found.repo_digests)}
     )
-    return BaseImage(base.reference, image_id, record=record | _labels(engine, base))
 
 
-def _labels(engine: ContainerEngine, base: BasePlan) -> dict[str, object]:
-    record = engine.inspect_image(base.reference)
-    if base.kind != "debootstrap":
-        return {"repo_digests": list(record.repo_digests) if record else []}
-    return {"created": record.labels.get("org.qga-builder.base.created") if record else None}
+def debootstrap_inputs(suite: str, variant: str, mirror: str) -> dict[str, str]:
+    """Everything a debootstrapped base depends on; its tag and label carry their digest."""
+    return {
+        "suite": suite,
+        "variant": variant,
+        "mirror": mirror,
+        "keyring_sha256": sha256_file(debian.KEYRING) if debian.KEYRING.is_file() else "",
+    }
+
+
+def debootstrap_tag(reference: str, inputs: dict[str, str]) -> str:
+    return f"{reference}-{sha256_json(inputs)[:12]}"
+
+
+def _debootstrap_base(engine: ContainerEngine, base: BasePlan, log: LineSink) -> BaseImage:
+    assert base.suite and base.variant
+    mirror = base.mirror or debian.host_mirror()
+    inputs = debootstrap_inputs(base.suite, base.variant, mirror)
+    tag = debootstrap_tag(base.reference, inputs)
+    found = engine.inspect_image(tag)
+    if found is not None and found.labels.get(LABEL_BASE_INPUTS) == sha256_json(inputs):
+        log(f"base {tag} is present ({found.id[:19]}): suite, variant, mirror, keyring unchanged")
+    else:
+        if found is not None:
+            log(f"base {tag} exists but its recorded inputs differ: making it again")
+        make_debootstrap_base(
+            engine,
+            suite=base.suite,
+            variant=base.variant,
+            mirror=mirror,
+            reference=tag,
+            log=log,
+            family=base.reference,
+        )
+        found = engine.inspect_image(tag)
+        assert found is not None
+    record: dict[str, object] = {
+        "kind": base.kind,
+        "reference": base.reference,
+        "tag": tag,
+        **inputs,
+        "distribution": found.labels.get(LABEL_OS_RELEASE, "unknown"),
+        "created": found.labels.get("org.qga-builder.base.created"),
+    }
+    return BaseImage(base.reference, found.id, record=record)
 
 
 def make_debootstrap_base(
@@ -90,20 +123,40 @@ def make_debootstrap_base(
     mirror: str | None,
     reference: str,
     log: LineSink,
+    family: str | None = None,
 ) -> str:
-    """debootstrap SUITE into a temporary directory and `docker import` it as REFERENCE."""
-    what = f"base image {reference} is missing and cannot be made"
+    """debootstrap SUITE into a temporary directory and `docker import` it as REFERENCE.
+
+    debootstrap checks the archive's signature with Debian's keyring and stops when it cannot
+    (`--force-check-gpg`): an unsigned or wrongly signed archive makes no base.
+    """
+    what = f"base image {family or reference} is missing and cannot be made"
     if shutil.which("debootstrap") is None:
         raise HostToolError(
             f"{what}: debootstrap is not installed", hint="apt-get install debootstrap"
         )
     if os.geteuid() != 0:
         raise ImageError(f"{what}: debootstrap needs root", hint="run `make setup` as root once")
+    if not debian.KEYRING.is_file():
+        raise HostToolError(
+            f"{what}: {debian.KEYRING} is missing, so the archive cannot be verified",
+            hint="apt-get install debian-archive-keyring",
+        )
     mirror = mirror or debian.host_mirror()
+    inputs = debootstrap_inputs(suite, variant, mirror)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="qga-builder-rootfs-") as rootfs:
         log(f"debootstrap --variant={variant} {suite} (into {rootfs})")
-        command = ["debootstrap", f"--variant={variant}", suite, rootfs, mirror]
+        command = [
+            "debootstrap",
+            f"--variant={variant}",
+            f"--keyring={debian.KEYRING}",
+            "--force-check-gpg",
+            "--",
+            suite,
+            rootfs,
+            mirror,
+        ]
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -116,6 +169,7 @@ def make_debootstrap_base(
                 f"{what}: debootstrap {suite} failed (exit {process.returncode})",
                 hint="see the log above; check the mirror and the suite name",
             )
+        distribution = os_release(Path(rootfs))
         # Containers need no apt caches from the bootstrap; keep the image small.
         shutil.rmtree(Path(rootfs) / "var/cache/apt/archives", ignore_errors=True)
         log(f"docker import as {reference}")
@@ -129,10 +183,24 @@ def make_debootstrap_base(
                 "org.qga-builder.base.suite": suite,
                 "org.qga-builder.base.variant": variant,
                 "org.qga-builder.base.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                LABEL_BASE_INPUTS: sha256_json(inputs),
+                LABEL_OS_RELEASE: distribution,
             }
             image_id = engine.import_rootfs(tar.stdout, reference, labels)
     log(f"made {reference} ({image_id[:19]}) in {time.monotonic() - started:.0f} s")
     return image_id
+
+
+def os_release(root: Path) -> str:
+    """PRETTY_NAME from the tree's os-release (what the base really is), or "unknown"."""
+    for candidate in ("etc/os-release", "usr/lib/os-release"):
+        path = root / candidate
+        if path.is_file() and not path.is_symlink():
+            for line in path.read_text(errors="replace").splitlines():
+                key, _, value = line.partition("=")
+                if key == "PRETTY_NAME":
+                    return value.strip().strip('"')[:128]
+    return "unknown"
 
 
 @contextmanager

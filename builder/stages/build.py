@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import closing
 
 from builder.config.layout import BUILD_UID
+from builder.errors import InputError
 from builder.formats import archives
 from builder.log import StepOutput
 from builder.stages import container_commands, patches
@@ -22,10 +23,16 @@ def unpack(ctx: RunContext, output: StepOutput) -> None:
         f"build root {layout.root}, hostname {ctx.variation.hostname}, umask {ctx.variation.umask}"
     )
     ctx.run_step(container_commands.prepare_dirs(layout), output)
-    archive = archives.tar_single_file(
+    archive, sent_digest = archives.tar_single_file(
         source.archive, arcname=source.archive.name, uid=BUILD_UID, gid=BUILD_UID
     )
     with closing(archive):
+        if sent_digest != source.sha256:
+            raise InputError(
+                f"source: {source.archive} changed after it was checked "
+                f"(sha256 {sent_digest}, checked {source.sha256}); refusing to build it",
+                hint="something replaced the file during the run; run again",
+            )
         ctx.container.put_archive(layout.incoming, archive)
     patches.send(ctx)
     unpacked = ctx.run_step(

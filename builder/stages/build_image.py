@@ -11,11 +11,24 @@ from dataclasses import dataclass
 
 from builder.config.plan import ImagePlan
 from builder.engine import LABEL_INPUTS, LABEL_KIND, LABEL_RECIPE
-from builder.errors import ImageError
+from builder.errors import ImageError, InputError
+from builder.formats.checksums import sha256_bytes
 from builder.host.cache import Cache
 from builder.host.locks import exclusive
 from builder.log import StepOutput
 from builder.stages.context import ContainerEngine, RunContext
+
+
+def _checked_dockerfile(plan: ImagePlan) -> bytes:
+    """The Dockerfile's bytes, read once and checked against the digest the plan hashed."""
+    data = plan.dockerfile.read_bytes()
+    if sha256_bytes(data) != plan.dockerfile_sha256:
+        raise InputError(
+            f"environment.dockerfile: {plan.dockerfile} changed after the run was planned; "
+            "refusing to build from it",
+            hint="something replaced the file during the run; run again",
+        )
+    return data
 
 
 @dataclass(frozen=True)
@@ -63,7 +76,7 @@ def _reuse_or_build(
     output.line(f"building {tag} from {plan.dockerfile.name}")
     try:
         image_id = engine.build_image(
-            plan.dockerfile.read_bytes(),
+            _checked_dockerfile(plan),
             tag,
             build_args={**dict(plan.build_args), "BASE_IMAGE": base_image_id},
             labels={LABEL_INPUTS: inputs_hash, LABEL_RECIPE: recipe_name, LABEL_KIND: "build"},

@@ -106,7 +106,8 @@ def package_inventory() -> Command:
     dpkg = "dpkg-query -W -f='${Package}\\t${Version}\\t${Architecture}\\n'"
     rpm = "rpm -qa --qf '%{NAME}\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n' | sort"
     return _sh(
-        f"if command -v dpkg-query >/dev/null; then echo format deb; {dpkg};"
+        "echo \"distribution $(sed -n 's/^PRETTY_NAME=//p' /etc/os-release | tr -d '\\\"')\";"
+        f" if command -v dpkg-query >/dev/null; then echo format deb; {dpkg};"
         f" else echo format rpm; {rpm}; fi"
     )
 

@@ -110,6 +110,7 @@ class RunContext:
     checked_patches: list[Any] = field(default_factory=list)  # stages.patches.CheckedPatch
     base: Any = None  # stages.base_image.BaseImage
     build_image: Any = None  # stages.build_image.BuildImage
+    distribution: str = "unknown"  # the build image's os-release PRETTY_NAME
     packages: dict[str, str] = field(default_factory=dict)
     package_format: str = "deb"
     qemu_version: str = ""

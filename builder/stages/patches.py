@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from builder.config.layout import BUILD_UID
 from builder.config.plan import PatchPlan
 from builder.errors import InputError, PatchError
-from builder.formats.checksums import verify_digest
+from builder.formats.checksums import verify_bytes
 from builder.log import StepOutput
 from builder.stages import container_commands
 from builder.stages.context import RunContext
@@ -61,10 +61,11 @@ def check_patches(patches: Sequence[PatchPlan]) -> list[CheckedPatch]:
     checked = []
     for index, patch in enumerate(patches):
         where = f"patches[{index}]"
-        if not patch.path.is_file():
-            raise InputError(f"{where}: {patch.path} does not exist")
-        verify_digest(patch.path, patch.sha256, where)
-        data = patch.path.read_bytes()
+        try:
+            data = patch.path.read_bytes()  # read once: these bytes are checked and sent
+        except OSError:
+            raise InputError(f"{where}: {patch.path} does not exist") from None
+        verify_bytes(data, patch.sha256, where, patch.path)
         checked.append(CheckedPatch(patch, data, f"{index:04d}-{patch.name}"))
     return checked
 

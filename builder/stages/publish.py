@@ -61,6 +61,7 @@ def manifest(ctx: RunContext) -> dict:
             "dockerfile_sha256": plan.image.dockerfile_sha256,
             "build_args": dict(plan.image.build_args),
         },
+        distribution=ctx.distribution,
         packages=ctx.packages,
         package_format=ctx.package_format,
         configure_line=shlex.join(

@@ -19,19 +19,36 @@ HEADER = "# qga-builder toolchain lock: package version architecture (from dpkg-
 
 
 def inventory(ctx: RunContext, output: StepOutput) -> None:
-    """Stage `toolchain`: the build image's packages (recorded), checked against the lock."""
-    ctx.package_format, ctx.packages = read_packages(ctx.container, output)
+    """Stage `toolchain`: the build image's distribution and packages (recorded), checked
+    against the lock."""
+    listing = _listing(ctx.container)
+    ctx.distribution = distribution(listing)
+    ctx.package_format, ctx.packages = inventory_format(listing), parse_inventory(listing)
+    output.line(f"{ctx.distribution}: {len(ctx.packages)} {ctx.package_format} packages")
     if ctx.plan.locked:
         check_lock(ctx.plan.lock_path, ctx.packages)
         output.line(f"packages match {ctx.plan.lock_path}")
 
 
-def read_packages(box: Container, output: StepOutput) -> tuple[str, dict[str, str]]:
-    """The build image's package format (deb or rpm) and its packages."""
+def _listing(box: Container) -> list[str]:
     listing: list[str] = []
     code = box.run(list(container_commands.package_inventory().argv), on_line=listing.append)
     if code != 0:
         raise StepError(f"listing the build image's packages failed (exit {code})")
+    return listing
+
+
+def distribution(listing: Iterable[str]) -> str:
+    """The image's os-release PRETTY_NAME, as the inventory's first line reports it."""
+    for line in listing:
+        if line.startswith("distribution "):
+            return line.removeprefix("distribution ").strip()[:128] or "unknown"
+    return "unknown"
+
+
+def read_packages(box: Container, output: StepOutput) -> tuple[str, dict[str, str]]:
+    """The build image's package format (deb or rpm) and its packages."""
+    listing = _listing(box)
     packages = parse_inventory(listing)
     package_format = inventory_format(listing)
     output.line(f"{len(packages)} {package_format} packages in the build image")

@@ -26,7 +26,7 @@ from builder import pipeline
 from builder.commands.common import load_plan
 from builder.config.overrides import Overrides
 from builder.engine import ImageRecord
-from builder.errors import Interrupted, PatchError, StepError
+from builder.errors import InputError, Interrupted, PatchError, StepError
 from builder.host.cache import Cache
 from builder.log import LineSink
 from builder.stages import output_dir
@@ -102,7 +102,8 @@ class FakeContainer:
     def _answer(self, argv: list[str]) -> tuple[str, list[str], int]:
         script = argv[3] if argv[:3] == ["sh", "-eu", "-c"] else ""
         if "dpkg-query" in script:
-            return "inventory", ["format deb", "gcc\t14.2.0-19\tamd64"], 0
+            lines = ["distribution Debian GNU/Linux 13 (trixie)", "format deb"]
+            return "inventory", [*lines, "gcc\t14.2.0-19\tamd64"], 0
         if script.startswith("mkdir -p"):
             return "prepare", [], 0
         if script.startswith("tar -xf"):
@@ -269,6 +270,7 @@ def test_each_stage_hands_the_next_what_it_learned(setup) -> None:
     assert f"{agent['sha256']}  qemu-ga-patched-static" in sums
     assert "qemu-guest-agent.service" in sums
     assert manifest["environment"]["packages"] == {"gcc": "14.2.0-19 amd64"}
+    assert manifest["environment"]["distribution"] == "Debian GNU/Linux 13 (trixie)"
     assert manifest["host"]["docker_server"] == "fake-engine"
 
 
@@ -339,4 +341,39 @@ def test_a_failing_step_stops_the_run_with_its_tail(setup) -> None:
     assert "Linking qemu-ga" in raised.value.message
     kinds = [e[1] for e in engine.events if e[0] == "run"]
     assert kinds[-1] == "compile"  # nothing ran after it
+    _assert_nothing_left(plan, engine, cache)
+
+
+def test_a_source_swapped_after_its_check_is_not_built(
+    setup,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bytes sent into the container are hashed as they are sent: a file replaced between
+    the source stage and unpack is refused, not built under the checked digest."""
+    from builder.stages import build
+
+    plan, text, engine, cache = setup
+    real_unpack = build.unpack
+
+    def swap_then_unpack(ctx, output) -> None:
+        ctx.source.archive.write_bytes(b"something else entirely")
+        real_unpack(ctx, output)
+
+    table = tuple(
+        replace(s, run=swap_then_unpack) if s.name == "unpack" else s for s in pipeline.STAGES
+    )
+    monkeypatch.setattr(pipeline, "STAGES", table)
+    with pytest.raises(InputError, match="changed after it was checked"):
+        pipeline.run(plan, engine, cache, text)
+    assert engine.unpacked == b""  # nothing was unpacked
+    assert not any(e[0] == "put" and "/in" in str(e[1]) for e in engine.events)
+    _assert_nothing_left(plan, engine, cache)
+
+
+def test_a_dockerfile_swapped_after_planning_is_not_built(setup) -> None:
+    plan, text, engine, cache = setup
+    plan.image.dockerfile.write_text("FROM evil\n")
+    with pytest.raises(InputError, match="changed after the run was planned"):
+        pipeline.run(plan, engine, cache, text)
+    assert not any(e[0] == "build" for e in engine.events)
     _assert_nothing_left(plan, engine, cache)

@@ -212,3 +212,19 @@ def test_locked_refuses_an_unpinned_git_source() -> None:
         plan_of(data, locked=True)
     data["source"]["git"]["commit"] = "a" * 40
     assert plan_of(data, locked=True).source.commit == "a" * 40
+
+
+def test_a_debootstrap_base_is_named_by_every_input(tmp_path: Path) -> None:
+    from builder.stages.base_image import debootstrap_inputs, debootstrap_tag, os_release
+
+    family = "qga-builder/base:trixie-minbase"
+    one = debootstrap_tag(family, debootstrap_inputs("trixie", "minbase", "http://a/debian"))
+    assert one.startswith(family + "-") and len(one) == len(family) + 13
+    assert one != debootstrap_tag(family, debootstrap_inputs("trixie", "minbase", "http://b/d"))
+    assert one != debootstrap_tag(family, debootstrap_inputs("trixie", "buildd", "http://a/d"))
+    (tmp_path / "usr/lib").mkdir(parents=True)
+    (tmp_path / "usr/lib/os-release").write_text('ID=debian\nPRETTY_NAME="Debian GNU/Linux 13"\n')
+    assert os_release(tmp_path) == "Debian GNU/Linux 13"
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/os-release").symlink_to("/etc/shadow")  # a link out is not followed
+    assert os_release(tmp_path) == "Debian GNU/Linux 13"
