@@ -69,6 +69,7 @@ class ContainerRecord:
     labels: Mapping[str, str] = field(default_factory=dict)
     command: str = ""
     state: str = ""
+    image: str = ""  # the image id it runs
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,7 @@ class Engine:
                 labels=dict(item.get("Labels") or {}),
                 command=str(item.get("Command") or ""),
                 state=str(item.get("State") or ""),
+                image=str(item.get("ImageID") or ""),
             )
             for item in self._call(self.api.containers, all=True, filters=filters)
         ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import socket
 import time
@@ -16,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from builder import log
-from builder.engine import LABEL_KIND, LABEL_OWNER, LABEL_TOOL, Engine, ImageRecord
+from builder.engine import LABEL_KIND, LABEL_OWNER, LABEL_RUN, ContainerRecord, Engine, ImageRecord
 from builder.errors import OutputError
 from builder.host.cache import Cache
 from builder.stages import output_dir as output
@@ -46,14 +47,26 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def clean(
     engine: Engine, cache: Cache, *, output_root: Path, keep: int, dry_run: bool
 ) -> dict[str, list[str]]:
-    removed: dict[str, list[str]] = {"containers": [], "staging": [], "images": [], "logs": []}
-    for container in engine.containers(LABEL_TOOL):
-        if _owner_alive(container.labels.get(LABEL_OWNER, "")):
+    removed: dict[str, list[str]] = {
+        "containers": [],
+        "staging": [],
+        "locks": [],
+        "images": [],
+        "logs": [],
+    }
+    for container in engine.containers(LABEL_OWNER):
+        verdict = _container_verdict(engine, container)
+        if verdict is not None:
+            log.get_logger().info("left alone", container=container.name, reason=verdict)
             continue
         removed["containers"].append(container.name)
         if not dry_run:
             engine.remove_container(container.id)
-    removed["staging"] += _clean_staging(output_root, dry_run)
+    for line in _clean_staging(output_root, dry_run, removed["locks"]):
+        if line.startswith("leave "):
+            log.get_logger().info(line)
+        else:
+            removed["staging"].append(line)
     by_repository: dict[str, list[ImageRecord]] = defaultdict(list)
     for image in engine.images(f"{LABEL_KIND}=build"):
         repository = image.tags[0].rsplit(":", 1)[0] if image.tags else "<none>"
@@ -75,36 +88,51 @@ def clean(
     return removed
 
 
-def _owner_alive(owner: str) -> bool:
+def _container_verdict(engine: Engine, container: ContainerRecord) -> str | None:
+    """None when the container is provably a dead run's of this host; otherwise why not.
+
+    Proof: the owner label was set when the tool made the container (its image carries no such
+    label to inherit), its name is the tool's for the labelled run, and the owning process,
+    on this host, is gone. A container of another host on a shared engine is never removed:
+    this host cannot see whether that run is still going.
+    """
+    owner = container.labels.get(LABEL_OWNER, "")
+    run = container.labels.get(LABEL_RUN, "")
+    if not re.fullmatch(rf"qga-builder-{re.escape(run)}-[0-9a-f]{{6}}", container.name) or not run:
+        return "its name is not one qga-builder gives its containers"
+    image = engine.inspect_image(container.image) if container.image else None
+    if image is not None and LABEL_OWNER in image.labels:
+        return "its owner label comes from its image, not from qga-builder"
     host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
+    if host != socket.gethostname():
+        return f"owned by a run on host {host!r}; remove it from there (or by hand)"
+    if not pid.isdigit():
+        return "its owner label names no process"
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
-        return False
+        return None
     except PermissionError:
-        return True
-    return True
+        return "its run is still going"
+    return "its run is still going"
 
 
-def _clean_staging(output_root: Path, dry_run: bool) -> list[str]:
+def _clean_staging(output_root: Path, dry_run: bool, locks: list[str] | None = None) -> list[str]:
     """Leftovers by exact name (`.NAME.tmp-RUN`, `.NAME.old-RUN`), under their output's lock:
     an interrupted publish is completed or undone, and only directories the tool can prove it
-    made (its staging marker, or a complete output of its own) are removed."""
+    made (its staging marker, or a complete output of its own) are removed. A dry run says
+    exactly the same, doing nothing."""
     said: list[str] = []
-    finals = sorted({final for _, final in output.all_leftovers(output_root)})
-    for final in finals:
-        if dry_run:
-            said += [
-                str(path)
-                for path in output.leftovers(final)
-                if output.why_not_ours(path) is None or output.holds_own_marker(path)
-            ]
+    for final in sorted({final for _, final in output.all_leftovers(output_root)}):
+        if dry_run:  # change nothing, not even a lock file
+            said += output.recover(final, dry_run=True)
             continue
         try:
-            with output.OutputLock(final):
+            with output.OutputLock(final) as lock:
                 said += output.recover(final)
+                if not os.path.lexists(final) and not output.leftovers(final):
+                    lock.path.unlink(missing_ok=True)  # its lock belongs to nothing now
+                    (locks if locks is not None else said).append(f"remove {lock.path}")
         except OutputError as exc:  # held by a running run, or an odd lock file
-            said.append(f"left {final}'s leftovers alone: {exc.message}")
+            said.append(f"leave {final}'s leftovers alone: {exc.message}")
     return said

@@ -276,7 +276,7 @@ def leftovers(final: Path) -> list[Path]:
     return sorted(found, key=lambda p: (".tmp-" not in p.name, -os.lstat(p).st_mtime))
 
 
-def recover(final: Path) -> list[str]:
+def recover(final: Path, *, dry_run: bool = False) -> list[str]:
     """Repair what a crashed run left beside `final`; the caller holds its lock.
 
     A complete release (proven ours) is moved back into place when the name is empty; other
@@ -284,16 +284,21 @@ def recover(final: Path) -> list[str]:
     releases; anything else is left alone and reported.
     """
     said: list[str] = []
+    final_present = os.path.lexists(final)
+    prefix = "would " if dry_run else ""
     for directory in leftovers(final):
         complete = why_not_ours(directory) is None
-        if complete and not os.path.lexists(final):
-            rename_no_replace(directory, final)
-            said.append(f"restored {final} from {directory.name} (an interrupted publish)")
+        if complete and not final_present:
+            if not dry_run:
+                rename_no_replace(directory, final)
+            final_present = True
+            said.append(f"{prefix}restore {final} from {directory.name} (an interrupted publish)")
         elif complete or holds_own_marker(directory):
-            shutil.rmtree(directory, ignore_errors=True)
-            said.append(f"removed {directory.name} (left by an interrupted run)")
+            if not dry_run:
+                shutil.rmtree(directory, ignore_errors=True)
+            said.append(f"{prefix}remove {directory} (left by an interrupted run)")
         else:
-            said.append(f"left {directory} alone: it does not look like the tool's own")
+            said.append(f"leave {directory} alone: it does not look like the tool's own")
     return said
 
 

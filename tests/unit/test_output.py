@@ -240,7 +240,7 @@ def test_a_crash_mid_publish_is_repaired_by_clean(tmp_path: Path) -> None:
     assert _clean_staging(tmp_path, dry_run=True)  # lists, changes nothing
     assert not final.exists()
     said = _clean_staging(tmp_path, dry_run=False)
-    assert any("restored" in line for line in said)
+    assert any("restore" in line for line in said)
     assert (final / "artifact").read_bytes() == b"newer"
     assert output.leftovers(final) == []
 
