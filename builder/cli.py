@@ -19,6 +19,8 @@ from builder.errors import BuilderError, Interrupted
 
 Handler = Callable[[argparse.Namespace], int]
 INTERNAL_ERROR = 70  # EX_SOFTWARE
+# A closed terminal (SIGHUP) ends a run as Ctrl-C and SIGTERM do: containers removed, no output.
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -195,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     # Ignore further signals while the first one unwinds: cleanup must be allowed to finish.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for each in HANDLED_SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
     raise Interrupted(signum)
 
 
@@ -205,15 +207,15 @@ def report_error(message: str, hint: str | None = None) -> None:
         fields = {"hint": hint} if hint else {}
         log.get_logger().error(message, **fields)
     else:
-        sys.stderr.write(f"qga-builder: error: {message}\n")
+        sys.stderr.write(f"qga-builder: error: {log.neutralize_lines(message)}\n")
         if hint:
-            sys.stderr.write(f"  hint: {hint}\n")
+            sys.stderr.write(f"  hint: {log.neutralize_lines(hint)}\n")
         sys.stderr.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGINT, _raise_interrupted)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    for each in HANDLED_SIGNALS:
+        signal.signal(each, _raise_interrupted)
     from builder.engine import remove_live_containers
 
     verbose = False

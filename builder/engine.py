@@ -311,7 +311,7 @@ class Engine:
             init=True,
             # The daemon removes the container itself if we cannot (e.g. it restarts mid-run).
             auto_remove=True,
-            mem_limit=memory,
+            mem_limit=memory or DEFAULT_MEMORY,
             nano_cpus=int(cpus * 1e9) if cpus else None,
             pids_limit=4096,
         )
@@ -434,8 +434,11 @@ class BuildContainer:
             for chunk in api.exec_start(exec_id, stream=True):
                 partial += chunk
                 *lines, partial = partial.split(b"\n")
+                if len(partial) > MAX_LINE_BYTES:  # a line without end is cut, not hoarded
+                    lines.append(partial)
+                    partial = b""
                 for line in lines:
-                    on_line(line.decode("utf-8", errors="replace"))
+                    on_line(_cut(line).decode("utf-8", errors="replace"))
         except _CONNECTION_ERRORS as exc:
             raise self.engine._gone(exc) from None
         if partial:
@@ -447,6 +450,16 @@ class BuildContainer:
                 return int(info["ExitCode"])
             time.sleep(0.05)
         raise ContainerError(f"command {command[0]} in {self.name} did not finish")
+
+
+MAX_LINE_BYTES = 16 * 1024
+DEFAULT_MEMORY = "8g"  # a build container's memory when the recipe sets none
+
+
+def _cut(line: bytes) -> bytes:
+    if len(line) <= MAX_LINE_BYTES:
+        return line
+    return line[:MAX_LINE_BYTES] + f" [... {len(line) - MAX_LINE_BYTES} bytes cut]".encode()
 
 
 def owner() -> str:

@@ -8,6 +8,7 @@ stage's command output into its own log file.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections import deque
@@ -67,6 +68,20 @@ def get_logger(**bind: object) -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger("qga-builder").bind(**bind)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def neutralize(text: str) -> str:
+    """Show control characters (escape sequences among them) as visible \\xNN: output from a
+    container must not move the cursor, retitle or reprogram the user's terminal."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def neutralize_lines(text: str) -> str:
+    """neutralize(), keeping line breaks (multi-line messages)."""
+    return "\n".join(neutralize(line) for line in text.split("\n"))
+
+
 class StepOutput:
     """Receives a step's output lines: writes them to the step's log file and to the console."""
 
@@ -83,14 +98,15 @@ class StepOutput:
 
     def line(self, text: str) -> None:
         text = text.rstrip("\n")
-        self.tail.append(text)
+        shown = neutralize(text)
+        self.tail.append(shown)
         if self._file is not None:
             self._file.write(text + "\n")
             self._file.flush()
         if _format == "json":
-            self._log.debug("output", line=text)
+            self._log.debug("output", line=text)  # JSON escapes control characters itself
         else:
-            sys.stderr.write(f"    {self.name} | {text}\n")
+            sys.stderr.write(f"    {self.name} | {shown}\n")
             sys.stderr.flush()
 
 

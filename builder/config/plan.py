@@ -109,6 +109,7 @@ class Plan:
     vm_test: bool = False
     locked: bool = False
     overrides: dict[str, str] = field(default_factory=dict)
+    max_artifact_bytes: int = 1 << 30
 
     @property
     def strip_tool(self) -> str:
@@ -126,6 +127,7 @@ class Plan:
             "lock_path",
             "locked",
             "overrides",
+            "max_artifact_bytes",  # a bound on what is copied out, not an input
         ):
             summary.pop(volatile, None)
         # Files pinned by sha256 count by content, not by where this checkout lives: the MSI's
@@ -308,4 +310,5 @@ def make_plan(
         vm_test=recipe.vm_test,
         locked=locked,
         overrides=dict(overrides or {}),
+        max_artifact_bytes=build.max_artifact_bytes,
     )

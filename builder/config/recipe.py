@@ -195,6 +195,11 @@ class Build(Model):
         None, description="container memory limit, e.g. 4g"
     )
     cpus: Annotated[float, Field(gt=0, le=256)] | None = Field(None, description="CPU limit")
+    max_artifact_bytes: Annotated[int, Field(ge=1024, le=1 << 40)] = Field(
+        1 << 30,
+        description="the most one artifact may weigh when it is copied out of the container "
+        "(the copy is refused beyond artifacts x this)",
+    )
 
 
 class Artifact(Model):

@@ -70,22 +70,82 @@ def inspect_tarball(path: Path, *, what: str) -> TarballInfo:
     return TarballInfo(members=count, top_dir=top, newest_mtime=newest)
 
 
-def safe_extract(stream: Iterable[bytes] | IO[bytes], dest: Path, *, what: str) -> list[str]:
-    """Extract an uncompressed tar stream into dest with the data filter; return member names."""
+@dataclass(frozen=True)
+class Limits:
+    """How much an archive coming back from a container may hold."""
+
+    max_bytes: int = 1 << 30
+    max_members: int = 1000
+
+
+def safe_extract(
+    stream: Iterable[bytes] | IO[bytes], dest: Path, *, what: str, limits: Limits = Limits()
+) -> list[str]:
+    """Extract an uncompressed tar stream from a container into dest; return member names.
+
+    Whatever comes out of a container is untrusted: only regular files and directories are
+    taken, with plain relative names, within a total size and a member count. Files are
+    written by this code (O_EXCL, O_NOFOLLOW), not by tarfile, so nothing depends on the
+    Python version's extraction filter.
+    """
     fileobj = stream if hasattr(stream, "read") else _IterReader(stream)  # type: ignore[arg-type]
     names: list[str] = []
+    total = 0
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(fileobj=fileobj, mode="r|") as tar:  # type: ignore[arg-type]
             for member in tar:
-                reason = _refusal(member, str(dest))
+                reason = _unsafe(member)
                 if reason:
-                    raise ArtifactError(f"{what}: refused member {member.name!r}: {reason}")
-                tar.extract(member, dest, filter="data")
+                    raise ArtifactError(f"{what}: refused member {member.name[:200]!r}: {reason}")
+                if len(names) >= limits.max_members:
+                    raise ArtifactError(f"{what}: more than {limits.max_members} members")
+                total += member.size
+                if total > limits.max_bytes:
+                    raise ArtifactError(f"{what}: more than {limits.max_bytes} bytes")
+                target = dest.joinpath(*_parts(member.name))
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _write_member(tar, member, target, what)
                 names.append(member.name)
     except tarfile.TarError as exc:
         raise ArtifactError(f"{what}: broken archive: {exc}") from None
     return names
+
+
+def _parts(name: str) -> list[str]:
+    return [part for part in name.split("/") if part not in ("", ".")]
+
+
+def _unsafe(member: tarfile.TarInfo) -> str | None:
+    if not (member.isfile() or member.isdir()):
+        return "not a regular file or directory (links, devices and FIFOs are refused)"
+    name = member.name
+    if name.startswith("/") or ".." in name.split("/") or "\0" in name or "\\" in name:
+        return "path is absolute or leaves the archive"
+    if not _parts(name) or len(name) > 1024 or any(ord(c) < 32 for c in name):
+        return "not a plain relative name"
+    return None
+
+
+def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, what: str) -> None:
+    source = tar.extractfile(member)
+    assert source is not None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(target, flags, 0o755 if member.mode & 0o111 else 0o644)
+    except FileExistsError:
+        raise ArtifactError(f"{what}: {member.name!r} appears twice") from None
+    with os.fdopen(fd, "wb") as out:
+        remaining = member.size
+        while remaining > 0:
+            chunk = source.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise ArtifactError(f"{what}: {member.name!r} is shorter than its header says")
+            out.write(chunk)
+            remaining -= len(chunk)
 
 
 class _IterReader(io.RawIOBase):

@@ -92,7 +92,10 @@ def check_msi(ctx: RunContext, artifact: ArtifactPlan, output: StepOutput) -> di
     with tempfile.TemporaryDirectory(prefix="qga-msi-") as scratch:
         root = Path(scratch)
         archives.safe_extract(
-            ctx.container.get_archive(f"{layout.root}/inspect"), root, what="MSI contents"
+            ctx.container.get_archive(f"{layout.root}/inspect"),
+            root,
+            what="MSI contents",
+            limits=archives.Limits(max_bytes=4 * ctx.plan.max_artifact_bytes, max_members=4096),
         )
         inspect = root / "inspect"
         tables = {t: msi.parse_table((inspect / f"{t}.idt").read_text()) for t in TABLES}

@@ -17,11 +17,22 @@ from builder.stages.context import RunContext
 def collect(ctx: RunContext, output: StepOutput) -> None:
     staging, layout = ctx.staging, ctx.layout
     landing = staging / ".collect"
+    count = len(ctx.plan.artifacts)
     archives.safe_extract(
-        ctx.container.get_archive(layout.artifacts), landing, what="artifacts from the container"
+        ctx.container.get_archive(layout.artifacts),
+        landing,
+        what="artifacts from the container",
+        limits=archives.Limits(
+            max_bytes=count * ctx.plan.max_artifact_bytes, max_members=count + 1
+        ),
     )
     sums_dir = staging / ".sums"
-    archives.safe_extract(ctx.container.get_archive(layout.checksums), sums_dir, what="checksums")
+    archives.safe_extract(
+        ctx.container.get_archive(layout.checksums),
+        sums_dir,
+        what="checksums",
+        limits=archives.Limits(max_bytes=1 << 20, max_members=1),
+    )
     inside = parse_sha256sums((sums_dir / Path(layout.checksums).name).read_text())
     shutil.rmtree(sums_dir)
     for artifact in ctx.plan.artifacts:

@@ -8,6 +8,7 @@ by a fake container in unit tests; `builder.engine` provides the real ones.
 from __future__ import annotations
 
 import shlex
+from collections import deque
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from builder.host.cache import Cache
 from builder.log import LineSink, Progress, StepOutput
 from builder.stages import container_commands
 from builder.stages.output_dir import OutputDir
+
+KEPT_LINES = 2000  # of a command's output, in memory (the step log has all of it)
 
 
 class Container(Protocol):
@@ -141,7 +144,7 @@ class RunContext:
         output goes to the stage's log and is also returned."""
         command = container_commands.with_umask(command, self.variation.umask)
         output.line(f"$ {shlex.join(command.argv)}")
-        lines: list[str] = []
+        lines: deque[str] = deque(maxlen=KEPT_LINES)  # a compile prints much; keep the end
 
         def sink(line: str) -> None:
             lines.append(line)
@@ -153,7 +156,7 @@ class RunContext:
             env=container_commands.environment(self.source_date_epoch),
             workdir=command.workdir,
         )
-        return code, lines
+        return code, list(lines)
 
     def run_step(self, command: container_commands.Command, output: StepOutput) -> list[str]:
         """Run a command that must succeed; a failure names the stage and shows its tail."""

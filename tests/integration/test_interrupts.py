@@ -65,6 +65,7 @@ CASES = [
     ("configure", 2.0, signal.SIGINT),
     ("compile", 8.0, signal.SIGTERM),
     ("collect", 0.0, signal.SIGINT),
+    ("patch", 0.0, signal.SIGHUP),  # the terminal closed
 ]
 
 

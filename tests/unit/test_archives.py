@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ArtifactError, InputError
-from builder.formats.archives import inspect_tarball, safe_extract, tar_directory
+from builder.formats.archives import Limits, inspect_tarball, safe_extract, tar_directory
 
 
-def _member(name: str, **attrs: object) -> tuple[tarfile.TarInfo, bytes]:
+def _member(name: str, data: bytes = b"payload", **attrs: object) -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
-    data = b""
     for key, value in attrs.items():
         setattr(info, key, value)
     if info.type == tarfile.REGTYPE:
-        data = b"payload"
         info.size = len(data)
+    else:
+        data = b""
     return info, data
 
 
@@ -95,13 +95,34 @@ def test_not_a_tarball(tmp_path: Path) -> None:
 
 
 def test_safe_extract_chunks_roundtrip(tmp_path: Path) -> None:
+    data = _tar([_member("src/a.txt"), _member("src/b/c.txt")])
+    chunks = [data[i : i + 100] for i in range(0, len(data), 100)]
+    names = safe_extract(chunks, tmp_path / "out", what="artifacts")
+    assert "src/a.txt" in names and "src/b/c.txt" in names
+    assert (tmp_path / "out/src/a.txt").read_bytes() == b"payload"
+
+
+def test_even_a_link_inside_the_archive_is_refused(tmp_path: Path) -> None:
+    """Only regular files and directories come back from a container, whatever Python's
+    tarfile filter would allow (it allows a link that stays inside)."""
     data = _tar(
         [_member("src/a.txt"), _member("src/inner", type=tarfile.SYMTYPE, linkname="a.txt")]
     )
-    chunks = [data[i : i + 100] for i in range(0, len(data), 100)]
-    names = safe_extract(chunks, tmp_path / "out", what="artifacts")
-    assert "src/a.txt" in names
-    assert (tmp_path / "out/src/a.txt").read_bytes() == b"payload"
+    with pytest.raises(ArtifactError, match="not a regular file or directory"):
+        safe_extract([data], tmp_path / "out", what="artifacts")
+    assert not (tmp_path / "out/src/inner").exists()
+
+
+def test_archives_from_a_container_are_bounded(tmp_path: Path) -> None:
+    many = _tar([_member(f"src/f{i}") for i in range(20)])
+    with pytest.raises(ArtifactError, match="more than 10 members"):
+        safe_extract([many], tmp_path / "a", what="artifacts", limits=Limits(max_members=10))
+    big = _tar([_member("src/big", data=b"x" * 5000)])
+    with pytest.raises(ArtifactError, match="more than 4096 bytes"):
+        safe_extract([big], tmp_path / "b", what="artifacts", limits=Limits(max_bytes=4096))
+    twice = _tar([_member("src/a"), _member("src/a")])
+    with pytest.raises(ArtifactError, match="appears twice"):
+        safe_extract([twice], tmp_path / "c", what="artifacts")
 
 
 def test_tar_directory_keeps_links_and_drops_git(tmp_path: Path) -> None:
