@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Any
 
@@ -29,15 +28,19 @@ import requests.exceptions
 
 from builder import __version__
 from builder.config import settings
+from builder.engine_records import (  # noqa: F401 - re-exported: the engine's vocabulary
+    LABEL_INPUTS,
+    LABEL_KIND,
+    LABEL_OWNER,
+    LABEL_RECIPE,
+    LABEL_RUN,
+    LABEL_TOOL,
+    ContainerRecord,
+    ContainerSettings,
+    ImageRecord,
+)
 from builder.errors import ContainerError, DockerUnavailableError, ImageError, Interrupted
 from builder.log import LineSink, get_logger
-
-LABEL_TOOL = "org.qga-builder.tool"
-LABEL_RUN = "org.qga-builder.run"
-LABEL_RECIPE = "org.qga-builder.recipe"
-LABEL_INPUTS = "org.qga-builder.inputs"
-LABEL_KIND = "org.qga-builder.kind"
-LABEL_OWNER = "org.qga-builder.owner"  # host:pid of the process that made a container
 
 CONNECT_TIMEOUT = 5
 OPERATION_TIMEOUT = 3600
@@ -53,49 +56,17 @@ _CONNECTION_ERRORS = (
 )
 
 
-@dataclass(frozen=True)
-class ImageRecord:
-    id: str
-    tags: tuple[str, ...] = ()
-    labels: Mapping[str, str] = field(default_factory=dict)
-    repo_digests: tuple[str, ...] = ()
-    created: int = 0  # seconds since the epoch
-
-
-@dataclass(frozen=True)
-class ContainerRecord:
-    id: str
-    name: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    command: str = ""
-    state: str = ""
-    image: str = ""  # the image id it runs
-
-
-@dataclass(frozen=True)
-class ContainerSettings:
-    """How a container was made: what the hardening tests check."""
-
-    network_mode: str
-    cap_drop: tuple[str, ...]
-    cap_add: tuple[str, ...]
-    privileged: bool
-    security_opt: tuple[str, ...]
-    memory: int
-    nano_cpus: int
-    pids_limit: int | None
-    user: str
-
-
 class Engine:
     """A connection to one Docker daemon."""
 
     def __init__(self, endpoint: str | None = None) -> None:
-        self.endpoint = endpoint or settings.current().docker_host
+        host = settings.current()
+        self.endpoint = endpoint or host.docker_host
         self.run_id = uuid.uuid4().hex[:12]
+        self.log = get_logger()
         try:
             self.client = docker.DockerClient(
-                base_url=self.endpoint, version="auto", timeout=CONNECT_TIMEOUT
+                **_connection(self.endpoint, host), version="auto", timeout=CONNECT_TIMEOUT
             )
             self.client.ping()
         except (docker.errors.DockerException, *_CONNECTION_ERRORS) as exc:
@@ -106,7 +77,6 @@ class Engine:
             ) from None
         self.api = self.client.api
         self.api.timeout = OPERATION_TIMEOUT
-        self.log = get_logger()
 
     def close(self) -> None:
         self.client.close()
@@ -450,6 +420,24 @@ class BuildContainer:
                 return int(info["ExitCode"])
             time.sleep(0.05)
         raise ContainerError(f"command {command[0]} in {self.name} did not finish")
+
+
+def _connection(endpoint: str, host: settings.HostSettings) -> dict[str, Any]:
+    """base_url and TLS as docker's from_env would make them: with DOCKER_TLS_VERIFY a tcp://
+    engine is reached over TLS that verifies the engine's certificate against ca.pem."""
+    environment = {"DOCKER_HOST": endpoint}
+    if host.docker_tls_verify:
+        environment["DOCKER_TLS_VERIFY"] = "1"
+    if host.docker_cert_path:
+        environment["DOCKER_CERT_PATH"] = host.docker_cert_path
+    kwargs = docker.utils.kwargs_from_env(environment=environment)
+    if endpoint.startswith("tcp://") and "tls" not in kwargs:
+        get_logger().warning(
+            "the Docker engine is reached over plain HTTP: anyone on the way can read and "
+            "change the build; set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH",
+            engine=endpoint,
+        )
+    return kwargs
 
 
 MAX_LINE_BYTES = 16 * 1024

@@ -19,6 +19,8 @@ from typing import IO, Literal
 
 import structlog
 
+from builder.formats import redact
+
 LogFormat = Literal["console", "json"]
 LineSink = Callable[[str], None]
 TAIL_LINES = 30
@@ -40,6 +42,7 @@ def configure(log_format: LogFormat = "console", verbose: bool = False) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _redact_event,
             structlog.processors.add_log_level,
             timestamper,
             renderer,
@@ -48,6 +51,11 @@ def configure(log_format: LogFormat = "console", verbose: bool = False) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
         cache_logger_on_first_use=False,
     )
+
+
+def _redact_event(logger: object, method: str, event: dict[str, object]) -> dict[str, object]:
+    """Every string of every event, secrets masked, for the console and for JSON alike."""
+    return {key: redact.deep(value) for key, value in event.items()}
 
 
 class _Stderr:
@@ -78,8 +86,8 @@ def neutralize(text: str) -> str:
 
 
 def neutralize_lines(text: str) -> str:
-    """neutralize(), keeping line breaks (multi-line messages)."""
-    return "\n".join(neutralize(line) for line in text.split("\n"))
+    """neutralize() and secrets masked, keeping line breaks (multi-line messages)."""
+    return "\n".join(neutralize(redact.text(line)) for line in text.split("\n"))
 
 
 class StepOutput:
@@ -97,7 +105,7 @@ class StepOutput:
         return "\n".join(f"    {line}" for line in self.tail if line.strip() or not skip_blank)
 
     def line(self, text: str) -> None:
-        text = text.rstrip("\n")
+        text = redact.text(text.rstrip("\n"))
         shown = neutralize(text)
         self.tail.append(shown)
         if self._file is not None:

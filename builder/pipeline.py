@@ -18,6 +18,7 @@ from typing import Any
 from builder.config.layout import BUILD_USER, Variation
 from builder.config.plan import Plan
 from builder.engine import LABEL_RECIPE
+from builder.formats import redact
 from builder.formats.manifest import Artifact
 from builder.host.cache import Cache
 from builder.log import Progress, StepOutput, get_logger
@@ -107,6 +108,7 @@ def run(
     run_id: str | None = None,
 ) -> RunResult:
     run_id = run_id or engine.run_id
+    redact.register_build_args(dict(plan.image.build_args))
     stages = stages_for(plan)
     log_dir = cache.runs / f"{plan.recipe_name}-{run_id}"
     log = get_logger(recipe=plan.recipe_name, run=run_id)

@@ -25,6 +25,8 @@ DOCUMENTED = {
     WINE_ENV: "a wine binary to use instead of wine64/wine on PATH",
     MIRROR_ENV: "the Debian mirror for debootstrap and apt-get source (default: host apt's)",
     "DOCKER_HOST": f"the Docker engine to use (default {DEFAULT_DOCKER_HOST})",
+    "DOCKER_TLS_VERIFY": "non-empty: reach a tcp:// engine over TLS, verifying its certificate",
+    "DOCKER_CERT_PATH": "where ca.pem, cert.pem and key.pem are (default ~/.docker)",
     "PATH": "where host tools (git, debootstrap, apt-get, wine, qemu-system) are found",
 }
 
@@ -37,6 +39,8 @@ class HostSettings:
     debian_mirror: str | None
     docker_host: str
     search_path: str  # PATH, handed on to the host tools the tool runs
+    docker_tls_verify: bool = False
+    docker_cert_path: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> HostSettings:
@@ -53,6 +57,8 @@ class HostSettings:
             debian_mirror=(env.get(MIRROR_ENV) or "").rstrip("/") or None,
             docker_host=env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
             search_path=env.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin",
+            docker_tls_verify=bool(env.get("DOCKER_TLS_VERIFY")),
+            docker_cert_path=env.get("DOCKER_CERT_PATH") or None,
         )
 
 

@@ -7,7 +7,7 @@ import shlex
 import shutil
 from datetime import UTC, datetime
 
-from builder.formats import provenance
+from builder.formats import provenance, redact
 from builder.formats.checksums import format_sha256sums, sha256_file
 from builder.formats.manifest import (
     LOGS_DIR,
@@ -33,7 +33,7 @@ def publish(ctx: RunContext, output: StepOutput) -> None:
         ctx.artifacts.append(Artifact(name, sha256_file(path), len(content), "service"))
     sums = {artifact.name: artifact.sha256 for artifact in ctx.artifacts}
     (staging / SUMS_NAME).write_text(format_sha256sums(sums))
-    ctx.manifest = manifest(ctx)
+    ctx.manifest = redact.deep(manifest(ctx))  # no secret leaves in a record
     write_json(staging / MANIFEST_NAME, ctx.manifest)
     write_json(staging / provenance.PROVENANCE_NAME, provenance.statement(ctx.manifest, ctx.run_id))
     shutil.copytree(ctx.log_dir, staging / LOGS_DIR, dirs_exist_ok=True)
@@ -59,7 +59,7 @@ def manifest(ctx: RunContext) -> dict:
             "reused": ctx.build_image.reused,
             "dockerfile": str(plan.image.dockerfile),
             "dockerfile_sha256": plan.image.dockerfile_sha256,
-            "build_args": dict(plan.image.build_args),
+            "build_args": redact.build_args(dict(plan.image.build_args)),
         },
         distribution=ctx.distribution,
         packages=ctx.packages,

@@ -21,12 +21,14 @@ LAYERS = {
     "builder": 0,  # the package itself: __version__
     "builder.errors": 0,
     "builder.log": 0,
+    "builder.formats.redact": 0,  # a leaf: what log and the records mask
     "builder.formats": 1,
     "builder.config": 2,
     "builder.agent.client": 2,
     "builder.agent.contract": 2,
     "builder.host": 3,
     "builder.engine": 3,
+    "builder.engine_records": 0,
     "builder.agent.contract_in_vm": 4,
     "builder.stages": 5,
     "builder.pipeline": 6,
@@ -51,10 +53,10 @@ def imports_of(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            for alias in node.names:
-                if f"{node.module}.{alias.name}" in MODULES:
-                    found.add(f"{node.module}.{alias.name}")
+            submodules = {f"{node.module}.{alias.name}" for alias in node.names}
+            found.update(submodules & set(MODULES))
+            if not submodules <= set(MODULES):  # names from the module itself
+                found.add(node.module)
     return found
 
 

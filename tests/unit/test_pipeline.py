@@ -377,3 +377,28 @@ def test_a_dockerfile_swapped_after_planning_is_not_built(setup) -> None:
         pipeline.run(plan, engine, cache, text)
     assert not any(e[0] == "build" for e in engine.events)
     _assert_nothing_left(plan, engine, cache)
+
+
+def test_secrets_stay_out_of_logs_manifest_and_provenance(
+    setup,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from builder import log
+
+    plan, text, engine, cache = setup
+    args = {"HTTP_PROXY": "http://lab:hunter2-pw@proxy.lab:3128", "API_TOKEN": "s3cr3t-tok3n"}
+    image = replace(plan.image, build_args=tuple(sorted(args.items())))
+    text += "\n# build_args: API_TOKEN: s3cr3t-tok3n, proxy http://lab:hunter2-pw@proxy.lab\n"
+    log.configure("json")
+    result = pipeline.run(replace(plan, image=image), engine, cache, text)
+    written = [path.read_text() for path in result.output_dir.rglob("*") if path.is_file()]
+    written.append(capsys.readouterr().err)
+    for blob in written:
+        assert "hunter2-pw" not in blob and "s3cr3t-tok3n" not in blob
+    recorded = json.loads((result.output_dir / "manifest.json").read_text())
+    assert recorded["environment"]["image"]["build_args"]["API_TOKEN"] == "***"
+    assert recorded["environment"]["image"]["build_args"]["HTTP_PROXY"] == "***"
+    assert "http://***@proxy.lab" in recorded["recipe"]["text"]
+    # ... while the engine got the real values to build with.
+    built = next(e for e in engine.events if e[0] == "build")
+    assert built[2]["API_TOKEN"] == "s3cr3t-tok3n"
