@@ -55,7 +55,7 @@ def _refused(path: Path, exc: OSError) -> OutputError:
             hint="remove the link (it is not the tool's), then run again",
         )
     return OutputError(
-        f"cannot open {path}: {exc.strerror}", hint="choose another place with --output DIR"
+        f"cannot write {path}: {exc.strerror}", hint="choose another place with --output DIR"
     )
 
 
