@@ -371,6 +371,34 @@ class BuildContainer:
         buffer.seek(0)
         self.put_archive(dest, buffer)
 
+    def open_stream(self, command: list[str], *, user: str | None = None) -> socket.socket:
+        """Start a command with a terminal and return a socket on it: bytes written go to its
+        stdin, bytes read are its output, unframed (for a byte channel into the container,
+        e.g. `socat STDIO,raw,echo=0 PTY,...` as a guest agent's serial port)."""
+        api = self.engine.api
+        exec_id = self.engine._call(
+            api.exec_create,
+            self.id,
+            command,
+            stdin=True,
+            stdout=True,
+            stderr=True,
+            tty=True,
+            user=user or self.user,
+        )["Id"]
+        stream = self.engine._call(api.exec_start, exec_id, socket=True, tty=True)
+        raw = getattr(stream, "_sock", stream)
+        assert isinstance(raw, socket.socket)
+        return raw
+
+    def start(self, command: list[str], *, user: str | None = None) -> None:
+        """Start a command in the background (its output is not kept)."""
+        api = self.engine.api
+        exec_id = self.engine._call(
+            api.exec_create, self.id, command, stdout=False, stderr=False, user=user or self.user
+        )["Id"]
+        self.engine._call(api.exec_start, exec_id, detach=True)
+
     def get_archive(self, path: str) -> Iterable[bytes]:
         try:
             stream, _ = self.engine._call(self.engine.api.get_archive, self.id, path)

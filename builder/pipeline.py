@@ -85,10 +85,6 @@ def preflight(plan: Plan) -> None:
         from builder.host.virtual_machine import qemu_binary
 
         qemu_binary()
-    if _has_msi(plan):
-        from builder.host.wine import wine_binary
-
-        wine_binary()
 
 
 @dataclass(frozen=True)

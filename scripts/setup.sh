@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent set-up for qga-builder on a Debian/Ubuntu host; `make build` and `make test` call it.
 #   scripts/setup.sh            virtualenv + Docker engine + host tools for builds
-#   scripts/setup.sh --windows  the same, plus wine and msitools (checking Windows builds)
-#   scripts/setup.sh --test     the same as --windows, plus what the test suite needs
+#   scripts/setup.sh --test     the same, plus what the test suite needs
+# Windows builds need nothing more: wine runs in a container of the tool's own, never here.
 # Each part checks first and says what it does; nothing is done twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WANT_TEST=0
-WANT_WINDOWS=0
-[[ "${1:-}" == "--test" ]] && WANT_TEST=1 && WANT_WINDOWS=1
-[[ "${1:-}" == "--windows" ]] && WANT_WINDOWS=1
+[[ "${1:-}" == "--test" ]] && WANT_TEST=1
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/qga-builder-dockerd.log}
@@ -92,13 +90,7 @@ else
         say "dockerd did not come up; see $DOCKERD_LOG"; tail -20 "$DOCKERD_LOG" >&2; exit 1; }
 fi
 
-# 4. Windows recipes run qemu-ga.exe under wine (64-bit only) before success; msitools lets
-#    people (and the tests) look into MSIs.
-if [[ $WANT_WINDOWS -eq 1 ]]; then
-    apt_install wine wine64 msitools
-fi
-
-# 5. For the tests: tools the unit tests use on the host (real binaries and patches).
+# 4. For the tests: tools the unit tests use on the host (real binaries and patches).
 if [[ $WANT_TEST -eq 1 ]]; then
     apt_install gcc libc6-dev patch
 fi

@@ -64,7 +64,7 @@ class Debootstrap(Model):
         description="Debian suite, e.g. trixie"
     )
     variant: Literal["minbase", "buildd"] = Field("minbase", description="debootstrap --variant")
-    mirror: ShortText | None = Field(
+    mirror: Annotated[str, Field(pattern=r"^(https?|file)://[^\s]{1,500}$")] | None = Field(
         None, description="Debian mirror URL; default: the first mirror in this host's apt sources"
     )
 

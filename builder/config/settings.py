@@ -13,7 +13,6 @@ from pathlib import Path
 
 CACHE_ENV = "QGA_BUILDER_CACHE"
 KEEP_CONTAINER_ENV = "QGA_BUILDER_KEEP_CONTAINER"
-WINE_ENV = "QGA_BUILDER_WINE"
 MIRROR_ENV = "QGA_BUILDER_DEBIAN_MIRROR"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -22,7 +21,6 @@ DOCUMENTED = {
     CACHE_ENV: "where fetched sources, apt state, run logs and VM assets live",
     "XDG_CACHE_HOME": f"the cache's parent when {CACHE_ENV} is not set (default ~/.cache)",
     KEEP_CONTAINER_ENV: "1 keeps a failed run's build container for debugging",
-    WINE_ENV: "a wine binary to use instead of wine64/wine on PATH",
     MIRROR_ENV: "the Debian mirror for debootstrap and apt-get source (default: host apt's)",
     "DOCKER_HOST": f"the Docker engine to use (default {DEFAULT_DOCKER_HOST})",
     "DOCKER_TLS_VERIFY": "non-empty: reach a tcp:// engine over TLS, verifying its certificate",
@@ -35,7 +33,6 @@ DOCUMENTED = {
 class HostSettings:
     cache_root: Path
     keep_failed_container: bool
-    wine: str | None
     debian_mirror: str | None
     docker_host: str
     search_path: str  # PATH, handed on to the host tools the tool runs
@@ -53,7 +50,6 @@ class HostSettings:
         return cls(
             cache_root=cache_root,
             keep_failed_container=env.get(KEEP_CONTAINER_ENV) == "1",
-            wine=env.get(WINE_ENV) or None,
             debian_mirror=(env.get(MIRROR_ENV) or "").rstrip("/") or None,
             docker_host=env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
             search_path=env.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin",

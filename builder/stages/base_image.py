@@ -152,8 +152,7 @@ def make_debootstrap_base(
             f"--variant={variant}",
             f"--keyring={debian.KEYRING}",
             "--force-check-gpg",
-            "--",
-            suite,
+            suite,  # a validated name, and the mirror an http(s) URL: neither is an option
             rootfs,
             mirror,
         ]

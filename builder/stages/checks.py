@@ -5,7 +5,8 @@
 - pe: a PE file for x86-64;
 - msi: msitools (in the build container) exports the MSI's tables and extracts its files; their
   PE import tables must show that the MSI holds exactly the DLLs needed (`formats.msi.check`),
-  and the shipped qemu-ga.exe runs `--version` under wine with the MSI's DLLs beside it.
+  and the shipped qemu-ga.exe runs `--version` under wine, in the wine box (a container of
+  the tool's own, never on the host), with the MSI's DLLs beside it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from builder.formats import archives, msi
 from builder.formats.checksums import sha256_file
 from builder.formats.elf import ElfFormatError, read_elf
 from builder.formats.pe import PeFormatError, PeInfo, read_pe
-from builder.host import wine
 from builder.log import StepOutput
-from builder.stages import container_commands
+from builder.stages import container_commands, wine_box
 from builder.stages.context import RunContext
 
 TABLES = ("File", "ServiceInstall", "CustomAction", "Property")
@@ -129,7 +129,7 @@ def check_msi(ctx: RunContext, artifact: ArtifactPlan, output: StepOutput) -> di
         shipped_exe = ctx.staging / msi.AGENT_EXE
         if shipped_exe.is_file() and sha256_file(shipped_exe) != sha256_file(agent):
             raise ArtifactError(f"{msi.AGENT_EXE} in the output differs from the one in the MSI")
-        printed = run_version(agent.parent, output)
+        printed = run_version(ctx, agent.parent, output)
         if ctx.qemu_version not in printed:
             raise ArtifactError(
                 f"{msi.AGENT_EXE} --version under wine printed {printed.strip()[-200:]!r}, "
@@ -143,10 +143,15 @@ def check_msi(ctx: RunContext, artifact: ArtifactPlan, output: StepOutput) -> di
         }
 
 
-def run_version(directory: Path, output: StepOutput) -> str:
-    """qemu-ga.exe --version under wine (under a pty), from the directory with its DLLs."""
-    with wine.prefix() as box:
-        code, printed = box.run([str(directory / msi.AGENT_EXE), "--version"], cwd=directory)
+def run_version(ctx: RunContext, directory: Path, output: StepOutput) -> str:
+    """qemu-ga.exe --version under wine in the wine box, beside the MSI's DLLs."""
+    with wine_box.wine_box(ctx.engine, ctx.cache, output) as box:
+        box.mkdir(f"{wine_box.WORK}/agent")
+        box.put_directory(directory, f"{wine_box.WORK}/agent")
+        code, printed = box.run(
+            ["wine", f"{wine_box.WORK}/agent/{msi.AGENT_EXE}", "--version"],
+            cwd=f"{wine_box.WORK}/agent",
+        )
     for line in printed.splitlines():
         output.line(f"wine: {line}")
     if code != 0:

@@ -6,6 +6,7 @@ patch once (the image is reused, so the second costs only the compile).
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -65,11 +66,31 @@ def unpatched_build(linux_builds: dict[str, Path]) -> Path:
 def windows_build(builds_dir: Path, patched_build: Path) -> Path:
     """recipes/windows-msi.yaml, built once per session (after the Linux builds: one at a time)."""
     out = builds_dir / "windows"
+    # No wine on the PATH: a Windows build runs wine only in its own container.
     result = run_cli(
-        "run", str(RECIPES / "windows-msi.yaml"), "--output", str(out), "--log-format", "json"
+        "run",
+        str(RECIPES / "windows-msi.yaml"),
+        "--output",
+        str(out),
+        "--log-format",
+        "json",
+        env={"PATH": path_without_wine(builds_dir / "bin-without-wine")},
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return out
+
+
+def path_without_wine(directory: Path) -> str:
+    """A PATH of links to every program of this host's PATH except wine's."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            link = directory / name
+            if not name.startswith("wine") and not os.path.lexists(link):
+                link.symlink_to(Path(folder) / name)
+    return str(directory)
 
 
 @pytest.fixture

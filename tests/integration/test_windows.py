@@ -8,11 +8,8 @@ it saw the first output, then prints again: output must arrive while `exited` is
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +17,11 @@ import pytest
 import yaml
 
 from builder.agent.client import AgentClient, ExecResult
+from builder.config.layout import BUILD_UID
 from builder.formats.checksums import parse_sha256sums, sha256_file
-from builder.host import wine
+from builder.host.cache import Cache
+from builder.log import StepOutput
+from builder.stages.wine_box import DRIVE_C, WORK, WineBox, wine_box
 from tests.helpers import RECIPES, leftover_containers, localize, run_cli
 
 WINDOWS_RECIPE = RECIPES / "windows-msi.yaml"
@@ -97,8 +97,10 @@ def test_version_ran_under_wine(windows_build: Path) -> None:
 
 @pytest.fixture(scope="module")
 def wine_agent(
-    windows_build: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[AgentClient, Path]]:
+    windows_build: Path, engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[AgentClient, WineBox]]:
+    """The patched qemu-ga.exe from the MSI, running under wine in the wine box (never on this
+    host) on `-m isa-serial -p COM5`; COM5 is a pty that socat ties to a stream we hold."""
     files = tmp_path_factory.mktemp("msi")
     subprocess.run(
         ["msiextract", "-C", str(files), str(windows_build / "qemu-ga-x86_64.msi")],
@@ -106,36 +108,44 @@ def wine_agent(
         capture_output=True,
     )
     exe = next(files.rglob("qemu-ga.exe"))
-    with wine.prefix() as prefix:
-        (prefix.drive_c / "qga").mkdir(parents=True, exist_ok=True)
-        (prefix.drive_c / "qga" / "wait.bat").write_text(WAIT_BAT)
-        port_master, port_slave = os.openpty()
-        tty.setraw(port_slave)
-        prefix.set_com_port("COM5", os.ttyname(port_slave))
-        console_master, console_slave = os.openpty()
-        log = tmp_path_factory.mktemp("log") / "qga.log"
-        agent = subprocess.Popen(
-            [prefix.wine, str(exe), "-m", "isa-serial", "-p", "COM5", "-l", str(log)],
-            stdin=console_slave,
-            stdout=console_slave,
-            stderr=console_slave,
-            env=prefix.env,
-            cwd=exe.parent,
-            start_new_session=True,
+    output = StepOutput("wine-agent", None, None)
+    with wine_box(engine, Cache.default(), output) as box:
+        box.mkdir(f"{DRIVE_C}/qga")
+        box.mkdir(f"{WORK}/agent")
+        box.put_directory(exe.parent, f"{WORK}/agent")
+        box.container.put_files(
+            f"{DRIVE_C}/qga", {"wait.bat": WAIT_BAT.encode()}, uid=BUILD_UID, gid=BUILD_UID
         )
-        client = AgentClient(port_master)
+        channel = box.container.open_stream(
+            ["socat", "STDIO,raw,echo=0", f"PTY,link={WORK}/com5,raw,echo=0"]
+        )
+        end = time.monotonic() + 30
+        while box.run(["test", "-e", f"{WORK}/com5"])[0] != 0:
+            assert time.monotonic() < end, "socat made no pty"
+        port = ["reg", "add", r"HKLM\Software\Wine\Ports", "/v", "COM5", "/t", "REG_SZ"]
+        code, printed = box.run(["wine", *port, "/d", f"{WORK}/com5", "/f"])
+        assert code == 0, printed
+        box.run(["wineserver", "-k"])  # the mount manager reads Ports when wine starts
+        box.container.start(
+            [
+                "script",
+                "-qefc",
+                f"cd {WORK}/agent && exec wine qemu-ga.exe -m isa-serial -p COM5 -l {WORK}/qga.log",
+                "/dev/null",
+            ]
+        )
+        client = AgentClient(channel.fileno())
         try:
             client.sync(timeout=90)
-            yield client, prefix.drive_c / "qga"
+            yield client, box
         finally:
-            os.killpg(agent.pid, signal.SIGKILL)
-            agent.wait()
-            for fd in (port_master, port_slave, console_master, console_slave):
-                os.close(fd)
+            channel.close()
 
 
-def test_windows_agent_returns_output_while_running(wine_agent: tuple[AgentClient, Path]) -> None:
-    client, shared = wine_agent
+def test_windows_agent_returns_output_while_running(
+    wine_agent: tuple[AgentClient, WineBox],
+) -> None:
+    client, box = wine_agent
     pid = client.exec("C:\\windows\\system32\\cmd.exe", ["/c", "C:\\qga\\wait.bat"])
     result = ExecResult()
     end = time.monotonic() + 60
@@ -144,7 +154,7 @@ def test_windows_agent_returns_output_while_running(wine_agent: tuple[AgentClien
         client.poll(pid, result)
         time.sleep(0.1)
     assert not result.exited  # it waits for the gate: this output came early
-    (shared / "go").write_text("go")
+    box.container.put_files(f"{DRIVE_C}/qga", {"go": b"go"}, uid=BUILD_UID, gid=BUILD_UID)
     end = time.monotonic() + 60
     while not result.exited:
         assert time.monotonic() < end, result
@@ -155,26 +165,11 @@ def test_windows_agent_returns_output_while_running(wine_agent: tuple[AgentClien
     assert result.exitcode == 3
 
 
-def test_windows_agent_exit_codes(wine_agent: tuple[AgentClient, Path]) -> None:
+def test_windows_agent_exit_codes(wine_agent: tuple[AgentClient, WineBox]) -> None:
     client, _ = wine_agent
     for code in (0, 5):
         result = client.run("C:\\windows\\system32\\cmd.exe", ["/c", f"exit /b {code}"], timeout=60)
         assert result.exitcode == code
-
-
-def test_wine_missing_stops_the_run_at_once(tmp_path: Path, engine) -> None:
-    out = tmp_path / "out"
-    result = run_cli(
-        "run",
-        str(WINDOWS_RECIPE),
-        "--output",
-        str(out),
-        env={"QGA_BUILDER_WINE": "/nonexistent/wine64"},
-    )
-    assert result.returncode == 13
-    assert "wine is not installed" in result.stderr and "Traceback" not in result.stderr
-    assert "] source" not in result.stderr  # before anything was fetched or built
-    assert not out.exists() and leftover_containers(engine) == []
 
 
 def test_sysroot_tarball_with_a_wrong_sha256(tmp_path: Path, engine) -> None:

@@ -98,9 +98,7 @@ def test_only_settings_reads_the_environment() -> None:
     for name, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr in ("getenv", "environ"):
-                is_read = name != "builder.host.wine"  # wine passes the environment on whole
-                if is_read:
-                    readers.append(name)
+                readers.append(name)
     assert sorted(set(readers)) == ["builder.config.settings"]
 
 

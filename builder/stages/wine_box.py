@@ -1,0 +1,129 @@
+"""Windows programs run under wine in a box: a container of the tool's own, never on the host.
+
+wine is no sandbox (its Z: drive is the whole file system, and it runs with the caller's
+environment and network). So the programs a build made are copied into a hardened container
+(Debian's wine, pinned like every image, an unprivileged user, no network, every capability
+dropped, nothing of the host mounted), and run there under a pseudo-terminal (`script`):
+glib aborts without a console.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shlex
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.config.layout import BUILD_UID, BUILD_USER
+from builder.config.plan import BasePlan, ImagePlan
+from builder.engine_records import LABEL_RECIPE
+from builder.errors import ArtifactError
+from builder.formats.checksums import sha256_bytes, sha256_json
+from builder.host.cache import Cache
+from builder.log import StepOutput
+from builder.stages.base_image import ensure_base
+from builder.stages.build_image import ensure_build_image
+from builder.stages.context import Container, ContainerEngine
+
+DOCKERFILE = Path(__file__).resolve().parent.parent / "assets" / "Dockerfile.wine"
+PACKAGES = ("wine", "wine64", "socat")
+BASE = BasePlan(
+    kind="debootstrap",
+    reference="qga-builder/base:trixie-minbase",
+    suite="trixie",
+    variant="minbase",
+)
+PREFIX = "/home/builder/.wine"
+DRIVE_C = f"{PREFIX}/drive_c"
+WORK = "/work"
+
+
+def image_plan() -> ImagePlan:
+    data = DOCKERFILE.read_bytes()
+    build_args = (("PACKAGES", " ".join(PACKAGES)),)
+    digest = sha256_bytes(data)
+    inputs = {"dockerfile": digest, "base": BASE.reference, "build_args": build_args}
+    return ImagePlan(
+        dockerfile=DOCKERFILE,
+        dockerfile_sha256=digest,
+        base=BASE,
+        build_args=build_args,
+        repository="qga-builder/wine",
+        inputs_hash=sha256_json(inputs),
+    )
+
+
+@dataclass
+class WineBox:
+    container: Container
+
+    def run(self, argv: list[str], *, cwd: str = WORK) -> tuple[int, str]:
+        """Run a program under a pty in the box; return its exit code and what it printed."""
+        lines: list[str] = []
+        command = f"cd {shlex.quote(cwd)} && exec {shlex.join(argv)}"
+        code = self.container.run(["script", "-qefc", command, "/dev/null"], on_line=lines.append)
+        return code, plain_text("\n".join(lines))
+
+    def put_directory(self, directory: Path, dest: str) -> None:
+        """Copy a host directory's regular files into the box (dest must exist)."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for path in sorted(directory.rglob("*")):
+                if path.is_file() and not path.is_symlink():
+                    info = tarfile.TarInfo(str(path.relative_to(directory)))
+                    info.size = path.stat().st_size
+                    info.mode = 0o755
+                    info.uid = info.gid = BUILD_UID
+                    with path.open("rb") as handle:
+                        tar.addfile(info, handle)
+        buffer.seek(0)
+        self.container.put_archive(dest, buffer)
+
+    def mkdir(self, path: str) -> None:
+        code, printed = self.run(["mkdir", "-p", path], cwd="/")
+        if code != 0:
+            raise ArtifactError(f"wine box: cannot create {path}: {printed.strip()[-200:]}")
+
+
+@contextmanager
+def wine_box(engine: ContainerEngine, cache: Cache, output: StepOutput) -> Iterator[WineBox]:
+    """The wine image (made if missing, reused by content hash), a fresh hardened container
+    from it, and a wine prefix made in it before anything runs."""
+    base = ensure_base(engine, BASE, cache, output.line)
+    image = ensure_build_image(engine, image_plan(), base.image_id, "wine", cache, output)
+    with engine.container(
+        image.image_id,
+        labels={LABEL_RECIPE: "wine"},
+        user=BUILD_USER,
+        network=False,
+        memory="4g",
+    ) as container:
+        box = WineBox(container)
+        code, printed = box.run(["wineboot", "--init"])
+        check, _ = box.run(["test", "-e", f"{DRIVE_C}/windows/system32/kernel32.dll"])
+        if code != 0 or check != 0:
+            raise ArtifactError(
+                f"wine could not create a prefix in the wine box: {printed.strip()[-300:]}",
+                hint="the wine image's log is in the check stage's log",
+            )
+        yield box
+
+
+_CSI = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])")
+_OSC = re.compile(r"\x1b\][^\x07]*\x07")
+
+
+def plain_text(screen: str) -> str:
+    """wine's console draws with escape sequences (cursor moves instead of spaces): keep the
+    characters, turn cursor-forward into spaces, drop the rest."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(2) == "C":
+            return " " * min(int(match.group(1) or "1"), 200)
+        return ""
+
+    return _CSI.sub(replace, _OSC.sub("", screen)).replace("\r\n", "\n").replace("\r", "")
