@@ -93,5 +93,12 @@ fi
 # 4. For the tests: tools the unit tests use on the host (real binaries and patches).
 if [[ $WANT_TEST -eq 1 ]]; then
     apt_install gcc libc6-dev patch
+    # FIREWHEEL's own guest agent driver, as labs run it: firewheel without its dependencies
+    # (the driver needs only qemu.qmp, pinned as firewheel 3.1.0 pins it).
+    if ! "$VENV/bin/python" -c 'import firewheel, qemu.qmp' 2>/dev/null; then
+        say "installing FIREWHEEL's driver (firewheel 3.1.0, qemu.qmp 0.0.3) for the tests"
+        "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps \
+            firewheel==3.1.0 qemu.qmp==0.0.3
+    fi
 fi
 say "ready"
