@@ -175,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="remake it even if it exists")
     b.set_defaults(handler=_handler("base", "cmd_base_debootstrap"))
 
+    p = sub.add_parser("patches", parents=[common], help="our patch sets for QEMU series")
+    patches_sub = p.add_subparsers(dest="patches_command", required=True, metavar="ACTION")
+    b = patches_sub.add_parser(
+        "check",
+        parents=[common],
+        help="name a source's QEMU series and patch set, and try each patch on it (no Docker)",
+    )
+    b.add_argument("source", type=Path, metavar="SOURCE", help="a QEMU source tarball or tree")
+    b.set_defaults(handler=_handler("patches", "cmd_patches_check"))
+
     p = sub.add_parser("clean", parents=[common], help="remove what crashed runs left behind")
     p.add_argument(
         "--keep",
