@@ -46,7 +46,7 @@ def bench_source_check() -> dict[str, float]:
     plan, _ = load_plan(ROOT / "recipes" / "linux-static.yaml", Overrides())
     cache = Cache.default()
     prepare_source(plan.source, cache, lambda _: None)  # fetch once, outside the timing
-    marker = cache.checked / f"{plan.source.sha256}.json"
+    marker = cache.checked / f"v2-{plan.source.sha256}.json"
 
     def uncached() -> None:
         marker.unlink(missing_ok=True)

@@ -31,6 +31,7 @@ from builder.stages import (
     msi,
     patches,
     publish,
+    series,
     source,
     toolchain,
     vm_test,
@@ -53,6 +54,7 @@ def _has_msi(plan: Plan) -> bool:
 
 STAGES: tuple[Stage, ...] = (
     Stage("source", source.fetch),
+    Stage("series", series.resolve),
     Stage("patches", patches.check),
     Stage("base-image", base_image.ensure),
     Stage("build-image", build_image.ensure),

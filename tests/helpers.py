@@ -16,12 +16,18 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
-DEFAULT_RECIPE = RECIPES / "linux-static.yaml"
+DEFAULT_RECIPE = RECIPES / "linux-static.yaml"  # names no patches: the series decides
+EXPLICIT_RECIPE = RECIPES / "linux-static-qemu-10.0.yaml"  # the same build, everything named
 WINDOWS_RECIPE = RECIPES / "windows-msi.yaml"
+OLD_SERIES = ("10.2", "7.2", "5.2")  # the series besides the default's 10.0
 
 
 def load_default() -> dict[str, Any]:
     return yaml.safe_load(DEFAULT_RECIPE.read_text())
+
+
+def load_explicit() -> dict[str, Any]:
+    return yaml.safe_load(EXPLICIT_RECIPE.read_text())
 
 
 def absolutize(data: dict[str, Any], base: Path = RECIPES) -> dict[str, Any]:
@@ -49,10 +55,11 @@ def localize(data: dict[str, Any], directory: Path, base: Path = RECIPES) -> dic
     return data
 
 
-def write_variant(directory: Path, name: str, **changes: Any) -> Path:
-    """A copy of the default recipe under another name, with top-level fields replaced; its
-    Dockerfile and patches are copied beside it."""
-    data = localize(load_default(), directory)
+def write_variant(directory: Path, name: str, *, explicit: bool = False, **changes: Any) -> Path:
+    """A copy of the default recipe (or, explicit, of the one that names its patches and
+    environment) under another name, with top-level fields replaced; its Dockerfile and patches
+    are copied beside it."""
+    data = localize(load_explicit() if explicit else load_default(), directory)
     data["name"] = name
     data.update(changes)
     path = directory / f"{name}.yaml"

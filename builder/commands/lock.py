@@ -14,9 +14,10 @@ from builder.host.cache import Cache
 from builder.host.files import replace_file
 from builder.log import Progress
 from builder.pipeline import build_container
-from builder.stages import toolchain
+from builder.stages import series, toolchain
 from builder.stages.base_image import ensure_base
 from builder.stages.build_image import ensure_build_image
+from builder.stages.source import prepare_source
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
@@ -47,13 +48,19 @@ def _starts_with_header(path) -> bool:
 
 def toolchain_packages(plan: Plan, engine: Engine, cache: Cache) -> dict[str, str]:
     """The packages of the image a plan builds in (made if missing)."""
-    progress = Progress(total=3)
+    progress = Progress(total=4)
+    with progress.step("series", log_output=False) as output:
+        image = plan.image
+        if plan.series_decides:  # the image depends on the source's series: look at it
+            source = prepare_source(plan.source, cache, output.line)
+            try:
+                image = series.choose(plan, source.version).image_plan
+            finally:
+                source.cleanup()
     with progress.step("base-image", log_output=False) as output:
-        base = ensure_base(engine, plan.image.base, cache, output.line)
+        base = ensure_base(engine, image.base, cache, output.line)
     with progress.step("build-image", log_output=False) as output:
-        built = ensure_build_image(
-            engine, plan.image, base.image_id, plan.recipe_name, cache, output
-        )
+        built = ensure_build_image(engine, image, base.image_id, plan.recipe_name, cache, output)
     with (
         progress.step("toolchain", log_output=False) as output,
         build_container(engine, plan, built.image_id) as box,

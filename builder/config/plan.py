@@ -7,6 +7,7 @@ them, so the image's content hash and the run's cache key cover every input.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from builder.formats.checksums import sha256_bytes, sha256_json
 
 @dataclass(frozen=True)
 class BasePlan:
-    kind: Literal["registry", "debootstrap"]
+    kind: Literal["registry", "debootstrap", "series"]  # series: chosen after the source
     reference: str
     suite: str | None = None
     variant: str | None = None
@@ -110,6 +111,8 @@ class Plan:
     locked: bool = False
     overrides: dict[str, str] = field(default_factory=dict)
     max_artifact_bytes: int = 1 << 30
+    # Left to the source's QEMU series (recipes without `patches`): e.g. patches, base, ...
+    series_decides: tuple[str, ...] = ()
 
     @property
     def strip_tool(self) -> str:
@@ -130,6 +133,8 @@ class Plan:
             "max_artifact_bytes",  # a bound on what is copied out, not an input
         ):
             summary.pop(volatile, None)
+        if not self.series_decides:  # keys of recipes that name their patches stay as they were
+            summary.pop("series_decides", None)
         # Files pinned by sha256 count by content, not by where this checkout lives: the MSI's
         # PackageCode comes from this key, and must not change with the clone's directory.
         summary["image"]["dockerfile"] = self.image.dockerfile.name
@@ -181,7 +186,7 @@ def check_recipe_files(
     recipe_dir = recipe_path.parent.resolve()
     root = project_root(recipe_path)
     named = [("environment.dockerfile", recipe.environment.dockerfile)]
-    named += [(f"patches[{i}].path", patch.path) for i, patch in enumerate(recipe.patches)]
+    named += [(f"patches[{i}].path", p.path) for i, p in enumerate(recipe.patches or ())]
     for field_name, path in named:
         resolved = _resolve(recipe_dir, path).resolve()
         if not resolved.is_file():
@@ -196,19 +201,28 @@ def check_recipe_files(
             )
 
 
+def debootstrap_base(suite: str, variant: str = "minbase", mirror: str | None = None) -> BasePlan:
+    return BasePlan(
+        kind="debootstrap",
+        reference=f"qga-builder/base:{suite}-{variant}",
+        suite=suite,
+        variant=variant,
+        mirror=mirror,
+    )
+
+
+SERIES_BASE = BasePlan(kind="series", reference="(the suite of the source's QEMU series)")
+
+
 def resolve_base(recipe: Recipe) -> BasePlan:
     base = recipe.environment.base
+    if base is None:
+        return SERIES_BASE
     if base.image is not None:
         return BasePlan(kind="registry", reference=base.image)
     assert base.debootstrap is not None
     boot = base.debootstrap
-    return BasePlan(
-        kind="debootstrap",
-        reference=f"qga-builder/base:{boot.suite}-{boot.variant}",
-        suite=boot.suite,
-        variant=boot.variant,
-        mirror=boot.mirror,
-    )
+    return debootstrap_base(boot.suite, boot.variant, boot.mirror)
 
 
 def resolve_image(recipe: Recipe, recipe_dir: Path) -> ImagePlan:
@@ -220,10 +234,26 @@ def resolve_image(recipe: Recipe, recipe_dir: Path) -> ImagePlan:
             f"environment.dockerfile: cannot read {dockerfile}: {exc.strerror}",
             hint="paths in a recipe are relative to the recipe file",
         ) from None
-    base = resolve_base(recipe)
-    args = dict(recipe.environment.build_args)
-    if recipe.environment.packages:
-        args["PACKAGES"] = " ".join(recipe.environment.packages)
+    return image_plan(
+        dockerfile,
+        dockerfile_sha256,
+        resolve_base(recipe),
+        recipe.environment.packages or (),
+        recipe.environment.build_args,
+    )
+
+
+def image_plan(
+    dockerfile: Path,
+    dockerfile_sha256: str,
+    base: BasePlan,
+    packages: Sequence[str],
+    extra_args: Mapping[str, str],
+) -> ImagePlan:
+    """The build image: the Dockerfile, its base and its build args, and a hash of them."""
+    args = dict(extra_args)
+    if packages:
+        args["PACKAGES"] = " ".join(packages)
     build_args = tuple(sorted(args.items()))
     inputs = {"dockerfile": dockerfile_sha256, "base": asdict(base), "build_args": build_args}
     return ImagePlan(
@@ -287,10 +317,11 @@ def make_plan(
         image=resolve_image(recipe, recipe_dir),
         source=resolve_source(recipe, recipe_dir),
         patches=tuple(
-            PatchPlan(path=_resolve(recipe_dir, p.path), sha256=p.sha256) for p in recipe.patches
+            PatchPlan(path=_resolve(recipe_dir, p.path), sha256=p.sha256)
+            for p in recipe.patches or ()
         ),
         configure_flags=(
-            *recipe.configure.flags,
+            *(recipe.configure.flags or ()),
             *(recipe.msi.configure_flags() if recipe.msi else ()),
         ),
         targets=tuple(build.targets),
@@ -311,4 +342,19 @@ def make_plan(
         locked=locked,
         overrides=dict(overrides or {}),
         max_artifact_bytes=build.max_artifact_bytes,
+        series_decides=series_decides(recipe),
     )
+
+
+def series_decides(recipe: Recipe) -> tuple[str, ...]:
+    """What the source's QEMU series chooses for a recipe that leaves its patches out."""
+    if recipe.patches is not None:
+        return ()
+    chosen = ["patches"]
+    if recipe.environment.base is None:
+        chosen.append("base")
+    if recipe.environment.packages is None:
+        chosen.append("packages")
+    if recipe.configure.flags is None:
+        chosen.append("configure")
+    return tuple(chosen)

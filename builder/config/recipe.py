@@ -91,11 +91,18 @@ class Environment(Model):
     """The container the build runs in."""
 
     dockerfile: Path = Field(description="Dockerfile, relative to the recipe file")
-    base: Base
-    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.:=~_-]{0,127}$")]] = Field(
-        default_factory=list,
-        max_length=500,
-        description="packages the Dockerfile installs (passed as build arg PACKAGES)",
+    base: Base | None = Field(
+        None,
+        description="where the build image starts; left out (with `patches` left out too): "
+        "the Debian suite of the source's QEMU series",
+    )
+    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.:=~_-]{0,127}$")]] | None = (
+        Field(
+            None,
+            max_length=500,
+            description="packages the Dockerfile installs (passed as build arg PACKAGES); left "
+            "out with `patches`: the series' packages",
+        )
     )
     build_args: dict[Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")], ShortText] = Field(
         default_factory=dict, max_length=64, description="extra Docker build args"
@@ -166,14 +173,16 @@ class Patch(Model):
 
 
 class Configure(Model):
-    flags: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
-        default_factory=list, max_length=200, description="arguments to QEMU's ./configure"
+    flags: list[Annotated[str, Field(min_length=1, max_length=1024)]] | None = Field(
+        None,
+        max_length=200,
+        description="arguments to QEMU's ./configure; left out with `patches`: the series'",
     )
 
     @field_validator("flags")
     @classmethod
-    def _not_the_msi_fields(cls, flags: list[str]) -> list[str]:
-        for flag in flags:
+    def _not_the_msi_fields(cls, flags: list[str] | None) -> list[str] | None:
+        for flag in flags or ():
             if flag.split("=", 1)[0] in MSI_FLAGS:
                 field = flag.split("=", 1)[0].removeprefix("--qemu-ga-")
                 raise ValueError(f"{flag.split('=', 1)[0]} is set with msi.{field}, not a flag")
@@ -264,7 +273,13 @@ class Recipe(Model):
     )
     environment: Environment
     source: Source
-    patches: list[Patch] = Field(default_factory=list, max_length=100)
+    patches: list[Patch] | None = Field(
+        None,
+        max_length=100,
+        description="patches applied in order (-p1), each pinned by sha256; left out: our patch "
+        "set for the source's QEMU series (patches/qemu-X.Y/), with the series' base suite, "
+        "packages and configure flags where the recipe does not set them; [] for none",
+    )
     configure: Configure = Field(default_factory=Configure)
     build: Build = Field(default_factory=Build)
     artifacts: list[Artifact] = Field(min_length=1, max_length=64)
@@ -275,6 +290,15 @@ class Recipe(Model):
         description="boot the built static agent in a VM after the build and run the agent "
         "contract over virtio-serial (needs qemu-system-x86 on the host)",
     )
+
+    @model_validator(mode="after")
+    def _base_when_patches_are_named(self) -> Recipe:
+        if self.patches is not None and self.environment.base is None:
+            raise ValueError(
+                "environment.base is required when the recipe lists its patches (leave "
+                "`patches` out to take the series' base)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _target_fits(self) -> Recipe:

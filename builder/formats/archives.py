@@ -25,6 +25,7 @@ class TarballInfo:
     members: int
     top_dir: str | None  # the single directory all members live in, if there is one
     newest_mtime: int
+    version: str = ""  # the top-level VERSION file's first line (QEMU's version)
 
 
 def _refusal(member: tarfile.TarInfo, dest: str) -> str | None:
@@ -48,6 +49,7 @@ def inspect_tarball(path: Path, *, what: str) -> TarballInfo:
     loose_files = False
     newest = 0
     count = 0
+    version = ""
     try:
         with tarfile.open(path, mode="r:*") as tar:
             for member in tar:
@@ -59,6 +61,9 @@ def inspect_tarball(path: Path, *, what: str) -> TarballInfo:
                 name = member.name.removeprefix("./").rstrip("/")
                 if name in ("", "."):
                     continue
+                if name.split("/")[-1] == "VERSION" and name.count("/") <= 1 and member.isfile():
+                    data = tar.extractfile(member).read(64)  # type: ignore[union-attr]
+                    version = data.decode(errors="replace").strip().splitlines()[0][:40]
                 head, sep, _ = name.partition("/")
                 loose_files |= not sep and not member.isdir()
                 tops.add(head)
@@ -67,7 +72,7 @@ def inspect_tarball(path: Path, *, what: str) -> TarballInfo:
     if count == 0:
         raise InputError(f"{what} {path}: the archive is empty")
     top = next(iter(tops)) if len(tops) == 1 and not loose_files else None
-    return TarballInfo(members=count, top_dir=top, newest_mtime=newest)
+    return TarballInfo(members=count, top_dir=top, newest_mtime=newest, version=version)
 
 
 @dataclass(frozen=True)

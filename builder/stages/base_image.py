@@ -42,7 +42,7 @@ class BaseImage:
 
 def ensure(ctx: RunContext, output: StepOutput) -> None:
     """Stage `base-image`."""
-    ctx.base = ensure_base(ctx.engine, ctx.plan.image.base, ctx.cache, output.line)
+    ctx.base = ensure_base(ctx.engine, ctx.image_plan.base, ctx.cache, output.line)
 
 
 def ensure_base(engine: ContainerEngine, base: BasePlan, cache: Cache, log: LineSink) -> BaseImage:

@@ -43,7 +43,7 @@ def unpack(ctx: RunContext, output: StepOutput) -> None:
 
 
 def configure(ctx: RunContext, output: StepOutput) -> None:
-    ctx.run_step(container_commands.configure(ctx.layout, ctx.plan.configure_flags), output)
+    ctx.run_step(container_commands.configure(ctx.layout, ctx.configure_flags), output)
 
 
 def compile_targets(ctx: RunContext, output: StepOutput) -> None:

@@ -42,7 +42,7 @@ class BuildImage:
 def ensure(ctx: RunContext, output: StepOutput) -> None:
     """Stage `build-image`."""
     ctx.build_image = ensure_build_image(
-        ctx.engine, ctx.plan.image, ctx.base.image_id, ctx.plan.recipe_name, ctx.cache, output
+        ctx.engine, ctx.image_plan, ctx.base.image_id, ctx.plan.recipe_name, ctx.cache, output
     )
 
 

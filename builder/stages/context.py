@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from builder.config.layout import Layout, Variation
-from builder.config.plan import Plan
+from builder.config.plan import ImagePlan, PatchPlan, Plan
 from builder.engine import ImageRecord
 from builder.errors import StepError
 from builder.formats.manifest import Artifact
@@ -106,6 +106,12 @@ class RunContext:
     log_dir: Path
     started: datetime
     box: Container | None = None
+    # Chosen by the plan, or by the source's QEMU series (stage `series`):
+    image_plan: ImagePlan = None  # type: ignore[assignment]
+    patch_plans: tuple[PatchPlan, ...] = ()
+    configure_flags: tuple[str, ...] = ()
+    run_key: str = ""  # the plan's cache key, with the series' choices when it made any
+    series_record: dict[str, Any] = field(default_factory=dict)
     # Learned by the stages, in order:
     source: Any = None  # stages.source.PreparedSource
     source_date_epoch: int = 0
@@ -122,6 +128,12 @@ class RunContext:
     built_product_codes: dict[str, str] = field(default_factory=dict)  # MSI name -> wixl's
     vm_report: dict[str, Any] | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.image_plan = self.image_plan or self.plan.image
+        self.patch_plans = self.patch_plans or self.plan.patches
+        self.configure_flags = self.configure_flags or self.plan.configure_flags
+        self.run_key = self.run_key or self.plan.cache_key
 
     @property
     def layout(self) -> Layout:

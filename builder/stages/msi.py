@@ -20,7 +20,7 @@ def make_reproducible(ctx: RunContext, output: StepOutput) -> None:
         if artifact.kind != "msi":
             continue
         path = ctx.staging / artifact.name
-        codes = msi_rewrite.derive_codes(ctx.plan.recipe_name, ctx.qemu_version, ctx.plan.cache_key)
+        codes = msi_rewrite.derive_codes(ctx.plan.recipe_name, ctx.qemu_version, ctx.run_key)
         msi_rewrite.make_reproducible(
             path, codes, ctx.built_product_codes[artifact.name], ctx.source_date_epoch
         )

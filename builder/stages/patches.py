@@ -26,7 +26,7 @@ class CheckedPatch:
 
 def check(ctx: RunContext, output: StepOutput) -> None:
     """Stage `patches`: every patch of the series against its sha256, before any container."""
-    ctx.checked_patches = check_patches(ctx.plan.patches)
+    ctx.checked_patches = check_patches(ctx.patch_plans)
     for checked in ctx.checked_patches:
         output.line(f"{checked.plan.name} sha256:{checked.plan.sha256} ok")
 

@@ -44,7 +44,7 @@ def publish(ctx: RunContext, output: StepOutput) -> None:
 def manifest(ctx: RunContext) -> dict:
     plan = ctx.plan
     result = build_manifest(
-        plan_summary={**plan.summary(), "cache_key": plan.cache_key},
+        plan_summary={**plan.summary(), "cache_key": ctx.run_key},
         recipe_text=ctx.recipe_text,
         source=ctx.source.record,
         patches=[
@@ -57,15 +57,15 @@ def manifest(ctx: RunContext) -> dict:
             "id": ctx.build_image.image_id,
             "inputs_hash": ctx.build_image.inputs_hash,
             "reused": ctx.build_image.reused,
-            "dockerfile": str(plan.image.dockerfile),
-            "dockerfile_sha256": plan.image.dockerfile_sha256,
-            "build_args": redact.build_args(dict(plan.image.build_args)),
+            "dockerfile": str(ctx.image_plan.dockerfile),
+            "dockerfile_sha256": ctx.image_plan.dockerfile_sha256,
+            "build_args": redact.build_args(dict(ctx.image_plan.build_args)),
         },
         distribution=ctx.distribution,
         packages=ctx.packages,
         package_format=ctx.package_format,
         configure_line=shlex.join(
-            ["configure", *plan.configure_flags, *ctx.layout.prefix_map_flags()]
+            ["configure", *ctx.configure_flags, *ctx.layout.prefix_map_flags()]
         ),
         source_date_epoch=ctx.source_date_epoch,
         source_date_epoch_origin=ctx.source_date_epoch_origin,
@@ -76,6 +76,7 @@ def manifest(ctx: RunContext) -> dict:
         finished=datetime.now(UTC),
         docker_server=ctx.engine.server_version(),
     )
+    result["series"] = ctx.series_record
     if ctx.vm_report is not None:
         result["vm_test"] = ctx.vm_report
     if ctx.msi_contents:

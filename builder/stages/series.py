@@ -1,8 +1,8 @@
-"""QEMU series: which version a source is, which of our patch sets serves it, and whether each
-patch of that set applies (tried on a scratch copy of the files it touches, on the host: patch
-only reads and writes text, nothing of the source runs).
-
-Our patch sets live in `patches/qemu-X.Y/`, applied in file-name order.
+"""Stage `series`: which QEMU version the source is, and, for a recipe that leaves its patches
+out, our patch set for that series and what else the series needs (the Debian suite of its era,
+packages, configure flags), as `patches/qemu-X.Y/series.yaml` says; every patch pinned there by
+sha256. Also `patches check`: whether each patch of a set applies (tried on a scratch copy of
+the files it touches, on the host: patch only reads and writes text, nothing of the source runs).
 """
 
 from __future__ import annotations
@@ -14,9 +14,16 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
+from pydantic import Field, ValidationError
+
+from builder.config.plan import ImagePlan, PatchPlan, Plan, debootstrap_base, image_plan
+from builder.config.recipe import Model, Sha256, parse_yaml
 from builder.errors import HostToolError, InputError, PatchError
-from builder.formats.checksums import sha256_file
+from builder.formats.checksums import sha256_file, sha256_json
+from builder.log import StepOutput
+from builder.stages.context import RunContext
 from builder.stages.patches import describe_failure
 
 PATCHES_DIR = Path(__file__).resolve().parent.parent.parent / "patches"
@@ -45,16 +52,123 @@ def supported_series(patches_dir: Path = PATCHES_DIR) -> list[str]:
     return sorted(found, key=lambda s: tuple(int(x) for x in s.split(".")))
 
 
-def patch_set(series: str, patches_dir: Path = PATCHES_DIR) -> list[Path]:
-    directory = patches_dir / f"qemu-{series}"
-    patches = sorted(directory.glob("*.patch")) if directory.is_dir() else []
-    if not patches:
+class TargetSpec(Model):
+    """What a build of one target (linux, windows) of a series takes."""
+
+    patches: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\.patch$")]]
+    suite: Annotated[str, Field(pattern=r"^[a-z]{2,32}$")]
+    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.:=~_-]{0,127}$")]]
+    configure: list[Annotated[str, Field(min_length=1, max_length=1024)]]
+
+
+class SeriesSpec(Model):
+    series: str
+    tested: list[str]
+    pins: dict[str, Sha256]
+    targets: dict[Literal["linux", "windows"], TargetSpec]
+
+
+def load_series(series: str, patches_dir: Path = PATCHES_DIR) -> SeriesSpec:
+    path = patches_dir / f"qemu-{series}" / "series.yaml"
+    if not path.is_file():
         raise PatchError(
             f"QEMU {series} has no patch set of ours (supported: "
             f"{', '.join(supported_series(patches_dir))})",
-            hint=f"write and test one in {directory}/ (see README: Adding a QEMU series)",
+            hint=f"write and test one in {path.parent}/ (see README: Adding a QEMU series)",
         )
-    return patches
+    try:
+        spec = SeriesSpec.model_validate(parse_yaml(path.read_text(), str(path)))
+    except ValidationError as exc:
+        raise InputError(f"{path}: not a series file: {exc.errors()[0]['msg']}") from None
+    for target in spec.targets.values():
+        unpinned = [name for name in target.patches if name not in spec.pins]
+        if unpinned:
+            raise InputError(f"{path}: {', '.join(unpinned)} has no sha256 under pins")
+    return spec
+
+
+def patch_set(series: str, patches_dir: Path = PATCHES_DIR) -> list[Path]:
+    """Every patch the series pins, in file-name order (for `patches check`)."""
+    spec = load_series(series, patches_dir)
+    return [patches_dir / f"qemu-{series}" / name for name in sorted(spec.pins)]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What a run takes from the plan, or from the source's series."""
+
+    image_plan: ImagePlan
+    patch_plans: tuple[PatchPlan, ...]
+    configure_flags: tuple[str, ...]
+    record: dict[str, object]
+    run_key: str
+    summary: str
+
+
+def choose(plan: Plan, version: str) -> Choice:
+    """For a recipe without `patches`: the series' patch set, and whatever else of its
+    environment the recipe leaves to it. For one with patches: the plan as it is."""
+    if not version:
+        raise InputError(
+            "source: it has no top-level VERSION file, so its QEMU series is unknown",
+            hint="give a QEMU source tree or tarball (its VERSION names the release)",
+        )
+    name = series_of(version)
+    record: dict[str, object] = {"version": version, "series": name}
+    if not plan.series_decides:
+        record |= {"patch_set": "named by the recipe", "why": "the recipe lists its patches"}
+        summary = f"QEMU {version} (series {name}); the recipe names its patches"
+        return Choice(
+            plan.image, plan.patches, plan.configure_flags, record, plan.cache_key, summary
+        )
+    spec = load_series(name)
+    target = spec.targets.get(plan.target)  # type: ignore[call-overload]
+    if target is None:
+        raise PatchError(
+            f"QEMU {name} has no {plan.target} build of ours yet "
+            f"(targets: {', '.join(spec.targets)})",
+            hint=f"add a {plan.target} section to patches/qemu-{name}/series.yaml and test it",
+        )
+    directory = PATCHES_DIR / f"qemu-{name}"
+    patches = tuple(PatchPlan(directory / n, spec.pins[n]) for n in target.patches)
+    chosen = set(plan.series_decides)
+    image = plan.image
+    base = debootstrap_base(target.suite) if "base" in chosen else image.base
+    packages = target.packages if "packages" in chosen else _packages(image.build_args)
+    extra = {key: value for key, value in image.build_args if key != "PACKAGES"}
+    flags = plan.configure_flags
+    if "configure" in chosen:
+        flags = (*target.configure, *(f for f in flags if f.startswith("--qemu-ga-")))
+    record |= {
+        "patch_set": f"patches/qemu-{name}/",
+        "patches": {n: spec.pins[n] for n in target.patches},
+        "tested": spec.tested,
+        "chose": sorted(chosen),
+        "suite": target.suite if "base" in chosen else None,
+        "why": f"the recipe leaves {', '.join(sorted(chosen))} to the source's series",
+    }
+    return Choice(
+        image_plan(image.dockerfile, image.dockerfile_sha256, base, packages, extra),
+        patches,
+        flags,
+        record,
+        sha256_json({"plan": plan.cache_key, "series": record}),
+        f"QEMU {version}: series {name}, patches/qemu-{name}/ ({', '.join(target.patches)}); "
+        f"{record['why']}",
+    )
+
+
+def resolve(ctx: RunContext, output: StepOutput) -> None:
+    """Stage `series`: read the source's VERSION and take what the plan or the series says."""
+    choice = choose(ctx.plan, ctx.source.version)
+    ctx.image_plan, ctx.patch_plans = choice.image_plan, choice.patch_plans
+    ctx.configure_flags, ctx.run_key = choice.configure_flags, choice.run_key
+    ctx.series_record = choice.record
+    output.line(choice.summary)
+
+
+def _packages(build_args: tuple[tuple[str, str], ...]) -> list[str]:
+    return dict(build_args).get("PACKAGES", "").split()
 
 
 def read_version(source: Path) -> str:

@@ -37,6 +37,7 @@ class PreparedSource:
     strip_components: int
     sha256: str  # of `archive`
     newest_mtime: int  # default SOURCE_DATE_EPOCH
+    version: str = ""  # the source's VERSION (empty: it has none)
     record: dict[str, Any] = field(default_factory=dict)  # what the manifest says about it
     temporary: bool = False  # archive made for this run, delete after use
 
@@ -61,7 +62,7 @@ def prepare_source(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSou
 
 def _checked_tarball(path: Path, sha256: str, cache: Cache, what: str) -> TarballInfo:
     """Inspect a tarball's members once per digest; the verdict is cached under its sha256."""
-    marker = cache.checked / f"{sha256}.json"
+    marker = cache.checked / f"v2-{sha256}.json"  # v2: with the VERSION
     if marker.is_file():
         return TarballInfo(**json.loads(marker.read_text()))
     info = inspect_tarball(path, what=what)
@@ -76,6 +77,7 @@ def _from_tarball(path: Path, sha256: str, record: dict[str, Any], cache: Cache)
         strip_components=1 if info.top_dir else 0,
         sha256=sha256,
         newest_mtime=info.newest_mtime,
+        version=info.version,
         record={**record, "sha256": sha256, "top_dir": info.top_dir, "members": info.members},
     )
 
@@ -174,6 +176,7 @@ def _git(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
         strip_components=prepared.strip_components,
         sha256=prepared.sha256,
         newest_mtime=int(commit_time.strip()),
+        version=prepared.version,
         record=prepared.record,
         temporary=True,
     )
@@ -335,9 +338,18 @@ def _tree(root: Path, record: dict[str, Any], cache: Cache, log: LineSink) -> Pr
         strip_components=1,
         sha256=digest,
         newest_mtime=newest,
+        version=_tree_version(root),
         record={**record, "tree_tar_sha256": digest},
         temporary=True,
     )
+
+
+def _tree_version(root: Path) -> str:
+    path = root / "VERSION"
+    if not path.is_file() or path.is_symlink():
+        return ""
+    lines = path.read_text(errors="replace")[:64].strip().splitlines()
+    return lines[0][:40] if lines else ""
 
 
 def fetch(ctx: RunContext, output: StepOutput) -> None:

@@ -11,9 +11,18 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from builder.engine import Engine
-from tests.helpers import DEFAULT_RECIPE, RECIPES, run_cli, start_cli, write_variant
+from tests.helpers import (
+    DEFAULT_RECIPE,
+    OLD_SERIES,
+    RECIPES,
+    localize,
+    run_cli,
+    start_cli,
+    write_variant,
+)
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +45,9 @@ def linux_builds(builds_dir: Path) -> dict[str, Path]:
     recipes = {
         "patched": DEFAULT_RECIPE,
         # The unpatched agent fails the VM contract by design: test_vm shows that separately.
-        "unpatched": write_variant(builds_dir, "linux-static-unpatched", patches=[], vm_test=False),
+        "unpatched": write_variant(
+            builds_dir, "linux-static-unpatched", explicit=True, patches=[], vm_test=False
+        ),
     }
     processes = {}
     for name, recipe in recipes.items():
@@ -60,6 +71,54 @@ def patched_build(linux_builds: dict[str, Path]) -> Path:
 @pytest.fixture(scope="session")
 def unpatched_build(linux_builds: dict[str, Path]) -> Path:
     return linux_builds["unpatched"]
+
+
+def series_source(series: str) -> Path:
+    """The pinned Debian source of a series (as its recipe pins it), fetched once."""
+    from builder.commands.common import load_plan
+    from builder.config.overrides import Overrides
+    from builder.host.cache import Cache
+    from builder.stages.source import prepare_source
+
+    plan, _ = load_plan(RECIPES / f"linux-static-qemu-{series}.yaml", Overrides())
+    return prepare_source(plan.source, Cache.default(), lambda line: None).archive
+
+
+@pytest.fixture(scope="session")
+def series_builds(builds_dir: Path, linux_builds: dict[str, Path]) -> dict[str, Path]:
+    """The default recipe with `--source` set to each other series' pinned tarball: the tool
+    picks that series' patch set and environment by the source's VERSION. One at a time."""
+    builds = {}
+    for series in OLD_SERIES:
+        out = builds_dir / f"series-{series}"
+        result = run_cli(
+            "run",
+            str(DEFAULT_RECIPE),
+            "--source",
+            str(series_source(series)),
+            "--output",
+            str(out),
+            "--log-format",
+            "json",
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        builds[series] = out
+    return builds
+
+
+@pytest.fixture(scope="session")
+def unpatched_old_build(builds_dir: Path, series_builds: dict[str, Path]) -> Path:
+    """QEMU 7.2 as upstream ships it (its series recipe with no patches)."""
+    data = localize(
+        yaml.safe_load((RECIPES / "linux-static-qemu-7.2.yaml").read_text()), builds_dir
+    )
+    data.update(name="linux-static-qemu-7.2-unpatched", patches=[], vm_test=False)
+    recipe = builds_dir / "unpatched-7.2.yaml"
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = builds_dir / "unpatched-7.2"
+    result = run_cli("run", str(recipe), "--output", str(out), "--log-format", "json")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from tests.helpers import (
     CliResult,
     leftover_containers,
     load_default,
+    load_explicit,
     localize,
     run_cli,
     write_variant,
@@ -29,9 +30,9 @@ def assert_clean_failure(result: CliResult, code: int, out: Path, engine: Engine
 
 
 def test_wrong_patch_digest_stops_before_any_container(tmp_path: Path, engine: Engine) -> None:
-    data = localize(load_default(), tmp_path)
+    data = localize(load_explicit(), tmp_path)
     data["patches"][0]["sha256"] = "0" * 64
-    recipe = write_variant(tmp_path, "bad-digest", patches=data["patches"])
+    recipe = write_variant(tmp_path, "bad-digest", explicit=True, patches=data["patches"])
     out = tmp_path / "out"
     result = run_cli("run", str(recipe), "--output", str(out))
     assert_clean_failure(result, 3, out, engine)
@@ -48,7 +49,8 @@ def test_patch_that_does_not_apply_names_patch_file_and_hunk(
         " this line is not in QEMU\n-nor this one\n+replacement\n and not this\n"
     )
     digest = hashlib.sha256(patch.read_bytes()).hexdigest()
-    recipe = write_variant(tmp_path, "bad-patch", patches=[{"path": str(patch), "sha256": digest}])
+    patches = [{"path": str(patch), "sha256": digest}]
+    recipe = write_variant(tmp_path, "bad-patch", explicit=True, patches=patches)
     out = tmp_path / "out"
     result = run_cli("run", str(recipe), "--output", str(out))
     assert_clean_failure(result, 4, out, engine)
@@ -58,10 +60,11 @@ def test_patch_that_does_not_apply_names_patch_file_and_hunk(
 
 
 def test_failing_step_prints_its_tail_and_log_path(tmp_path: Path, engine: Engine) -> None:
-    data = load_default()
+    data = load_explicit()
     recipe = write_variant(
         tmp_path,
         "bad-flag",
+        explicit=True,
         configure={"flags": [*data["configure"]["flags"], "--enable-nonsense"]},
     )
     out = tmp_path / "out"

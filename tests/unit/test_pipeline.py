@@ -30,6 +30,7 @@ from builder.errors import InputError, Interrupted, PatchError, StepError
 from builder.host.cache import Cache
 from builder.log import LineSink
 from builder.stages import output_dir
+from tests.helpers import ROOT
 
 QEMU_VERSION = "10.0.13"
 
@@ -226,7 +227,7 @@ def test_a_run_goes_through_every_stage_in_order(setup) -> None:
     written = json.loads((result.output_dir / "manifest.json").read_text())
     assert list(written["timings_seconds"]) == list(pipeline.stage_names(plan))[:-1]
     assert pipeline.stage_names(plan) == (
-        "source", "patches", "base-image", "build-image", "toolchain", "unpack", "patch",
+        "source", "series", "patches", "base-image", "build-image", "toolchain", "unpack", "patch",
         "configure", "compile", "install", "collect", "check", "publish",
     )  # fmt: skip
     kinds = [e[1] for e in engine.events if e[0] == "run"]
@@ -402,3 +403,71 @@ def test_secrets_stay_out_of_logs_manifest_and_provenance(
     # ... while the engine got the real values to build with.
     built = next(e for e in engine.events if e[0] == "build")
     assert built[2]["API_TOKEN"] == "s3cr3t-tok3n"
+
+
+def _series_recipe(tmp_path: Path, version: str, target_name: str = "auto") -> tuple[Any, str]:
+    """The fake recipe with `patches`, base, packages and configure left to the series."""
+    (tmp_path / "qemu" / "VERSION").write_text(version + "\n")
+    data = yaml.safe_load((tmp_path / "fake.yaml").read_text())
+    for key in ("patches", "configure"):
+        data.pop(key)
+    data["environment"].pop("base")
+    data["environment"].pop("packages")
+    data["name"] = target_name
+    path = tmp_path / f"{target_name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_plan(path, Overrides(output=tmp_path / "out" / target_name))
+
+
+def _known_base(engine: FakeEngine, suite: str) -> None:
+    from builder.formats.checksums import sha256_json
+    from builder.host import debian
+    from builder.stages.base_image import (
+        LABEL_BASE_INPUTS,
+        debootstrap_inputs,
+        debootstrap_tag,
+    )
+
+    inputs = debootstrap_inputs(suite, "minbase", debian.host_mirror())
+    tag = debootstrap_tag(f"qga-builder/base:{suite}-minbase", inputs)
+    labels = {LABEL_BASE_INPUTS: sha256_json(inputs)}
+    engine.images[tag] = ImageRecord(id=f"sha256:{suite}", labels=labels)
+
+
+def test_a_recipe_without_patches_takes_the_series_set_and_environment(setup) -> None:
+    _, _, engine, cache = setup
+    tmp_path = cache.root.parent
+    plan, text = _series_recipe(tmp_path, "7.2.0")
+    assert plan.series_decides == ("patches", "base", "packages", "configure")
+    _known_base(engine, "bookworm")
+    result = pipeline.run(plan, engine, cache, text)
+    series = result.manifest["series"]
+    assert series["series"] == "7.2" and series["patch_set"] == "patches/qemu-7.2/"
+    assert series["suite"] == "bookworm" and "leaves" in series["why"]
+    applied = ROOT / "patches/qemu-7.2/0001-qga-return-guest-exec-output-on-every-status-call.patch"
+    assert engine.patched == [applied.read_bytes()]
+    built = next(e for e in engine.events if e[0] == "build")
+    assert built[2]["BASE_IMAGE"] == "sha256:bookworm"  # the series' suite
+    assert "libglib2.0-dev" in built[2]["PACKAGES"]
+    configure = result.manifest["build"]["configure"]
+    assert "--with-git-submodules=ignore" in configure  # 7.2's own flags
+    assert result.manifest["cache_key"] != plan.cache_key  # the series' choices count
+
+
+def test_a_series_without_a_patch_set_stops_before_any_image(setup) -> None:
+    _, _, engine, cache = setup
+    plan, text = _series_recipe(cache.root.parent, "4.2.1")
+    with pytest.raises(PatchError, match=r"QEMU 4\.2 has no patch set of ours") as raised:
+        pipeline.run(plan, engine, cache, text)
+    assert raised.value.exit_code == 4
+    assert not any(e[0] in ("build", "pull", "container") for e in engine.events)
+    _assert_nothing_left(plan, engine, cache)
+
+
+def test_the_recipes_own_patches_win_over_the_series(setup) -> None:
+    plan, text, engine, cache = setup
+    (cache.root.parent / "qemu" / "VERSION").write_text("7.2.0\n")
+    result = pipeline.run(plan, engine, cache, text)
+    assert result.manifest["series"]["patch_set"] == "named by the recipe"
+    assert engine.patched == [plan.patches[0].path.read_bytes()]
+    assert result.manifest["cache_key"] == plan.cache_key

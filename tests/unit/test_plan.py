@@ -13,7 +13,7 @@ from builder.config.overrides import UPSTREAM_GIT_URL, Overrides, apply_override
 from builder.config.plan import make_plan, project_root
 from builder.config.recipe import validate_recipe
 from builder.errors import RecipeError, UsageError
-from tests.helpers import RECIPES, absolutize, load_default, localize
+from tests.helpers import RECIPES, absolutize, load_default, load_explicit, localize
 
 
 def plan_of(data: dict, recipe_path: Path = RECIPES / "linux-static.yaml", **kwargs):
@@ -21,10 +21,18 @@ def plan_of(data: dict, recipe_path: Path = RECIPES / "linux-static.yaml", **kwa
     return make_plan(recipe, recipe_path, b"recipe bytes", **kwargs)
 
 
-def test_default_plan() -> None:
+def test_default_plan_leaves_patches_and_environment_to_the_series() -> None:
     plan = plan_of(load_default())
     assert plan.recipe_name == "linux-static"
     assert plan.output_dir == Path("out/linux-static")
+    assert plan.series_decides == ("patches", "base", "packages", "configure")
+    assert plan.patches == () and plan.image.base.kind == "series"
+    assert plan.source.kind == "debian" and plan.source.version.startswith("1:10.0.")
+
+
+def test_explicit_plan() -> None:
+    plan = plan_of(load_explicit(), RECIPES / "linux-static-qemu-10.0.yaml")
+    assert plan.series_decides == ()
     assert plan.image.base.kind == "debootstrap"
     assert plan.image.base.reference == "qga-builder/base:trixie-minbase"
     assert plan.image.dockerfile.name == "Dockerfile.linux"
@@ -56,12 +64,12 @@ def test_output_dir_does_not_change_the_cache_key(tmp_path: Path) -> None:
     ],
 )
 def test_image_inputs_move_the_image_hash(path: tuple, value: object) -> None:
-    data = load_default()
+    data = load_explicit()
     target = data
     for key in path[:-1]:
         target = target[key]
     target[path[-1]] = value
-    assert plan_of(data).image.inputs_hash != plan_of(load_default()).image.inputs_hash
+    assert plan_of(data).image.inputs_hash != plan_of(load_explicit()).image.inputs_hash
 
 
 @pytest.mark.parametrize(
@@ -75,12 +83,12 @@ def test_image_inputs_move_the_image_hash(path: tuple, value: object) -> None:
     ],
 )
 def test_build_inputs_move_the_cache_key(path: tuple, value: object) -> None:
-    data = load_default()
+    data = load_explicit()
     target = data
     for key in path[:-1]:
         target = target[key]
     target[path[-1]] = value
-    assert plan_of(data).cache_key != plan_of(load_default()).cache_key
+    assert plan_of(data).cache_key != plan_of(load_explicit()).cache_key
 
 
 def test_image_tag_depends_on_the_base_image_id() -> None:
@@ -113,7 +121,7 @@ def test_files_outside_the_recipes_project_need_the_users_word(tmp_path: Path, f
     (project / ".git").mkdir()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    data = localize(load_default(), project / "recipes")
+    data = localize(load_explicit(), project / "recipes")
     outside = elsewhere / ("Dockerfile" if field == "dockerfile" else "evil.patch")
     outside.write_text("FROM scratch\n")
     if field == "dockerfile":

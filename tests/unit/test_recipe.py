@@ -11,7 +11,7 @@ import pytest
 
 from builder.config.recipe import MAX_NESTING, Recipe, json_schema, load_recipe
 from builder.errors import RecipeError
-from tests.helpers import RECIPES, ROOT, absolutize, load_default
+from tests.helpers import RECIPES, ROOT, absolutize, load_explicit
 
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
@@ -21,12 +21,21 @@ def test_project_recipes_validate(path: Path) -> None:
     assert recipe.artifacts
 
 
-def test_default_recipe_pins_everything() -> None:
+def test_default_recipe_pins_its_source_and_leaves_patches_to_the_series() -> None:
     recipe = load_recipe(RECIPES / "linux-static.yaml")
     assert recipe.source.debian is not None
     assert len(recipe.source.debian.sha256) == 64
+    assert recipe.patches is None and recipe.environment.base is None
+    assert recipe.artifacts[0].name == "qemu-ga-patched-static"
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("linux-static-qemu-*.yaml")), ids=str)
+def test_series_recipes_pin_everything(path: Path) -> None:
+    recipe = load_recipe(path)
+    assert recipe.source.debian is not None
+    assert len(recipe.source.debian.sha256) == 64
     assert recipe.environment.base.debootstrap is not None
-    assert all(len(p.sha256) == 64 for p in recipe.patches)
+    assert recipe.patches and all(len(p.sha256) == 64 for p in recipe.patches)
     assert recipe.artifacts[0].name == "qemu-ga-patched-static"
     assert recipe.artifacts[0].kind == "static-elf"
 
@@ -40,7 +49,7 @@ def test_ubuntu_recipe_is_pinned_by_digest() -> None:
 
 
 def _mutate(path: tuple, value: object) -> dict:
-    data = absolutize(load_default())
+    data = absolutize(load_explicit())
     target = data
     for key in path[:-1]:
         target = target[key]
