@@ -215,7 +215,15 @@ def try_patches(source: Path, patches: list[Path]) -> list[PatchTrial]:
         _copy_files(source, wanted, root)
         for patch in patches:
             process = subprocess.run(
-                ["patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch", "-i", patch],
+                [
+                    "patch",
+                    "-p1",
+                    "--forward",
+                    "--batch",
+                    "--no-backup-if-mismatch",
+                    "-i",
+                    patch.resolve(),
+                ],
                 cwd=root,
                 capture_output=True,
                 text=True,

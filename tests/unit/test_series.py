@@ -98,3 +98,11 @@ def test_patches_check_on_an_unsupported_series(
     assert main(["patches", "check", str(tree)]) == 4
     err = capsys.readouterr().err
     assert "QEMU 4.2 has no patch set" in err and "Traceback" not in err
+
+
+def test_patches_named_by_a_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = fake_source(tmp_path / "qemu", "7.2.0", "one\ntwo\nthree\n")
+    (tmp_path / "0001.patch").write_text(PATCH)
+    monkeypatch.chdir(tmp_path)
+    (trial,) = series.try_patches(tree, [Path("0001.patch")])
+    assert trial.applies, trial.detail
