@@ -102,6 +102,7 @@ def statement(manifest: dict[str, Any], run_id: str) -> dict[str, Any]:
                     "targets": manifest["build"]["targets"],
                     "SOURCE_DATE_EPOCH": manifest["build"]["source_date_epoch"],
                     "cache_key": manifest["cache_key"],
+                    "series": manifest.get("series", {}),
                 },
                 "resolvedDependencies": dependencies,
             },

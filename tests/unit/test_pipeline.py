@@ -471,3 +471,21 @@ def test_the_recipes_own_patches_win_over_the_series(setup) -> None:
     assert result.manifest["series"]["patch_set"] == "named by the recipe"
     assert engine.patched == [plan.patches[0].path.read_bytes()]
     assert result.manifest["cache_key"] == plan.cache_key
+
+
+def test_a_source_without_version_stops_before_any_image(setup) -> None:  # noqa: ANN001
+    _, _, engine, cache = setup
+    plan, text = _series_recipe(cache.root.parent, "10.0.13")
+    (cache.root.parent / "qemu" / "VERSION").unlink()
+    with pytest.raises(InputError, match="no top-level VERSION"):
+        pipeline.run(plan, engine, cache, text)
+    assert not any(e[0] in ("build", "pull", "container") for e in engine.events)
+    _assert_nothing_left(plan, engine, cache)
+
+
+def test_provenance_names_the_series(setup) -> None:  # noqa: ANN001
+    plan, text, engine, cache = setup
+    result = pipeline.run(plan, engine, cache, text)
+    statement = json.loads((result.output_dir / "provenance.intoto.json").read_text())
+    internal = statement["predicate"]["buildDefinition"]["internalParameters"]
+    assert internal["series"]["series"] == "10.0"
