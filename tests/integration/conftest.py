@@ -139,6 +139,23 @@ def windows_build(builds_dir: Path, patched_build: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def windows_102_build(builds_dir: Path, windows_build: Path) -> Path:
+    """recipes/windows-msi-qemu-10.2.yaml: QEMU 10.2's Windows agent and MSI."""
+    out = builds_dir / "windows-10.2"
+    result = run_cli(
+        "run",
+        str(RECIPES / "windows-msi-qemu-10.2.yaml"),
+        "--output",
+        str(out),
+        "--log-format",
+        "json",
+        env={"PATH": path_without_wine(builds_dir / "bin-without-wine")},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
 def path_without_wine(directory: Path) -> str:
     """A PATH of links to every program of this host's PATH except wine's."""
     directory.mkdir(parents=True, exist_ok=True)

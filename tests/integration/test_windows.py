@@ -95,15 +95,18 @@ def test_version_ran_under_wine(windows_build: Path) -> None:
     assert f"wine: QEMU Guest Agent {manifest['qemu_version']}" in log
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["10.0", "10.2"])
 def wine_agent(
-    windows_build: Path, engine, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[AgentClient, WineBox]]:
     """The patched qemu-ga.exe from the MSI, running under wine in the wine box (never on this
     host) on `-m isa-serial -p COM5`; COM5 is a pty that socat ties to a stream we hold."""
+    build = request.getfixturevalue(
+        "windows_build" if request.param == "10.0" else "windows_102_build"
+    )
     files = tmp_path_factory.mktemp("msi")
     subprocess.run(
-        ["msiextract", "-C", str(files), str(windows_build / "qemu-ga-x86_64.msi")],
+        ["msiextract", "-C", str(files), str(build / "qemu-ga-x86_64.msi")],
         check=True,
         capture_output=True,
     )
@@ -218,3 +221,12 @@ def test_wxs_naming_a_dll_the_sysroot_lacks(tmp_path: Path, engine, windows_buil
     assert "libmissing-1.dll" in result.stderr  # wixl's complaint, in the printed tail
     assert "Traceback" not in result.stderr
     assert not out.exists() and leftover_containers(engine) == []
+
+
+def test_qemu_10_2_for_windows(windows_102_build: Path) -> None:
+    """10.2's MSI holds the same files, and its qemu-ga.exe ran under wine in the box."""
+    manifest = json.loads((windows_102_build / "manifest.json").read_text())
+    assert manifest["qemu_version"] == "10.2.2"
+    assert set(manifest["msi_contents"]["qemu-ga-x86_64.msi"]["files"]) == EXPECTED_FILES
+    log = next((windows_102_build / "logs").glob("*-check.log")).read_text()
+    assert "wine: QEMU Guest Agent 10.2.2" in log

@@ -473,7 +473,7 @@ def test_the_recipes_own_patches_win_over_the_series(setup) -> None:
     assert result.manifest["cache_key"] == plan.cache_key
 
 
-def test_a_source_without_version_stops_before_any_image(setup) -> None:  # noqa: ANN001
+def test_a_source_without_version_stops_before_any_image(setup) -> None:
     _, _, engine, cache = setup
     plan, text = _series_recipe(cache.root.parent, "10.0.13")
     (cache.root.parent / "qemu" / "VERSION").unlink()
@@ -483,7 +483,7 @@ def test_a_source_without_version_stops_before_any_image(setup) -> None:  # noqa
     _assert_nothing_left(plan, engine, cache)
 
 
-def test_provenance_names_the_series(setup) -> None:  # noqa: ANN001
+def test_provenance_names_the_series(setup) -> None:
     plan, text, engine, cache = setup
     result = pipeline.run(plan, engine, cache, text)
     statement = json.loads((result.output_dir / "provenance.intoto.json").read_text())
