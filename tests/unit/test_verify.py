@@ -97,3 +97,13 @@ def test_reports_replace_a_planted_link_instead_of_following_it(tmp_path: Path) 
     conclude(Comparison(same=["x"]), "what", None, report, {"identical": ["x"]})
     assert precious.read_text() == "keep"
     assert not report.is_symlink() and "identical" in report.read_text()
+
+
+def test_a_file_added_beside_the_artifacts_is_reported(tmp_path: Path) -> None:
+    out = _release(tmp_path)
+    (out / "libevil.so").write_bytes(b"\x7fELF evil")
+    (out / "manifest.json").write_text("{}")  # the tool's own records are not artifacts
+    result = check_directory(out, out / "SHA256SUMS")
+    assert result.extra == ["libevil.so"] and not result.ok
+    with pytest.raises(VerifyError, match="not in the reference: libevil.so"):
+        conclude(result, "release", None, None, {})
