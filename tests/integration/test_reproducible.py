@@ -44,7 +44,9 @@ def test_verify_two_varied_builds_are_identical(
 
 def test_locked_run_stops_on_a_changed_toolchain(locked_recipe: Path, tmp_path: Path) -> None:
     recipe = tmp_path / "linux-static.yaml"
-    shutil.copy(locked_recipe, recipe)
+    for path in locked_recipe.parent.iterdir():  # the recipe, its Dockerfile and patches
+        if path.is_file():
+            shutil.copy(path, tmp_path / path.name)
     lock = locked_recipe.with_suffix(".lock").read_text()
     gcc_line = next(line for line in lock.splitlines() if line.startswith("gcc "))
     recipe.with_suffix(".lock").write_text(lock.replace(gcc_line, "gcc 0:0.1-1 amd64"))
