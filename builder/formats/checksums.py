@@ -62,20 +62,18 @@ def digest_tree(root: Path, names: Iterable[str]) -> dict[str, str]:
 
 
 def verify_bytes(data: bytes, expected: str, what: str, name: object) -> str:
-    actual = sha256_bytes(data)
-    if actual != expected:
-        raise InputError(
-            f"{what}: sha256 mismatch for {name}\n  expected {expected}\n  actual   {actual}",
-            hint="the file is not the one the recipe pins; fetch the right one or update the pin",
-        )
-    return actual
+    """The digest of these very bytes, or an error naming `what` (a recipe field) and file."""
+    return _pinned(sha256_bytes(data), expected, what, name)
 
 
 def verify_digest(path: Path, expected: str, what: str) -> str:
-    actual = sha256_file(path)
+    return _pinned(sha256_file(path), expected, what, path)
+
+
+def _pinned(actual: str, expected: str, what: str, name: object) -> str:
     if actual != expected:
         raise InputError(
-            f"{what}: sha256 mismatch for {path}\n  expected {expected}\n  actual   {actual}",
+            f"{what}: sha256 mismatch for {name}\n  expected {expected}\n  actual   {actual}",
             hint="the file is not the one the recipe pins; fetch the right one or update the pin",
         )
     return actual

@@ -121,14 +121,11 @@ def unpatched_old_build(builds_dir: Path, series_builds: dict[str, Path]) -> Pat
     return out
 
 
-@pytest.fixture(scope="session")
-def windows_build(builds_dir: Path, patched_build: Path) -> Path:
-    """recipes/windows-msi.yaml, built once per session (after the Linux builds: one at a time)."""
-    out = builds_dir / "windows"
-    # No wine on the PATH: a Windows build runs wine only in its own container.
+def build_windows(recipe: str, out: Path, builds_dir: Path) -> Path:
+    """A Windows recipe built with no wine on the PATH: wine runs only in its own container."""
     result = run_cli(
         "run",
-        str(RECIPES / "windows-msi.yaml"),
+        str(RECIPES / recipe),
         "--output",
         str(out),
         "--log-format",
@@ -137,23 +134,18 @@ def windows_build(builds_dir: Path, patched_build: Path) -> Path:
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def windows_build(builds_dir: Path, patched_build: Path) -> Path:
+    """recipes/windows-msi.yaml, built once per session (after the Linux builds: one at a time)."""
+    return build_windows("windows-msi.yaml", builds_dir / "windows", builds_dir)
 
 
 @pytest.fixture(scope="session")
 def windows_102_build(builds_dir: Path, windows_build: Path) -> Path:
     """recipes/windows-msi-qemu-10.2.yaml: QEMU 10.2's Windows agent and MSI."""
-    out = builds_dir / "windows-10.2"
-    result = run_cli(
-        "run",
-        str(RECIPES / "windows-msi-qemu-10.2.yaml"),
-        "--output",
-        str(out),
-        "--log-format",
-        "json",
-        env={"PATH": path_without_wine(builds_dir / "bin-without-wine")},
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return out
+    return build_windows("windows-msi-qemu-10.2.yaml", builds_dir / "windows-10.2", builds_dir)
 
 
 def path_without_wine(directory: Path) -> str:
