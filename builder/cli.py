@@ -191,7 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=2,
         metavar="N",
-        help="build images to keep per Dockerfile (newest first; default 2)",
+        help="build images to keep per Dockerfile and base (newest first; default 2)",
+    )
+    p.add_argument(
+        "--repository",
+        metavar="REPO",
+        help="prune build images of this repository only (e.g. qga-builder/dockerfile.linux)",
     )
     p.add_argument(
         "--output-root",

@@ -29,6 +29,7 @@ import requests.exceptions
 from builder import __version__
 from builder.config import settings
 from builder.engine_records import (  # noqa: F401 - re-exported: the engine's vocabulary
+    LABEL_BASE,
     LABEL_INPUTS,
     LABEL_KIND,
     LABEL_OWNER,

@@ -10,6 +10,7 @@ LABEL_TOOL = "org.qga-builder.tool"
 LABEL_RUN = "org.qga-builder.run"
 LABEL_RECIPE = "org.qga-builder.recipe"
 LABEL_INPUTS = "org.qga-builder.inputs"
+LABEL_BASE = "org.qga-builder.base"  # the base image id a build image was made from
 LABEL_KIND = "org.qga-builder.kind"
 LABEL_OWNER = "org.qga-builder.owner"  # host:pid of the process that made a container
 

@@ -17,7 +17,15 @@ from collections import defaultdict
 from pathlib import Path
 
 from builder import log
-from builder.engine import LABEL_KIND, LABEL_OWNER, LABEL_RUN, ContainerRecord, Engine, ImageRecord
+from builder.engine import (
+    LABEL_BASE,
+    LABEL_KIND,
+    LABEL_OWNER,
+    LABEL_RUN,
+    ContainerRecord,
+    Engine,
+    ImageRecord,
+)
 from builder.errors import OutputError
 from builder.host.cache import Cache
 from builder.stages import output_dir as output
@@ -33,6 +41,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
             Cache.default(),
             output_root=args.output_root,
             keep=args.keep,
+            repository=args.repository,
             dry_run=args.dry_run,
         )
     verb = "would remove" if args.dry_run else "removed"
@@ -45,7 +54,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def clean(
-    engine: Engine, cache: Cache, *, output_root: Path, keep: int, dry_run: bool
+    engine: Engine,
+    cache: Cache,
+    *,
+    output_root: Path,
+    keep: int,
+    dry_run: bool,
+    repository: str | None = None,
 ) -> dict[str, list[str]]:
     removed: dict[str, list[str]] = {
         "containers": [],
@@ -67,11 +82,14 @@ def clean(
             log.get_logger().info(line)
         else:
             removed["staging"].append(line)
-    by_repository: dict[str, list[ImageRecord]] = defaultdict(list)
+    # Newest N per Dockerfile and base: each QEMU series' image (its own Debian base) counts
+    # on its own, so cleaning never takes the image one series builds in for another's.
+    groups: dict[tuple[str, str], list[ImageRecord]] = defaultdict(list)
     for image in engine.images(f"{LABEL_KIND}=build"):
-        repository = image.tags[0].rsplit(":", 1)[0] if image.tags else "<none>"
-        by_repository[repository].append(image)
-    for images in by_repository.values():
+        name = image.tags[0].rsplit(":", 1)[0] if image.tags else "<none>"
+        if repository is None or name == repository:
+            groups[(name, image.labels.get(LABEL_BASE, ""))].append(image)
+    for images in groups.values():
         images.sort(key=lambda image: image.created, reverse=True)
         for image in images[keep:]:
             removed["images"].append(", ".join(image.tags or [image.id]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from builder.config.plan import ImagePlan
-from builder.engine import LABEL_INPUTS, LABEL_KIND, LABEL_RECIPE
+from builder.engine_records import LABEL_BASE, LABEL_INPUTS, LABEL_KIND, LABEL_RECIPE
 from builder.errors import ImageError, InputError
 from builder.formats.checksums import sha256_bytes
 from builder.host.cache import Cache
@@ -79,7 +79,12 @@ def _reuse_or_build(
             _checked_dockerfile(plan),
             tag,
             build_args={**dict(plan.build_args), "BASE_IMAGE": base_image_id},
-            labels={LABEL_INPUTS: inputs_hash, LABEL_RECIPE: recipe_name, LABEL_KIND: "build"},
+            labels={
+                LABEL_INPUTS: inputs_hash,
+                LABEL_RECIPE: recipe_name,
+                LABEL_KIND: "build",
+                LABEL_BASE: base_image_id,
+            },
             on_line=output.line,
         )
     except ImageError as exc:

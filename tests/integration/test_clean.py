@@ -25,7 +25,15 @@ def test_old_images_are_pruned(engine: Engine, patched_build: Path, tmp_path: Pa
             )
             time.sleep(1.1)  # distinct creation times: "newest" is well defined
         result = run_cli(
-            "clean", "--keep", "2", "--output-root", str(tmp_path), "--log-format", "json"
+            "clean",
+            "--keep",
+            "2",
+            "--repository",
+            "qga-builder/test-clean",  # the session's real images stay
+            "--output-root",
+            str(tmp_path),
+            "--log-format",
+            "json",
         )
         assert result.returncode == 0, result.stderr
         remaining = [tag for tag in tags if engine.image_id(tag)]
