@@ -142,8 +142,10 @@ def _clean_staging(output_root: Path, dry_run: bool, locks: list[str] | None = N
     exactly the same, doing nothing."""
     said: list[str] = []
     for final in sorted({final for _, final in output.all_leftovers(output_root)}):
-        if dry_run:  # change nothing, not even a lock file
-            said += output.recover(final, dry_run=True)
+        planned = output.recover(final, dry_run=True)
+        if dry_run or all(line.startswith("leave ") for line in planned):
+            # Nothing provably ours: do not even open (and so truncate) a lock of that name.
+            said += planned
             continue
         try:
             with output.OutputLock(final) as lock:

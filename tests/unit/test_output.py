@@ -274,6 +274,8 @@ def test_hidden_directories_that_merely_look_like_leftovers_stay(tmp_path: Path)
     for path in lookalikes:
         path.mkdir()
         (path / "data").write_text("mine")
+    (tmp_path / ".mail.lock").write_text("a user's lock file, not the tool's")
     _clean_staging(tmp_path, dry_run=False)
     for path in lookalikes:
         assert (path / "data").read_text() == "mine"
+    assert (tmp_path / ".mail.lock").read_text() == "a user's lock file, not the tool's"
