@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
     _overrides(p)
     _locked(p)
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="build even when the artifact cache holds a run with the same inputs",
+    )
     p.set_defaults(handler=_handler("run", "cmd_run"))
 
     p = sub.add_parser(

@@ -219,7 +219,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with Engine() as engine:
         if args.against:
             expected = read_sums(args.against)
-            result = pipeline.run(replace(plan, output_dir=root / "build"), engine, cache, text)
+            result = pipeline.run(
+                replace(plan, output_dir=root / "build"), engine, cache, text, use_cache=False
+            )
             comparison = compare(expected, read_sums(result.output_dir / SUMS_NAME))
             summary = summarize(comparison, {"build": result.output_dir}, None)
             what = f"build against {args.against}"
@@ -241,6 +243,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 text,
                 variation=variation,
                 run_id=f"{tag}{engine.run_id}",
+                use_cache=False,  # verify builds: a cached result would prove nothing
             )
             builds[tag] = result.output_dir
     first, second = builds["a"], builds["b"]

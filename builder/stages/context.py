@@ -106,6 +106,7 @@ class RunContext:
     log_dir: Path
     started: datetime
     box: Container | None = None
+    use_cache: bool = True  # the artifact cache (`--no-cache` turns it off)
     # Chosen by the plan, or by the source's QEMU series (stage `series`):
     image_plan: ImagePlan = None  # type: ignore[assignment]
     patch_plans: tuple[PatchPlan, ...] = ()
@@ -127,6 +128,8 @@ class RunContext:
     msi_contents: dict[str, dict[str, Any]] = field(default_factory=dict)
     built_product_codes: dict[str, str] = field(default_factory=dict)  # MSI name -> wixl's
     vm_report: dict[str, Any] | None = None
+    cache_hit: Any = None  # stages.artifact_cache.CacheHit: the build stages are skipped
+    cache_record: dict[str, Any] = field(default_factory=dict)  # hit or miss, and why
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

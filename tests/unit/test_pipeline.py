@@ -227,8 +227,8 @@ def test_a_run_goes_through_every_stage_in_order(setup) -> None:
     written = json.loads((result.output_dir / "manifest.json").read_text())
     assert list(written["timings_seconds"]) == list(pipeline.stage_names(plan))[:-1]
     assert pipeline.stage_names(plan) == (
-        "source", "series", "patches", "base-image", "build-image", "toolchain", "unpack", "patch",
-        "configure", "compile", "install", "collect", "check", "publish",
+        "source", "series", "patches", "base-image", "build-image", "reuse", "toolchain", "unpack",
+        "patch", "configure", "compile", "install", "collect", "check", "publish",
     )  # fmt: skip
     kinds = [e[1] for e in engine.events if e[0] == "run"]
     assert kinds == [
