@@ -56,6 +56,14 @@ def _overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _no_ccache(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-ccache",
+        action="store_true",
+        help="compile without the compiler cache volume (the artifacts are the same either way)",
+    )
+
+
 def _locked(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--locked",
@@ -92,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="build even when the artifact cache holds a run with the same inputs",
     )
+    _no_ccache(p)
     p.set_defaults(handler=_handler("run", "cmd_run"))
 
     p = sub.add_parser(
@@ -114,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _overrides(p)
     _locked(p)
+    _no_ccache(p)
     p.set_defaults(handler=_handler("verify", "cmd_verify"))
 
     p = sub.add_parser(

@@ -1,11 +1,9 @@
 """The only module that talks to Docker.
 
-`Engine` connects to the daemon (a context manager that closes its client), builds and imports
-images, answers with typed records (`ImageRecord`, `ContainerRecord`, `ContainerSettings`), and
-hands out `BuildContainer`s: a context manager that owns one container's whole life (labelled,
-removed on every exit path, including Ctrl-C and SIGTERM), copies files in and out, and runs
-commands with their output streamed and their real exit code returned. Set
-QGA_BUILDER_KEEP_CONTAINER=1 to keep a failed run's container for debugging.
+`Engine` connects to a daemon, builds and imports images, answers with typed records, and hands
+out `BuildContainer`s, each owning one container's whole life (labelled, removed on every exit
+path, Ctrl-C and SIGTERM too): copies in and out, commands streamed with their real exit code.
+QGA_BUILDER_KEEP_CONTAINER=1 keeps a failed run's container for debugging.
 """
 
 from __future__ import annotations
@@ -111,8 +109,7 @@ class Engine:
         )
 
     def image_id(self, reference: str) -> str | None:
-        record = self.inspect_image(reference)
-        return record.id if record else None
+        return record.id if (record := self.inspect_image(reference)) else None
 
     def pull(self, reference: str) -> str:
         try:
@@ -271,8 +268,10 @@ class Engine:
         cpus: float | None = None,
         workdir: str = "/",
         hostname: str | None = None,
+        volumes: Mapping[str, str] | None = None,
     ) -> Iterator[BuildContainer]:
-        """A container that sleeps while we exec steps into it, removed on every exit path."""
+        """A container that sleeps while we exec steps into it, removed on every exit path;
+        `volumes` maps a named volume (never a host path) to where it is mounted."""
         name = f"qga-builder-{self.run_id}-{uuid.uuid4().hex[:6]}"
         host_config = self.api.create_host_config(
             network_mode="bridge" if network else "none",
@@ -285,6 +284,7 @@ class Engine:
             mem_limit=memory or DEFAULT_MEMORY,
             nano_cpus=int(cpus * 1e9) if cpus else None,
             pids_limit=4096,
+            binds={name: {"bind": path, "mode": "rw"} for name, path in (volumes or {}).items()},
         )
         all_labels = {
             LABEL_TOOL: __version__,

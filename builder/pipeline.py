@@ -37,6 +37,7 @@ from builder.stages import (
     toolchain,
     vm_test,
 )
+from builder.stages.container_commands import CCACHE_DIR
 from builder.stages.context import Container, ContainerEngine, RunContext
 from builder.stages.output_dir import OutputDir
 
@@ -109,6 +110,7 @@ def run(
     variation: Variation | None = None,
     run_id: str | None = None,
     use_cache: bool = True,
+    use_ccache: bool = True,
 ) -> RunResult:
     run_id = run_id or engine.run_id
     redact.register_build_args(dict(plan.image.build_args))
@@ -129,6 +131,7 @@ def run(
             log_dir=log_dir,
             started=datetime.now(UTC),
             use_cache=use_cache,
+            use_ccache=use_ccache,
         )
         try:
             preflight(plan)
@@ -151,12 +154,14 @@ def _run_stages(ctx: RunContext, stages: tuple[Stage, ...]) -> None:
                 continue
             if stage.in_container and ctx.box is None:
                 assert ctx.build_image is not None, "the build image comes first"
+                image_id = ctx.build_image.image_id
                 ctx.box = container_scope.enter_context(
                     build_container(
                         ctx.engine,
                         ctx.plan,
-                        ctx.build_image.image_id,
+                        image_id,
                         hostname=ctx.variation.hostname,
+                        volumes={ccache_volume(image_id): CCACHE_DIR} if ctx.use_ccache else None,
                     )
                 )
             with ctx.progress.step(stage.name) as output:
@@ -166,13 +171,24 @@ def _run_stages(ctx: RunContext, stages: tuple[Stage, ...]) -> None:
                 ctx.box = None
 
 
+def ccache_volume(image_id: str) -> str:
+    """One compiler cache per build image: objects of one toolchain are never offered to
+    another."""
+    return f"qga-ccache-{image_id.removeprefix('sha256:')[:16]}"
+
+
 def build_container(
-    engine: ContainerEngine, plan: Plan, image_id: str, hostname: str | None = None
+    engine: ContainerEngine,
+    plan: Plan,
+    image_id: str,
+    hostname: str | None = None,
+    volumes: dict[str, str] | None = None,
 ) -> AbstractContextManager[Container]:
     """The container every build step runs in: no network, unprivileged, limits from the plan."""
     return engine.container(
         image_id,
         hostname=hostname,
+        volumes=volumes,
         labels={LABEL_RECIPE: plan.recipe_name},
         user=BUILD_USER,
         network=False,

@@ -25,7 +25,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     cache = Cache.default()
     with Engine() as engine:
         for plan, text in plans:
-            result = pipeline.run(plan, engine, cache, text, use_cache=not args.no_cache)
+            result = pipeline.run(
+                plan,
+                engine,
+                cache,
+                text,
+                use_cache=not args.no_cache,
+                use_ccache=not args.no_ccache,
+            )
             logger = log.get_logger()
             for artifact in result.artifacts:
                 logger.info(

@@ -220,7 +220,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.against:
             expected = read_sums(args.against)
             result = pipeline.run(
-                replace(plan, output_dir=root / "build"), engine, cache, text, use_cache=False
+                replace(plan, output_dir=root / "build"),
+                engine,
+                cache,
+                text,
+                use_cache=False,
+                use_ccache=not args.no_ccache,
             )
             comparison = compare(expected, read_sums(result.output_dir / SUMS_NAME))
             summary = summarize(comparison, {"build": result.output_dir}, None)
@@ -244,6 +249,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 variation=variation,
                 run_id=f"{tag}{engine.run_id}",
                 use_cache=False,  # verify builds: a cached result would prove nothing
+                use_ccache=not args.no_ccache,
             )
             builds[tag] = result.output_dir
     first, second = builds["a"], builds["b"]

@@ -88,6 +88,7 @@ class ContainerEngine(Protocol):
         cpus: float | None = None,
         workdir: str = "/",
         hostname: str | None = None,
+        volumes: Mapping[str, str] | None = None,
     ) -> AbstractContextManager[Container]: ...
 
     def server_version(self) -> str: ...
@@ -107,6 +108,8 @@ class RunContext:
     started: datetime
     box: Container | None = None
     use_cache: bool = True  # the artifact cache (`--no-cache` turns it off)
+    use_ccache: bool = True  # the compiler cache volume (`--no-ccache` turns it off)
+    ccache: dict[str, Any] | None = None  # set when the build image can use the volume
     # Chosen by the plan, or by the source's QEMU series (stage `series`):
     image_plan: ImagePlan = None  # type: ignore[assignment]
     patch_plans: tuple[PatchPlan, ...] = ()
@@ -165,11 +168,11 @@ class RunContext:
             lines.append(line)
             output.line(line)
 
+        env = container_commands.environment(self.source_date_epoch)
+        if self.ccache is not None:
+            env |= container_commands.ccache_environment(self.layout)
         code = self.container.run(
-            list(command.argv),
-            on_line=sink,
-            env=container_commands.environment(self.source_date_epoch),
-            workdir=command.workdir,
+            list(command.argv), on_line=sink, env=env, workdir=command.workdir
         )
         return code, list(lines)
 

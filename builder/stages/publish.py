@@ -106,6 +106,7 @@ def manifest(ctx: RunContext) -> dict:
     )
     result["series"] = ctx.series_record
     result["cache"] = ctx.cache_record
+    result["build"]["ccache"] = ctx.ccache  # None: not used (--no-ccache, or no ccache there)
     if ctx.vm_report is not None:
         result["vm_test"] = ctx.vm_report
     if ctx.msi_contents:
