@@ -101,6 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="build even when the artifact cache holds a run with the same inputs",
     )
     _no_ccache(p)
+    matrix = p.add_argument_group("several recipes (a matrix: one process per recipe)")
+    matrix.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="build up to N recipes at once (default: one per engine)",
+    )
+    matrix.add_argument(
+        "--output-root",
+        type=Path,
+        metavar="DIR",
+        help="write each recipe to DIR/<recipe name>/ (default: out)",
+    )
+    matrix.add_argument(
+        "--engine",
+        action="append",
+        metavar="URL",
+        help="a Docker engine to build on: unix:///PATH, tcp://HOST:PORT (TLS from "
+        "DOCKER_CERT_PATH), ssh://USER@HOST, or a docker context name; repeat it to spread "
+        "the recipes over several engines (default: DOCKER_HOST)",
+    )
+    matrix.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="stop every other build as soon as one fails",
+    )
     p.set_defaults(handler=_handler("run", "cmd_run"))
 
     p = sub.add_parser(

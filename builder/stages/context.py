@@ -56,6 +56,7 @@ class ContainerEngine(Protocol):
     """What the stages need of a Docker engine (`builder.engine.Engine`)."""
 
     run_id: str
+    endpoint: str  # as the user named it (recorded: which engine built what)
 
     def image_id(self, reference: str) -> str | None: ...
 

@@ -142,6 +142,7 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.run_id = "fakerun00001"
+        self.endpoint = "unix:///fake/docker.sock"
         self.images: dict[str, ImageRecord] = {}
         self.created: list[FakeContainer] = []
         self.volumes: list[Any] = []
