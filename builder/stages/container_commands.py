@@ -53,7 +53,7 @@ def ccache_environment(layout: Layout) -> dict[str, str]:
 def ccache_probe() -> Command:
     """Whether the image can use the volume: ccache, its compiler links, a writable mount."""
     return _sh(
-        f"command -v ccache >/dev/null && test -d /usr/lib/ccache && test -w {CCACHE_DIR}"
+        f"command -v ccache >/dev/null && test -e /usr/lib/ccache/cc && test -w {CCACHE_DIR}"
         " && ccache --version | head -n 1",
         "/",
     )
