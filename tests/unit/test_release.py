@@ -21,7 +21,7 @@ from builder.formats.checksums import format_sha256sums, sha256_bytes
 from builder.formats.manifest import MANIFEST_SCHEMA
 from builder.formats.provenance import PREDICATE_TYPE, STATEMENT_TYPE
 from builder.formats.release import RELEASE_SCHEMA
-from builder.stages import release_dir, release_inputs
+from builder.stages import output_dir, release_dir, release_inputs
 from builder.stages.output_dir import why_not_ours
 
 SERVICE = b"[Unit]\nDescription=QEMU Guest Agent\n"
@@ -415,3 +415,18 @@ def test_verify_checks_a_release_directory(tmp_path: Path, outputs: list[Path]) 
     (target / "manifests" / "planted.json").unlink()
     (target / "release.json").write_text("{}")
     assert main(["verify", str(target)]) == 10
+
+
+def test_a_crash_mid_publish_is_repaired(tmp_path: Path, outputs: list[Path]) -> None:
+    """Killed between moving the old release aside and the new one in: the next run (or
+    `clean`) puts the complete release back under its name; a staging directory goes."""
+    target = tmp_path / "release"
+    assert release(*outputs, "--output", target) == 0
+    before = snapshot(target)
+    target.rename(tmp_path / ".release.old-abcd1234")
+    staging = tmp_path / ".release.tmp-efgh5678"
+    staging.mkdir()
+    (staging / output_dir.STAGING_MARKER).write_text("efgh5678\n")
+    said = output_dir.recover(target)
+    assert any("restore" in line for line in said) and snapshot(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".release.lock", "out", "release"]
