@@ -206,12 +206,18 @@ def manifest_path(recipe: str) -> str:
 
 
 def provenance_bundle(inputs: list[ReleaseInput]) -> bytes:
-    """JSON Lines: one statement per line, in the order of the recipes' names."""
+    """JSON Lines: one statement per line, in the order of the recipes' names. ASCII only, so
+    no character of a statement (U+2028, say) reads as a line break to any reader."""
     ordered = sorted(inputs, key=lambda each: each.recipe)
     return b"".join(
-        json.dumps(each.statement, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        json.dumps(each.statement, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
         for each in ordered
     )
+
+
+def _text(value: object) -> str | None:
+    """A short string from an input's record, or None: release.json repeats no other value."""
+    return value if isinstance(value, str) and len(value) <= 256 else None
 
 
 def release_record(inputs: list[ReleaseInput], merged: Merged) -> dict[str, Any]:
@@ -222,19 +228,18 @@ def release_record(inputs: list[ReleaseInput], merged: Merged) -> dict[str, Any]
         manifest = each.manifest
         source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
         tool = manifest.get("tool") if isinstance(manifest.get("tool"), dict) else {}
-        recipe = manifest["recipe"]
         recipes.append(
             {
                 "name": each.recipe,
-                "recipe_sha256": recipe.get("sha256"),
-                "cache_key": manifest.get("cache_key"),
-                "qemu_version": manifest.get("qemu_version"),
+                "recipe_sha256": _text(manifest["recipe"].get("sha256")),
+                "cache_key": _text(manifest.get("cache_key")),
+                "qemu_version": _text(manifest.get("qemu_version")),
                 "source": {
                     key: source[key]
                     for key in ("kind", "package", "version", "url", "tag", "commit", "sha256")
-                    if isinstance(source.get(key), str)
+                    if _text(source.get(key)) is not None
                 },
-                "built_by": tool.get("version"),
+                "built_by": _text(tool.get("version")),
                 "manifest": manifest_path(each.recipe),
                 "artifacts": [artifact.name for artifact in each.artifacts],
             }

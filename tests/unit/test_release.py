@@ -430,3 +430,15 @@ def test_a_crash_mid_publish_is_repaired(tmp_path: Path, outputs: list[Path]) ->
     said = output_dir.recover(target)
     assert any("restore" in line for line in said) and snapshot(target) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [".release.lock", "out", "release"]
+
+
+def test_the_bundle_has_one_line_per_statement(tmp_path: Path, outputs: list[Path]) -> None:
+    """A statement holding U+2028 (a line break to some readers) stays on its line."""
+    _edit_json(
+        outputs[0] / "provenance.intoto.json",
+        lambda s: s["predicate"].update(note="a\u2028b\nc"),
+    )
+    assert release(*outputs, "--output", tmp_path / "release") == 0
+    text = (tmp_path / "release" / "provenance.intoto.jsonl").read_text()
+    assert len(text.splitlines()) == 3 and text.isascii()
+    assert json.loads(text.splitlines()[0])["predicate"]["note"] == "a\u2028b\nc"
