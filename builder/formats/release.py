@@ -127,20 +127,17 @@ def manifest_artifacts(manifest: dict[str, Any]) -> tuple[InputArtifact, ...]:
 def check_sums_agree(artifacts: tuple[InputArtifact, ...], sums: dict[str, str]) -> None:
     """The manifest and SHA256SUMS name the same files with the same digests."""
     listed = {artifact.name: artifact.sha256 for artifact in artifacts}
-    only_manifest = sorted(set(listed) - set(sums))
-    only_sums = sorted(set(sums) - set(listed))
-    if only_manifest or only_sums:
+    differences = [
+        f"only in {where}: {', '.join(sorted(names))}"
+        for where, names in (
+            (MANIFEST_NAME, set(listed) - set(sums)),
+            (SUMS_NAME, set(sums) - set(listed)),
+        )
+        if names
+    ]
+    if differences:
         raise Problem(
-            f"{MANIFEST_NAME} and {SUMS_NAME} name different files ("
-            + "; ".join(
-                part
-                for part in (
-                    f"only in {MANIFEST_NAME}: {', '.join(only_manifest)}" if only_manifest else "",
-                    f"only in {SUMS_NAME}: {', '.join(only_sums)}" if only_sums else "",
-                )
-                if part
-            )
-            + ")"
+            f"{MANIFEST_NAME} and {SUMS_NAME} name different files ({'; '.join(differences)})"
         )
     for name in sorted(listed):
         if listed[name] != sums[name]:
