@@ -153,6 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_handler("verify", "cmd_verify"))
 
     p = sub.add_parser(
+        "release",
+        parents=[common],
+        help="check the output directories of several runs (one per recipe, e.g. CI jobs) and "
+        "merge them into one release directory",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="DIR", help="a run's output directory")
+    p.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="the release directory to write (new, empty, or a release this tool wrote)",
+    )
+    p.set_defaults(handler=_handler("release", "cmd_release"))
+
+    p = sub.add_parser(
         "vm-test",
         parents=[common],
         help="boot a built Linux agent in a VM and run the agent contract over virtio-serial",
