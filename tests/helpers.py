@@ -100,6 +100,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 3600
 
 
 def leftover_containers(engine: Any) -> list[str]:
+    """The tool's containers on `engine`; one the daemon is still removing (auto-remove after
+    a kill finishes a moment after the call that asked for it) is waited for, up to 20 s."""
     from builder.engine import LABEL_TOOL
 
-    return [c.name for c in engine.containers(LABEL_TOOL)]
+    deadline = time.monotonic() + 20
+    while True:
+        found = engine.containers(LABEL_TOOL)
+        if not any(c.state == "removing" for c in found) or time.monotonic() > deadline:
+            return [c.name for c in found]
+        time.sleep(0.5)

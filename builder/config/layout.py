@@ -17,6 +17,9 @@ MAPPED_SRC = "/usr/src/qemu"  # where sources appear in debug info and __FILE__ 
 WORK = "/work"  # owned by the build user in every Dockerfile
 
 
+PLAIN_ROOT = "qemu"  # a plain run's build root, under WORK
+
+
 @dataclass(frozen=True)
 class Variation:
     """What may differ between two builds of one recipe without changing the artifacts."""
@@ -27,7 +30,11 @@ class Variation:
 
     @classmethod
     def for_run(cls, run_id: str, *, umask: str = "0022", tag: str = "") -> Variation:
-        return cls(root=f"{WORK}/{tag}{run_id}", hostname=f"qga-{tag}{run_id[:8]}", umask=umask)
+        """A plain run builds at one fixed root (one container per run, so no two meet), which
+        lets the compiler cache hit across runs without rewriting paths; `verify`'s tagged
+        builds take roots of their own, to prove the artifacts do not depend on it."""
+        root = f"{WORK}/{tag}{run_id}" if tag else f"{WORK}/{PLAIN_ROOT}"
+        return cls(root=root, hostname=f"qga-{tag}{run_id[:8]}", umask=umask)
 
 
 @dataclass(frozen=True)

@@ -34,15 +34,14 @@ CCACHE_DIR = "/ccache"  # the compiler cache volume's mount point (Dockerfile.li
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def ccache_environment(layout: Layout) -> dict[str, str]:
-    """ccache through Debian's compiler links (/usr/lib/ccache first on PATH). Paths under the
-    run's build root count relative (BASEDIR) and the working directory not at all (NOHASHDIR:
-    -ffile-prefix-map takes it out of the objects), so a run at another root hits; freshly
-    unpacked files have new ctimes, which must not disable direct-mode hits."""
+def ccache_environment() -> dict[str, str]:
+    """ccache through Debian's compiler links (/usr/lib/ccache first on PATH). No BASEDIR: it
+    would rewrite the compiler's absolute paths to relative ones, which -ffile-prefix-map then
+    misses (so __FILE__ strings, and the artifacts, would change); plain runs share one build
+    root instead. Freshly unpacked files have new ctimes, which must not disable direct-mode
+    hits."""
     return {
         "CCACHE_DIR": CCACHE_DIR,
-        "CCACHE_BASEDIR": layout.root,
-        "CCACHE_NOHASHDIR": "1",
         "CCACHE_COMPILERCHECK": "content",
         "CCACHE_SLOPPINESS": "include_file_ctime,include_file_mtime",
         "CCACHE_MAXSIZE": "2G",

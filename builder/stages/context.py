@@ -171,7 +171,7 @@ class RunContext:
 
         env = container_commands.environment(self.source_date_epoch)
         if self.ccache is not None:
-            env |= container_commands.ccache_environment(self.layout)
+            env |= container_commands.ccache_environment()
         code = self.container.run(
             list(command.argv), on_line=sink, env=env, workdir=command.workdir
         )

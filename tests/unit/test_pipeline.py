@@ -509,7 +509,7 @@ def test_the_compiler_cache_is_a_volume_of_the_build_image(setup) -> None:
     compile_env = next(e[2] for e in engine.events if e[:2] == ("run", "compile"))
     assert compile_env["CCACHE_DIR"] == "/ccache"
     assert compile_env["PATH"].startswith("/usr/lib/ccache:")
-    assert compile_env["CCACHE_BASEDIR"].startswith("/work/")  # the run's build root
+    assert "CCACHE_BASEDIR" not in compile_env  # it would rewrite paths the prefix map needs
     record = result.manifest["build"]["ccache"]
     assert record == {
         "version": "ccache version 4.11.3", "volume": "/ccache", "hits": 42, "misses": 3
