@@ -8,6 +8,7 @@ build container, made before the first of them and removed after the last.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
@@ -153,8 +154,7 @@ def _run_stages(ctx: RunContext, stages: tuple[Stage, ...]) -> None:
                 ctx.progress.skip(stage.name, "its result comes from the artifact cache")
                 continue
             if stage.in_container and ctx.box is None:
-                assert ctx.build_image is not None, "the build image comes first"
-                image_id = ctx.build_image.image_id
+                started, image_id = time.monotonic(), ctx.build_image.image_id
                 ctx.box = container_scope.enter_context(
                     build_container(
                         ctx.engine,
@@ -164,16 +164,18 @@ def _run_stages(ctx: RunContext, stages: tuple[Stage, ...]) -> None:
                         volumes={ccache_volume(image_id): CCACHE_DIR} if ctx.use_ccache else None,
                     )
                 )
+                ctx.progress.timings["container-start"] = round(time.monotonic() - started, 2)
             with ctx.progress.step(stage.name) as output:
                 stage.run(ctx, output)
             if index == last_in_container:
+                started = time.monotonic()
                 container_scope.close()  # the container goes as soon as no stage needs it
                 ctx.box = None
+                ctx.progress.timings["container-removal"] = round(time.monotonic() - started, 2)
 
 
 def ccache_volume(image_id: str) -> str:
-    """One compiler cache per build image: objects of one toolchain are never offered to
-    another."""
+    """One compiler cache per build image: never objects of another toolchain."""
     return f"qga-ccache-{image_id.removeprefix('sha256:')[:16]}"
 
 
