@@ -29,6 +29,7 @@ from builder.stages import (
     checks,
     collect,
     msi,
+    package,
     patches,
     publish,
     series,
@@ -67,6 +68,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("collect", collect.collect, in_container=True),
     Stage("check", checks.check, in_container=True),
     Stage("msi", msi.make_reproducible, applies=_has_msi),
+    Stage("package", package.make_packages, applies=lambda plan: plan.package is not None),
     Stage("vm-test", vm_test.boot_and_test, applies=lambda plan: plan.vm_test),
     Stage("publish", publish.publish),
 )
