@@ -170,6 +170,8 @@ class RpmInfo:
 
 
 def _header(blob: bytes, offset: int, what: str) -> tuple[dict[int, object], int]:
+    if len(blob) < offset + 16:
+        raise PackageFormatError(f"{what}: the file ends at byte {len(blob)}, inside the header")
     if blob[offset : offset + 4] != HEADER_MAGIC:
         raise PackageFormatError(f"{what}: no header magic at byte {offset}")
     count, size = struct.unpack(">II", blob[offset + 8 : offset + 16])
