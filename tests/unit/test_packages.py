@@ -322,3 +322,13 @@ def test_deb_reader_refuses_a_huge_file(tmp_path: Path) -> None:
     path = _dpkg_deb(tmp_path)
     with pytest.raises(PackageFormatError, match="larger than"):
         read_deb(path, max_bytes=10)
+
+
+def test_the_package_stage_runs_after_the_checks_and_before_the_vm_test() -> None:
+    from builder import pipeline
+
+    plan, _ = load_plan(DEFAULT_RECIPE, Overrides())
+    names = pipeline.stage_names(plan)
+    assert names.index("check") < names.index("package") < names.index("vm-test")
+    windows, _ = load_plan(WINDOWS_RECIPE, Overrides())
+    assert "package" not in pipeline.stage_names(windows)
