@@ -106,7 +106,6 @@ Pre-Depends: ${{misc:Pre-Depends}}
 Conflicts: qemu-guest-agent
 Replaces: qemu-guest-agent
 Provides: qemu-guest-agent
-Built-Using: qemu (= {spec.qemu_version})
 Description: {SUMMARY}
 {long_description}
 """
@@ -167,6 +166,20 @@ if [ "$1" = configure ] && [ -d /run/systemd/system ] && command -v udevadm >/de
 fi
 exit 0
 """
+    prerm = f"""\
+#!/bin/sh
+set -e
+# Stop the agent on removal (udev starts it, so debhelper's scripts neither start nor stop it).
+if [ "$1" = remove ]; then
+    if [ -d /run/systemd/system ]; then
+        deb-systemd-invoke stop {unit}.service >/dev/null || true
+    elif [ -x /etc/init.d/{unit} ]; then
+        invoke-rc.d {unit} stop || true
+    fi
+fi
+#DEBHELPER#
+exit 0
+"""
     binary = spec.exec_path.lstrip("/")
     overrides = f"""\
 # The agent is static-pie on purpose (ET_DYN without DT_NEEDED): any x86-64 Linux guest.
@@ -187,6 +200,7 @@ exit 0
         "debian/source/format": ("3.0 (native)\n", 0o644),
         f"debian/{name}.install": (f"{spec.binary_name} {sbin}\n", 0o644),
         f"debian/{name}.postinst": (postinst, 0o755),
+        f"debian/{name}.prerm": (prerm, 0o755),
         f"debian/{name}.lintian-overrides": (overrides, 0o644),
         f"{prefix}.service": (spec.file(sf.SYSTEMD), 0o644),
         f"{prefix}.init": (spec.file(sf.SYSVINIT), 0o755),

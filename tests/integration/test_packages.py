@@ -155,6 +155,9 @@ def test_deb_installs_replaces_the_distributions_agent_and_purges_clean(
     # Enabled the Debian way: update-rc.d links and the unit hooked to the port's device.
     debian_box.ok("ls /etc/rc2.d/S*qemu-guest-agent && ls /etc/rc0.d/K*qemu-guest-agent")
     debian_box.ok(f"test -L '{WANTS}'")
+    assert "stop qemu-guest-agent.service" in debian_box.ok(
+        "cat /var/lib/dpkg/info/qemu-ga-patched.prerm"
+    )
     assert "10.0" in debian_box.ok("/usr/sbin/qemu-ga-patched-static --version")
     # The init script does not start an agent on a guest without the port.
     assert "not starting" in debian_box.ok("/etc/init.d/qemu-guest-agent start")

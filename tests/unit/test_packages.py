@@ -164,6 +164,7 @@ def test_debian_tree_names_version_conflicts_and_scripts() -> None:
     assert "--no-start" in tree["debian/rules"][0] and tree["debian/rules"][1] == 0o755
     assert tree["debian/qemu-ga-patched.install"][0] == "qemu-ga-patched-static usr/sbin\n"
     assert "#DEBHELPER#" in tree["debian/qemu-ga-patched.postinst"][0]
+    assert "deb-systemd-invoke stop" in tree["debian/qemu-ga-patched.prerm"][0]
     for line in control.splitlines():
         assert len(line) <= 80, line  # lintian: extended-description-line-too-long
 
