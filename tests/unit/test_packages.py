@@ -333,3 +333,57 @@ def test_the_package_stage_runs_after_the_checks_and_before_the_vm_test() -> Non
     assert names.index("check") < names.index("package") < names.index("vm-test")
     windows, _ = load_plan(WINDOWS_RECIPE, Overrides())
     assert "package" not in pipeline.stage_names(windows)
+
+
+def _agent_deb(tmp_path: Path, leave_out: str = "") -> Path:
+    """A .deb laid out as the package stage expects, made by the host's dpkg-deb."""
+    root = tmp_path / "agent-pkg"
+    files = {
+        SPEC.exec_path: (b"\x7fELF agent", 0o755),
+        f"/usr/lib/systemd/system/{sf.SERVICE_NAME}.service": (SPEC.file(sf.SYSTEMD), 0o644),
+        f"/usr/lib/udev/rules.d/{sf.UDEV_RULE_NAME}": (SPEC.file(sf.UDEV_RULE), 0o644),
+        f"/etc/init.d/{sf.SERVICE_NAME}": (SPEC.file(sf.SYSVINIT), 0o755),
+        f"/etc/default/{sf.SERVICE_NAME}": (SPEC.file(sf.DEFAULTS), 0o644),
+    }
+    for name, (data, mode) in files.items():
+        if name == leave_out:
+            continue
+        path = root / name.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        path.chmod(mode)
+    (root / "DEBIAN").mkdir()
+    (root / "DEBIAN" / "control").write_text(
+        "Package: qemu-ga-patched\nVersion: 10.0.13+qga1-1\nArchitecture: amd64\n"
+        "Maintainer: A <a@example.org>\nConflicts: qemu-guest-agent\n"
+        "Replaces: qemu-guest-agent\nDescription: agent\n"
+    )
+    (root / "DEBIAN" / "conffiles").write_text(
+        f"/etc/default/{sf.SERVICE_NAME}\n/etc/init.d/{sf.SERVICE_NAME}\n"
+    )
+    out = tmp_path / SPEC.deb_file
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-b", str(root), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def test_the_stage_accepts_a_deb_with_every_file(tmp_path: Path) -> None:
+    from builder.stages.package import _check_deb
+
+    _check_deb(_agent_deb(tmp_path), SPEC, b"\x7fELF agent")
+
+
+def test_the_stage_refuses_a_deb_without_the_udev_rule_or_with_other_bytes(
+    tmp_path: Path,
+) -> None:
+    from builder.errors import ArtifactError
+    from builder.stages.package import _check_deb
+
+    rule = f"/usr/lib/udev/rules.d/{sf.UDEV_RULE_NAME}"
+    with pytest.raises(ArtifactError, match=f"{rule} is missing"):
+        _check_deb(_agent_deb(tmp_path / "a", leave_out=rule), SPEC, b"\x7fELF agent")
+    with pytest.raises(ArtifactError, match=f"{SPEC.exec_path} is missing or not what"):
+        _check_deb(_agent_deb(tmp_path / "b"), SPEC, b"\x7fELF another agent")
