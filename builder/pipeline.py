@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from builder.config.layout import BUILD_USER, Variation
+from builder.config.layout import Variation
 from builder.config.plan import Plan
-from builder.engine import LABEL_RECIPE
 from builder.formats import redact
 from builder.formats.manifest import Artifact
 from builder.host.cache import Cache
@@ -31,6 +30,7 @@ from builder.stages import (
     checks,
     collect,
     msi,
+    package,
     patches,
     publish,
     series,
@@ -38,8 +38,9 @@ from builder.stages import (
     toolchain,
     vm_test,
 )
+from builder.stages.build_box import build_container, ccache_volume
 from builder.stages.container_commands import CCACHE_DIR
-from builder.stages.context import Container, ContainerEngine, RunContext
+from builder.stages.context import ContainerEngine, RunContext
 from builder.stages.output_dir import OutputDir
 
 
@@ -73,6 +74,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("collect", collect.collect, in_container=True, builds=True),
     Stage("check", checks.check, in_container=True, builds=True),
     Stage("msi", msi.make_reproducible, applies=_has_msi, builds=True),
+    Stage("package", package.make_packages, applies=lambda p: p.package is not None, builds=True),
     Stage("vm-test", vm_test.boot_and_test, applies=lambda plan: plan.vm_test, builds=True),
     Stage("publish", publish.publish),
 )
@@ -172,28 +174,3 @@ def _run_stages(ctx: RunContext, stages: tuple[Stage, ...]) -> None:
                 container_scope.close()  # the container goes as soon as no stage needs it
                 ctx.box = None
                 ctx.progress.timings["container-removal"] = round(time.monotonic() - started, 2)
-
-
-def ccache_volume(image_id: str) -> str:
-    """One compiler cache per build image: never objects of another toolchain."""
-    return f"qga-ccache-{image_id.removeprefix('sha256:')[:16]}"
-
-
-def build_container(
-    engine: ContainerEngine,
-    plan: Plan,
-    image_id: str,
-    hostname: str | None = None,
-    volumes: dict[str, str] | None = None,
-) -> AbstractContextManager[Container]:
-    """The container every build step runs in: no network, unprivileged, limits from the plan."""
-    return engine.container(
-        image_id,
-        hostname=hostname,
-        volumes=volumes,
-        labels={LABEL_RECIPE: plan.recipe_name},
-        user=BUILD_USER,
-        network=False,
-        memory=plan.memory,
-        cpus=plan.cpus,
-    )

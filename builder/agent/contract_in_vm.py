@@ -53,6 +53,8 @@ def run_vm_test(
     assets: vm.VmAssets = vm.DEFAULT_ASSETS,
     port_name: str = vm.AGENT_PORT,
     boot_deadline: float = BOOT_DEADLINE,
+    tree: list[tuple[str, int, bytes]] | None = None,
+    agent_path: str = "/sbin/qemu-ga",
 ) -> VmReport:
     if not agent.is_file():
         raise VmTestError(f"{agent}: no agent binary there")
@@ -60,7 +62,11 @@ def run_vm_test(
     report = VmReport(agent=str(agent), kernel=prepared.kernel_version)
     initramfs_dir = cache.dir("vm/initramfs")
     initramfs = vm.make_initramfs(
-        prepared, agent, initramfs_dir / f"{agent.stat().st_ino}-{time.time_ns()}.cpio"
+        prepared,
+        agent,
+        initramfs_dir / f"{agent.stat().st_ino}-{time.time_ns()}.cpio",
+        tree=tree,
+        agent_path=agent_path,
     )
     try:
         with vm.boot(prepared, initramfs, port_name=port_name) as running:

@@ -13,9 +13,9 @@ from builder.errors import OutputError
 from builder.host.cache import Cache
 from builder.host.files import replace_file
 from builder.log import Progress
-from builder.pipeline import build_container
 from builder.stages import series, toolchain
 from builder.stages.base_image import ensure_base
+from builder.stages.build_box import build_container
 from builder.stages.build_image import ensure_build_image
 from builder.stages.source import prepare_source
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder import __version__
+from builder.config.package_fields import PACKAGE_KINDS, Package
 from builder.config.recipe import Recipe
 from builder.errors import InputError, RecipeError
 from builder.formats.checksums import sha256_bytes, sha256_json
@@ -88,6 +89,17 @@ class ArtifactPlan:
 
 
 @dataclass(frozen=True)
+class PackagePlan:
+    """The deb/rpm/tarball artifacts asked for and their fields (`package:` in the recipe)."""
+
+    kinds: tuple[str, ...]
+    name: str
+    version: str | None  # None: the QEMU version + "+qga1", known after the source is unpacked
+    revision: str
+    maintainer: str
+
+
+@dataclass(frozen=True)
 class Plan:
     recipe_name: str
     recipe_path: Path
@@ -113,6 +125,7 @@ class Plan:
     max_artifact_bytes: int = 1 << 30
     # Left to the source's QEMU series (recipes without `patches`): e.g. patches, base, ...
     series_decides: tuple[str, ...] = ()
+    package: PackagePlan | None = None
 
     @property
     def strip_tool(self) -> str:
@@ -135,6 +148,8 @@ class Plan:
             summary.pop(volatile, None)
         if not self.series_decides:  # keys of recipes that name their patches stay as they were
             summary.pop("series_decides", None)
+        if self.package is None:  # nor do the keys of recipes without packages
+            summary.pop("package", None)
         # Files pinned by sha256 count by content, not by where this checkout lives: the MSI's
         # PackageCode comes from this key, and must not change with the clone's directory.
         summary["image"]["dockerfile"] = self.image.dockerfile.name
@@ -326,8 +341,9 @@ def make_plan(
         ),
         targets=tuple(build.targets),
         artifacts=tuple(
-            ArtifactPlan(path=a.path, name=a.name, kind=a.kind, strip=a.strip)
+            ArtifactPlan(path=a.path or "", name=a.name or "", kind=a.kind, strip=a.strip)
             for a in recipe.artifacts
+            if a.kind not in PACKAGE_KINDS
         ),
         service_kinds=tuple(recipe.services.kinds) if recipe.services else (),
         service_exec_path=recipe.services.exec_path if recipe.services else "",
@@ -343,7 +359,16 @@ def make_plan(
         overrides=dict(overrides or {}),
         max_artifact_bytes=build.max_artifact_bytes,
         series_decides=series_decides(recipe),
+        package=package_plan(recipe),
     )
+
+
+def package_plan(recipe: Recipe) -> PackagePlan | None:
+    kinds = tuple(a.kind for a in recipe.artifacts if a.kind in PACKAGE_KINDS)
+    if not kinds:
+        return None
+    fields = recipe.package or Package()
+    return PackagePlan(kinds, fields.name, fields.version, fields.revision, fields.maintainer)
 
 
 def series_decides(recipe: Recipe) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from builder.config.package_fields import PACKAGE_KINDS, Package
 from builder.errors import RecipeError
 
 MAX_RECIPE_BYTES = 256 * 1024
@@ -215,21 +216,33 @@ class Build(Model):
 
 
 class Artifact(Model):
-    path: Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-][A-Za-z0-9._/+-]{0,255}$")] = Field(
-        description="path in the build directory"
+    path: Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-][A-Za-z0-9._/+-]{0,255}$")] | None = Field(
+        None, description="path in the build directory (not for deb, rpm, tarball)"
     )
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_+][A-Za-z0-9._+-]{0,127}$")] = Field(
-        description="file name in the output directory (not starting with . or -)"
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_+][A-Za-z0-9._+-]{0,127}$")] | None = Field(
+        None,
+        description="file name in the output directory (not starting with . or -); deb, rpm "
+        "and tarball are named by the tool from `package:`",
     )
-    kind: Literal["static-elf", "pe", "msi", "file"] = Field(
+    kind: Literal["static-elf", "pe", "msi", "file", "deb", "rpm", "tarball"] = Field(
         "file",
         description="static-elf: a static, stripped ELF that prints its version; pe: a Windows "
-        "executable or DLL; msi: an installer whose contents are checked; file: anything",
+        "executable or DLL; msi: an installer whose contents are checked; file: anything; "
+        "deb, rpm, tarball: packages of the recipe's static-elf agent (Linux)",
     )
     strip: bool = True
 
     @model_validator(mode="after")
     def _no_escape(self) -> Artifact:
+        if self.kind in PACKAGE_KINDS:
+            if self.path is not None or self.name is not None:
+                raise ValueError(
+                    f"a {self.kind} artifact takes no path or name: the tool makes it from the "
+                    "static-elf artifact and names it from `package:`"
+                )
+            return self
+        if self.path is None or self.name is None:
+            raise ValueError(f"a {self.kind} artifact needs a path and a name")
         if ".." in self.path.split("/"):
             raise ValueError("path must stay inside the build directory")
         return self
@@ -288,6 +301,9 @@ class Recipe(Model):
     artifacts: list[Artifact] = Field(min_length=1, max_length=64)
     services: Services | None = None
     msi: MsiStrings | None = Field(None, description="Windows installer strings")
+    package: Package | None = Field(
+        None, description="deb, rpm and tarball fields; default: see Package"
+    )
     vm_test: bool = Field(
         False,
         description="boot the built static agent in a VM after the build and run the agent "
@@ -312,6 +328,17 @@ class Recipe(Model):
             raise ValueError("static-elf artifacts and vm_test need target: linux")
         if self.msi is not None and self.target != "windows":
             raise ValueError("msi: settings need target: windows")
+        packages = sorted(kinds & PACKAGE_KINDS)
+        if packages and (self.target != "linux" or "static-elf" not in kinds):
+            raise ValueError(
+                f"{', '.join(packages)} artifacts package the static Linux agent: they need "
+                "target: linux and a static-elf artifact"
+            )
+        if self.package is not None and not packages:
+            raise ValueError("package: settings need a deb, rpm or tarball artifact")
+        for kind in packages:
+            if sum(artifact.kind == kind for artifact in self.artifacts) > 1:
+                raise ValueError(f"the {kind} artifact is listed twice")
         return self
 
     @field_validator("artifacts")
@@ -319,6 +346,8 @@ class Recipe(Model):
     def _distinct_outputs(cls, artifacts: list[Artifact]) -> list[Artifact]:
         seen: set[str] = set()
         for artifact in artifacts:
+            if artifact.name is None:
+                continue
             if artifact.name in RESERVED_NAMES:
                 raise ValueError(f"artifact name {artifact.name!r} is reserved for the tool")
             if artifact.name in seen:

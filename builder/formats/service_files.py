@@ -1,64 +1,108 @@
-"""Service definitions that start the agent at boot (systemd, sysvinit, upstart).
+"""Service definitions that start the agent (systemd, sysvinit, upstart) and the udev rule and
+defaults file the packages carry.
 
-They follow the set-ups of the FIREWHEEL page the product grew from; the binary's path comes from
-the recipe (`services.exec_path`).
+The systemd unit is bound to the agent's virtio port, like Debian's qemu-guest-agent: udev
+starts it when `org.qemu.guest_agent.0` appears (the rule's SYSTEMD_WANTS, or the unit's
+WantedBy= on the device once enabled), systemd stops it when the port goes, and a guest without
+the port never starts it (no restart loop). The binary's path comes from the recipe
+(`services.exec_path`); extra arguments from /etc/default/qemu-guest-agent (Debian) or
+/etc/sysconfig/qemu-guest-agent (RHEL/Fedora).
 """
 
 from __future__ import annotations
 
-SYSTEMD = """\
+PORT_NAME = "org.qemu.guest_agent.0"
+PORT_PATH = f"/dev/virtio-ports/{PORT_NAME}"
+# systemd's name for the port's device unit (systemd-escape --path PORT_PATH).
+DEVICE_UNIT = r"dev-virtio\x2dports-org.qemu.guest_agent.0.device"
+SERVICE_NAME = "qemu-guest-agent"
+UDEV_RULE_NAME = f"60-{SERVICE_NAME}.rules"
+
+SYSTEMD = f"""\
 [Unit]
 Description=QEMU Guest Agent (patched: guest-exec-status streams output)
+Documentation=https://www.qemu.org/docs/master/interop/qemu-ga.html
+# Started when the agent's virtio port appears (udev rule or WantedBy=), stopped when it goes.
+BindsTo={DEVICE_UNIT}
+After={DEVICE_UNIT}
+IgnoreOnIsolate=yes
 
 [Service]
 Type=simple
+EnvironmentFile=-/etc/default/{SERVICE_NAME}
+EnvironmentFile=-/etc/sysconfig/{SERVICE_NAME}
+ExecStart={{exec_path}} $DAEMON_ARGS
 Restart=always
-RestartSec=5
-ExecStart={exec_path}
+RestartSec=1
 LimitNOFILE=102400
 
 [Install]
-WantedBy=multi-user.target
+WantedBy={DEVICE_UNIT}
 """
 
-SYSVINIT = """\
+SYSVINIT = f"""\
 #!/bin/sh
 ### BEGIN INIT INFO
-# Provides:          qemu-guest-agent
+# Provides:          {SERVICE_NAME}
 # Required-Start:    $local_fs
 # Required-Stop:     $local_fs
 # Default-Start:     2 3 4 5
 # Default-Stop:      0 1 6
 # Short-Description: QEMU Guest Agent (patched)
+# Description:       Starts the patched QEMU Guest Agent when the guest has
+#                    the {PORT_NAME} virtio port.
 ### END INIT INFO
-# Install as /etc/init.d/qemu-guest-agent.
+# Install as /etc/init.d/{SERVICE_NAME}.
 
-PIDFILE=/var/run/qemu-guest-agent.pid
-DAEMON={exec_path}
+PATH=/sbin:/usr/sbin:/bin:/usr/bin
+DAEMON={{exec_path}}
+PIDFILE=/run/{SERVICE_NAME}.pid
+PORT={PORT_PATH}
+DAEMON_ARGS=""
+
+[ -x "$DAEMON" ] || exit 0
+# LSB functions where the guest has them (on Debian: hands over to systemd when it runs).
+if [ -r /lib/lsb/init-functions ]; then
+    . /lib/lsb/init-functions
+fi
+# Extra arguments (DAEMON_ARGS) from the package's defaults file.
+[ -r /etc/default/{SERVICE_NAME} ] && . /etc/default/{SERVICE_NAME}
+[ -r /etc/sysconfig/{SERVICE_NAME} ] && . /etc/sysconfig/{SERVICE_NAME}
+
+running() {{
+    [ -e "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
+}}
 
 case "$1" in
 start)
-    "$DAEMON" &
-    echo $! >"$PIDFILE"
+    if [ ! -e "$PORT" ]; then
+        echo "{SERVICE_NAME}: no virtio port $PORT, not starting"
+        exit 0
+    fi
+    running && exit 0
+    # shellcheck disable=SC2086 # DAEMON_ARGS holds several arguments
+    "$DAEMON" --daemonize --pidfile="$PIDFILE" $DAEMON_ARGS
     ;;
 stop)
-    [ -e "$PIDFILE" ] && kill "$(cat "$PIDFILE")"
+    if running; then
+        kill "$(cat "$PIDFILE")"
+    fi
     rm -f "$PIDFILE"
     ;;
-restart)
+restart|force-reload)
     "$0" stop
     "$0" start
     ;;
 status)
-    if [ -e "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-        echo "qemu-guest-agent is running, pid=$(cat "$PIDFILE")"
+    if running; then
+        echo "{SERVICE_NAME} is running, pid=$(cat "$PIDFILE")"
     else
-        echo "qemu-guest-agent is NOT running"
-        exit 1
+        echo "{SERVICE_NAME} is NOT running"
+        exit 3
     fi
     ;;
 *)
-    echo "Usage: $0 {{start|stop|status|restart}}"
+    echo "Usage: $0 {{start|stop|status|restart|force-reload}}"
     exit 2
     ;;
 esac
@@ -66,8 +110,8 @@ esac
 exit 0
 """
 
-UPSTART = """\
-# Install as /etc/init/qemu-guest-agent.conf.
+UPSTART = f"""\
+# Install as /etc/init/{SERVICE_NAME}.conf.
 description "QEMU Guest Agent (patched)"
 author "qga-builder"
 start on runlevel [2345]
@@ -75,15 +119,36 @@ stop on runlevel [016]
 
 respawn
 
-exec {exec_path}
+pre-start script
+    [ -e {PORT_PATH} ] || {{ stop; exit 0; }}
+end script
+
+exec {{exec_path}}
+"""
+
+UDEV_RULE = f"""\
+# Start the QEMU Guest Agent's systemd unit when its virtio port appears.
+SUBSYSTEM=="virtio-ports", ATTR{{name}}=="{PORT_NAME}", \\
+  TAG+="systemd", ENV{{SYSTEMD_WANTS}}="{SERVICE_NAME}.service"
+"""
+
+DEFAULTS = f"""\
+# Extra arguments for the QEMU Guest Agent ({{exec_path}} --help lists them), e.g.
+# DAEMON_ARGS="--blacklist=guest-file-open,guest-file-write --logfile=/var/log/qemu-ga.log"
+# Read by the systemd unit and the init script of {SERVICE_NAME}.
+DAEMON_ARGS=""
 """
 
 # kind -> (file name, template, file mode)
 SERVICE_FILES: dict[str, tuple[str, str, int]] = {
-    "systemd": ("qemu-guest-agent.service", SYSTEMD, 0o644),
-    "sysvinit": ("qemu-guest-agent.init", SYSVINIT, 0o755),
-    "upstart": ("qemu-guest-agent.conf", UPSTART, 0o644),
+    "systemd": (f"{SERVICE_NAME}.service", SYSTEMD, 0o644),
+    "sysvinit": (f"{SERVICE_NAME}.init", SYSVINIT, 0o755),
+    "upstart": (f"{SERVICE_NAME}.conf", UPSTART, 0o644),
 }
+
+
+def render(template: str, exec_path: str) -> str:
+    return template.replace("{exec_path}", exec_path)
 
 
 def render_services(kinds: tuple[str, ...], exec_path: str) -> dict[str, tuple[bytes, int]]:
@@ -91,5 +156,5 @@ def render_services(kinds: tuple[str, ...], exec_path: str) -> dict[str, tuple[b
     files = {}
     for kind in kinds:
         name, template, mode = SERVICE_FILES[kind]
-        files[name] = (template.format(exec_path=exec_path).encode(), mode)
+        files[name] = (render(template, exec_path).encode(), mode)
     return files

@@ -228,7 +228,7 @@ if [ -z "$port" ]; then
 fi
 echo "qga-vm: starting the agent on $port"
 while true; do
-    /sbin/qemu-ga -m virtio-serial -p "$port" -t /run
+    {agent} -m virtio-serial -p "$port" -t /run
     echo "qga-vm: agent exited with $?"
     sleep 1
 done
@@ -243,17 +243,32 @@ def _cpio_entry(out: io.BytesIO, name: str, mode: int, data: bytes, inode: int) 
     out.write(data + b"\0" * (-len(data) % 4))
 
 
-def make_initramfs(vm: PreparedVm, agent: Path, dest: Path, port: str = AGENT_PORT) -> Path:
-    """An uncompressed newc cpio (fastest to boot): busybox, the agent, modules and /init."""
+def make_initramfs(
+    vm: PreparedVm,
+    agent: Path,
+    dest: Path,
+    port: str = AGENT_PORT,
+    tree: list[tuple[str, int, bytes]] | None = None,
+    agent_path: str = "/sbin/qemu-ga",
+) -> Path:
+    """An uncompressed newc cpio (fastest to boot): busybox, the agent, modules and /init.
+
+    With `tree` (a package's installed files: path, cpio mode, bytes), those files are laid out
+    too and /init starts the agent at `agent_path`, where the package installed it."""
+    init = INIT.format(modules=" ".join(VIRTIO_MODULES), port=port, agent=agent_path)
     files: list[tuple[str, int, bytes]] = [
         ("bin", 0o040755, b""),
         ("sbin", 0o040755, b""),
         ("lib", 0o040755, b""),
         ("lib/modules", 0o040755, b""),
-        ("init", 0o100755, INIT.format(modules=" ".join(VIRTIO_MODULES), port=port).encode()),
+        ("init", 0o100755, init.encode()),
         ("bin/busybox", 0o100755, vm.busybox.read_bytes()),
-        ("sbin/qemu-ga", 0o100755, agent.read_bytes()),
     ]
+    if tree is None:
+        files.append(("sbin/qemu-ga", 0o100755, agent.read_bytes()))
+    else:
+        taken = {name for name, _, _ in files}
+        files += [entry for entry in tree if entry[0] not in taken]
     files += [
         (f"lib/modules/{name}.ko", 0o100644, vm.modules[name].read_bytes())
         for name in VIRTIO_MODULES

@@ -12,7 +12,7 @@ from builder.config.layout import BUILD_UID
 from builder.errors import InputError
 from builder.formats import archives
 from builder.log import StepOutput
-from builder.stages import container_commands, patches
+from builder.stages import container_commands, package, patches
 from builder.stages.context import RunContext
 
 
@@ -39,6 +39,8 @@ def unpack(ctx: RunContext, output: StepOutput) -> None:
         container_commands.unpack(layout, source.archive.name, source.strip_components), output
     )
     ctx.qemu_version = unpacked[-1].strip() if unpacked else ""
+    if ctx.plan.package is not None:  # a package version made from it: checked before the compile
+        package.package_spec(ctx.plan, ctx.qemu_version, ctx.source_date_epoch)
     output.line(f"QEMU version {ctx.qemu_version}")
 
 

@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from builder.pipeline import ccache_volume
+from builder.stages.build_box import ccache_volume
 from tests.helpers import leftover_containers, run_cli, write_variant
 
 

@@ -14,7 +14,7 @@ from builder.config.layout import BUILD_UID
 from builder.config.overrides import Overrides
 from builder.engine import Engine
 from builder.host import debian
-from builder.pipeline import build_container
+from builder.stages.build_box import build_container
 from tests.helpers import DEFAULT_RECIPE, write_variant
 
 

@@ -33,6 +33,8 @@ def test_verify_two_varied_builds_are_identical(
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((out / "verify.json").read_text())
     assert "qemu-ga-patched-static" in summary["identical"]
+    for suffix in ("_amd64.deb", ".x86_64.rpm", "-linux-x86_64.tar.gz"):  # packages too
+        assert any(name.endswith(suffix) for name in summary["identical"]), suffix
     assert summary["different"] == [] and summary["missing"] == []
     manifests = [json.loads((out / tag / "manifest.json").read_text()) for tag in "ab"]
     # The two builds really ran in different places.

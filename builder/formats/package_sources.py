@@ -1,0 +1,292 @@
+"""What the packager box builds from: a debhelper tree for the .deb, a spec file for the .rpm,
+and the names and checks of package fields. Pure text; the stage copies it in with the agent.
+
+The .deb is made the Debian way (dpkg-buildpackage + debhelper): dh_installsystemd,
+dh_installinit and dh_installudev write the maintainer scripts, /etc/default is a conffile, and
+the package conflicts with, replaces and provides the distribution's qemu-guest-agent (same unit
+and init script names). Nothing is started by the scripts themselves: a start of the unit would
+wait for the port's device; udev starts it (postinst re-triggers the virtio ports).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from builder.formats import service_files as sf
+
+ARCH_DEB, ARCH_RPM = "amd64", "x86_64"
+# What both Debian (policy 5.6.1, 5.6.12) and RPM accept.
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}$")
+VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+~]{0,62}$")
+MAINTAINER_RE = re.compile(
+    r"^[^<>,\n]{1,100} <[^<>@\s,]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,}>$"
+)
+
+
+def version_problem(version: str) -> str | None:
+    """Why a version is not one a .deb and an .rpm both accept (None: it is)."""
+    if not VERSION_RE.match(version):
+        return (
+            f"{version!r} is not a valid Debian/RPM version: it must start with a digit and "
+            "hold only letters, digits and . + ~ (no '-', ':' or spaces), at most 63 characters"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    name: str
+    version: str  # upstream part, e.g. 10.0.13+qga1
+    revision: str  # Debian revision / RPM release
+    maintainer: str
+    exec_path: str
+    qemu_version: str
+    source_date_epoch: int
+
+    @property
+    def deb_file(self) -> str:
+        return f"{self.name}_{self.version}-{self.revision}_{ARCH_DEB}.deb"
+
+    @property
+    def rpm_file(self) -> str:
+        return f"{self.name}-{self.version}-{self.revision}.{ARCH_RPM}.rpm"
+
+    @property
+    def tarball_stem(self) -> str:
+        return f"{self.name}-{self.version}-linux-{ARCH_RPM}"
+
+    @property
+    def binary_name(self) -> str:
+        return PurePosixPath(self.exec_path).name
+
+    def file(self, template: str) -> str:
+        return sf.render(template, self.exec_path)
+
+
+SUMMARY = "QEMU Guest Agent, static, with streaming guest-exec-status"
+DESCRIPTION = """\
+The QEMU Guest Agent (qemu-ga), built statically by qga-builder from
+QEMU {qemu}, with a patch that makes guest-exec-status return the output
+of a command while it runs. It starts when the guest has the
+org.qemu.guest_agent.0 virtio-serial port (a udev rule and a systemd unit
+bound to the port's device; a sysvinit script).
+Extra arguments: DAEMON_ARGS in {defaults}.
+"""
+
+
+def _description(spec: PackageSpec, defaults: str) -> list[str]:
+    return DESCRIPTION.format(qemu=spec.qemu_version, defaults=defaults).splitlines()
+
+
+def _date(epoch: int, pattern: str) -> str:
+    return time.strftime(pattern, time.gmtime(epoch))
+
+
+def debian_tree(spec: PackageSpec) -> dict[str, tuple[str, int]]:
+    """Path under the source directory -> (text, mode): the debian/ directory."""
+    name, unit = spec.name, sf.SERVICE_NAME
+    long_description = "\n".join(f" {line}" for line in _description(spec, f"/etc/default/{unit}"))
+    control = f"""\
+Source: {name}
+Section: admin
+Priority: optional
+Maintainer: {spec.maintainer}
+Build-Depends: debhelper-compat (= 13)
+Standards-Version: 4.7.2
+Rules-Requires-Root: no
+Homepage: https://www.qemu.org/
+
+Package: {name}
+Architecture: {ARCH_DEB}
+Depends: ${{misc:Depends}}
+Pre-Depends: ${{misc:Pre-Depends}}
+Conflicts: qemu-guest-agent
+Replaces: qemu-guest-agent
+Provides: qemu-guest-agent
+Description: {SUMMARY}
+{long_description}
+"""
+    changelog = f"""\
+{name} ({spec.version}-{spec.revision}) unstable; urgency=medium
+
+  * Built by qga-builder from QEMU {spec.qemu_version}.
+
+ -- {spec.maintainer}  {_date(spec.source_date_epoch, "%a, %d %b %Y %H:%M:%S +0000")}
+"""
+    copyright_ = f"""\
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: QEMU
+Source: https://www.qemu.org/
+
+Files: *
+Copyright: 2003-2025 Fabrice Bellard and the QEMU contributors
+License: GPL-2
+Comment: {spec.binary_name} is statically linked with GLib (LGPL-2.1+) and
+ the GNU C Library (LGPL-2.1+).
+
+License: GPL-2
+ This program is free software; you can redistribute it and/or modify
+ it under the terms of the GNU General Public License version 2 as
+ published by the Free Software Foundation.
+ .
+ On Debian systems, the complete text of the GNU General Public License
+ version 2 can be found in /usr/share/common-licenses/GPL-2.
+"""
+    sbin = str(PurePosixPath(spec.exec_path).parent).lstrip("/")
+    rules = f"""\
+#!/usr/bin/make -f
+# The agent comes built, static and stripped: nothing to configure, build, strip or scan.
+%:
+\tdh $@
+
+override_dh_auto_configure override_dh_auto_build override_dh_auto_test \\
+override_dh_auto_install override_dh_auto_clean override_dh_strip override_dh_dwz \\
+override_dh_shlibdeps:
+
+# A start would wait for the port's device: udev starts the unit (see postinst).
+override_dh_installsystemd:
+\tdh_installsystemd --name={unit} --no-start
+
+override_dh_installinit:
+\tdh_installinit --name={unit} --no-start
+
+override_dh_installudev:
+\tdh_installudev --name={unit}
+"""
+    postinst = """\
+#!/bin/sh
+set -e
+#DEBHELPER#
+# Start the agent now if this guest has its port (udev starts it at every boot).
+if [ "$1" = configure ] && [ -d /run/systemd/system ] && command -v udevadm >/dev/null; then
+    udevadm trigger --subsystem-match=virtio-ports --action=add || true
+fi
+exit 0
+"""
+    prerm = f"""\
+#!/bin/sh
+set -e
+# Stop the agent on removal (udev starts it, so debhelper's scripts neither start nor stop it).
+if [ "$1" = remove ]; then
+    if [ -d /run/systemd/system ]; then
+        deb-systemd-invoke stop {unit}.service >/dev/null || true
+    elif [ -x /etc/init.d/{unit} ]; then
+        invoke-rc.d {unit} stop || true
+    fi
+fi
+#DEBHELPER#
+exit 0
+"""
+    binary = spec.exec_path.lstrip("/")
+    overrides = f"""\
+# The agent is static-pie on purpose (ET_DYN without DT_NEEDED): any x86-64 Linux guest.
+{name}: shared-library-lacks-prerequisites [{binary}]
+# Bound to the agent's virtio port: `systemctl enable` hooks it to the port's device.
+{name}: systemd-service-file-refers-to-unusual-wantedby-target *
+# Built for images, not uploaded to Debian.
+{name}: initial-upload-closes-no-bugs *
+# qemu-ga --help documents it; QEMU's manual page is not built (no sphinx in a static build).
+{name}: no-manual-page [{binary}]
+"""
+    prefix = f"debian/{name}.{unit}"
+    return {
+        "debian/control": (control, 0o644),
+        "debian/changelog": (changelog, 0o644),
+        "debian/copyright": (copyright_, 0o644),
+        "debian/rules": (rules, 0o755),
+        "debian/source/format": ("3.0 (native)\n", 0o644),
+        f"debian/{name}.install": (f"{spec.binary_name} {sbin}\n", 0o644),
+        f"debian/{name}.postinst": (postinst, 0o755),
+        f"debian/{name}.prerm": (prerm, 0o755),
+        f"debian/{name}.lintian-overrides": (overrides, 0o644),
+        f"{prefix}.service": (spec.file(sf.SYSTEMD), 0o644),
+        f"{prefix}.init": (spec.file(sf.SYSVINIT), 0o755),
+        f"{prefix}.default": (spec.file(sf.DEFAULTS), 0o644),
+        f"{prefix}.udev": (spec.file(sf.UDEV_RULE), 0o644),
+    }
+
+
+# Installed paths in the .rpm (and the files the spec's %install writes them from).
+RPM_FILES = (
+    ("unit", f"/usr/lib/systemd/system/{sf.SERVICE_NAME}.service", 0o644),
+    ("udev", f"/usr/lib/udev/rules.d/{sf.UDEV_RULE_NAME}", 0o644),
+    ("init", f"/etc/rc.d/init.d/{sf.SERVICE_NAME}", 0o755),
+    ("sysconfig", f"/etc/sysconfig/{sf.SERVICE_NAME}", 0o644),
+)
+
+
+def rpm_sources(spec: PackageSpec) -> dict[str, tuple[str, int]]:
+    """File name -> (text, mode): the spec file and the files it installs."""
+    unit = sf.SERVICE_NAME
+    installs = "\n".join(
+        f"install -D -m {mode:04o} %{{_sourcedir}}/{key} %{{buildroot}}{path}"
+        for key, path, mode in RPM_FILES
+    )
+    description = "\n".join(_description(spec, f"/etc/sysconfig/{unit}"))
+    text = f"""\
+# Made by qga-builder: the agent comes built, static and stripped.
+%global debug_package %{{nil}}
+%global __os_install_post %{{nil}}
+%global _build_id_links none
+%global _buildhost qga-builder
+%global use_source_date_epoch_as_buildtime 1
+%global build_mtime_policy clamp_to_source_date_epoch
+%global _binary_payload w9.gzdio
+
+Name: {spec.name}
+Version: {spec.version}
+Release: {spec.revision}
+Summary: {SUMMARY}
+License: GPL-2.0-only
+URL: https://www.qemu.org/
+Packager: {spec.maintainer}
+BuildArch: {ARCH_RPM}
+AutoReqProv: no
+Conflicts: qemu-guest-agent
+
+%description
+{description}
+
+%install
+install -D -m 0755 %{{_sourcedir}}/{spec.binary_name} %{{buildroot}}{spec.exec_path}
+{installs}
+
+%post
+if [ "$1" -eq 1 ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl --no-reload enable {unit}.service >/dev/null 2>&1 || :
+fi
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload >/dev/null 2>&1 || :
+    udevadm trigger --subsystem-match=virtio-ports --action=add >/dev/null 2>&1 || :
+fi
+
+%preun
+if [ "$1" -eq 0 ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl --no-reload disable --now {unit}.service >/dev/null 2>&1 || :
+fi
+
+%postun
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload >/dev/null 2>&1 || :
+fi
+
+%files
+%defattr(-,root,root,-)
+{spec.exec_path}
+/usr/lib/systemd/system/{unit}.service
+/usr/lib/udev/rules.d/{sf.UDEV_RULE_NAME}
+/etc/rc.d/init.d/{unit}
+%config(noreplace) /etc/sysconfig/{unit}
+
+%changelog
+* {_date(spec.source_date_epoch, "%a %b %d %Y")} {spec.maintainer} - {spec.version}-{spec.revision}
+- Built by qga-builder from QEMU {spec.qemu_version}.
+"""
+    files = {f"{spec.name}.spec": (text, 0o644)}
+    templates = {"unit": sf.SYSTEMD, "udev": sf.UDEV_RULE, "init": sf.SYSVINIT}
+    for key, _, mode in RPM_FILES:
+        files[key] = (spec.file(templates.get(key, sf.DEFAULTS)), mode)
+    return files
