@@ -88,6 +88,7 @@ class ContainerEngine(Protocol):
         cpus: float | None = None,
         workdir: str = "/",
         hostname: str | None = None,
+        volumes: Mapping[str, str] | None = None,
     ) -> AbstractContextManager[Container]: ...
 
     def server_version(self) -> str: ...
