@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import IO, Any
 
 import docker
+import docker.constants
 import docker.errors
 import docker.tls
 
@@ -402,13 +403,21 @@ def _client(target: Endpoint) -> docker.DockerClient:
     if target.tls is not None:  # always verifying the engine's certificate
         cert = (str(target.tls.cert), str(target.tls.key)) if target.tls.cert else None
         tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=str(target.tls.ca), verify=True)
-    return docker.DockerClient(
+    api = docker.APIClient(
         base_url=target.base_url,
         tls=tls,
         use_ssh_client=target.kind == "ssh",  # the host's ssh: paramiko is not installed
-        version="auto",
+        version=docker.constants.MINIMUM_DOCKER_API_VERSION,  # no request yet: see below
         timeout=CONNECT_TIMEOUT,
     )
+    # requests would let REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE replace the CA we name (any
+    # certificate the system trusts would pass) and send the engine's traffic to a proxy:
+    # the connection is exactly what the endpoint says, nothing from the environment.
+    api.trust_env = False
+    api._version = str(api.version(api_version=False)["ApiVersion"])  # as version="auto" does
+    client = docker.DockerClient.__new__(docker.DockerClient)
+    client.api = api
+    return client
 
 
 DEFAULT_MEMORY = "8g"  # a build container's memory when the recipe sets none

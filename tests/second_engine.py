@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -111,6 +112,8 @@ class SecondEngine:
         self._make_certificates()
         self._make_bridge()
         self.exec_root.mkdir(mode=0o700, exist_ok=True)
+        config = self.root / "daemon.json"
+        config.write_text(json.dumps({"deprecated-key-path": str(self.root / "key.json")}))
         command = [
             "dockerd",
             f"--data-root={self.root / 'data'}",
@@ -127,6 +130,10 @@ class SecondEngine:
             "--ip-forward=false",  # the first engine has already turned it on
             f"--fixed-cidr={self.subnet}",
             "--storage-driver=overlay2",
+            # Our own config file, not the first engine's /etc/docker/daemon.json; it names
+            # the daemon's key (its ID comes from it; kept in /etc/docker unless named, so both
+            # engines of the machine would report the same ID).
+            f"--config-file={config}",
         ]
         with self.log_path.open("wb") as log:
             # Its own session: its output never holds a test runner's pipe open.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,6 +56,7 @@ class ContainerEngine(Protocol):
     """What the stages need of a Docker engine (`builder.engine.Engine`)."""
 
     run_id: str
+    endpoint: str  # the engine as named, credentials masked
 
     def image_id(self, reference: str) -> str | None: ...
 
@@ -93,6 +94,10 @@ class ContainerEngine(Protocol):
 
     def server_version(self) -> str: ...
 
+    def save_image(self, reference: str) -> Iterator[bytes]: ...
+
+    def load_image(self, tar_stream: Iterable[bytes], reference: str) -> str: ...
+
 
 @dataclass
 class RunContext:
@@ -107,6 +112,8 @@ class RunContext:
     log_dir: Path
     started: datetime
     box: Container | None = None
+    # The run's other engines (a matrix): images they hold are copied, not made again.
+    peer_engines: tuple[ContainerEngine, ...] = ()
     # Chosen by the plan, or by the source's QEMU series (stage `series`):
     image_plan: ImagePlan = None  # type: ignore[assignment]
     patch_plans: tuple[PatchPlan, ...] = ()
