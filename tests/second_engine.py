@@ -9,7 +9,7 @@ It is a real `dockerd` with everything of its own, so that it never touches the 
   its subnet, forward out of and back into its bridge) and remove exactly those at the end;
 - a TLS listener `-H tcp://127.0.0.1:PORT --tlsverify` with a CA, a server certificate for
   IP:127.0.0.1 and client certificates made here with openssl, plus a second CA that signed
-  nothing of the engine's (a wrong DOCKER_CERT_PATH).
+  nothing of the engine's (a wrong DOCKER_CERT_PATH: that CA with a good client certificate).
 `kill()` loses the engine (SIGKILL to dockerd, its containerd and their shims, found by our own
 exec-root in their command line); `stop()` ends it cleanly; `close()` also removes its bridge,
 rules, mounts and directories. Needs root, dockerd, ip, iptables and openssl.
@@ -95,7 +95,8 @@ class SecondEngine:
 
     @property
     def wrong_certs(self) -> Path:
-        """A DOCKER_CERT_PATH whose CA signed nothing of this engine's."""
+        """A DOCKER_CERT_PATH whose ca.pem signed nothing of this engine's (its client
+        certificate is one the engine accepts)."""
         return self.certs / "wrong-client"
 
     def tls_environment(self, certs: Path | None = None) -> dict[str, str]:
@@ -217,7 +218,10 @@ class SecondEngine:
         sign(ca, "server", ca, san="IP:127.0.0.1")
         client_directory(self.client_certs, ca)
         make_ca(other, "qga-other-ca")
-        client_directory(self.wrong_certs, other)
+        # The wrong CA, with a client certificate the engine accepts: only our side's
+        # verification of the engine can refuse it.
+        shutil.copytree(self.client_certs, self.wrong_certs)
+        (self.wrong_certs / "ca.pem").write_bytes((other / "ca.pem").read_bytes())
 
     def _make_bridge(self) -> None:
         gateway = next(self.subnet.hosts())
