@@ -67,6 +67,7 @@ class Engine:
         self.endpoint = self.target.shown
         self.run_id = uuid.uuid4().hex[:12]
         self.log = get_logger()
+        self.lost = False  # set when a call found the daemon gone
         if self.target.kind == "tcp":
             self.log.warning(
                 "the Docker engine is reached over plain HTTP: anyone on the way can read and "
@@ -372,6 +373,9 @@ class Engine:
                 if keep:
                     self.log.warning("keeping container for debugging", container=name)
                     _live_containers.pop(container_id, None)
+                elif self.lost:  # auto_remove: the daemon removes it when it is back
+                    self.log.warning("engine lost: its container is left to it", container=name)
+                    _live_containers.pop(container_id, None)
                 else:
                     self.remove_container(container_id)
 
@@ -392,6 +396,7 @@ class Engine:
             raise self._gone(exc) from None
 
     def _gone(self, exc: BaseException) -> DockerUnavailableError:
+        self.lost = True  # no more calls that would wait on it (removals at exit)
         return DockerUnavailableError(
             f"lost the Docker daemon at {self.endpoint}: {_short(exc)}",
             hint="when it is back, `qga-builder clean` removes what this run left",
@@ -431,6 +436,8 @@ def remove_live_containers() -> int:
     """Last-resort cleanup at exit: remove containers this process made and still holds."""
     removed = 0
     for container_id, engine in list(_live_containers.items()):
+        if engine.lost:
+            continue
         try:
             engine.remove_container(container_id)
             removed += 1
