@@ -411,7 +411,8 @@ def _client(target: Endpoint) -> docker.DockerClient:
     api = docker.APIClient(
         base_url=target.base_url,
         tls=tls,
-        use_ssh_client=target.kind == "ssh",  # the host's ssh: paramiko is not installed
+        # OpenSSH, which checks the host key (docker-py's paramiko path accepts unknown ones).
+        use_ssh_client=target.kind == "ssh",
         version=docker.constants.MINIMUM_DOCKER_API_VERSION,  # no request yet: see below
         timeout=CONNECT_TIMEOUT,
     )

@@ -7,8 +7,9 @@ An engine is named by a URL or by a docker context:
   DOCKER_TLS_VERIFY is set, or when DOCKER_CERT_PATH is set and holds `ca.pem` (certificates
   named are certificates meant); otherwise plain HTTP, which the engine warns about. TLS is
   never used without verifying the engine;
-- `ssh://[user@]host[:port]`: through the host's `ssh` client (docker-py's `use_ssh_client`:
-  paramiko is not a dependency); the remote user runs `docker system dial-stdio`;
+- `ssh://[user@]host[:port]`: through the host's OpenSSH client (docker-py's `use_ssh_client`:
+  OpenSSH checks the host key, where docker-py's paramiko path would accept an unknown one);
+  a key, never a password in the URL; the remote user runs `docker system dial-stdio`;
 - anything else is a docker context's name, read from the CLI's store
   ($DOCKER_CONFIG/contexts, default ~/.docker): its `docker` endpoint and its own TLS files.
   `default` is DOCKER_HOST (or the default socket), as for the docker CLI.
@@ -91,15 +92,20 @@ def _from_url(
         if not parts.path.startswith("/") or parts.netloc:
             raise UsageError(f"{option} {shown}: a unix socket is unix:///absolute/path")
         return Endpoint(given, "unix", f"unix://{parts.path}", context=context)
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"{option} {shown}: the port is not a number") from None
     if scheme == "ssh":
-        if not parts.hostname:
-            raise UsageError(f"{option} {shown}: ssh://[user@]host[:port] names no host")
+        if not parts.hostname or parts.path.strip("/"):
+            raise UsageError(f"{option} {shown}: an ssh engine is ssh://[user@]host[:port]")
+        if parts.password is not None:
+            raise UsageError(
+                f"{option} {shown}: ssh engines log in with a key, never a password in the URL",
+                hint="load the key into ssh-agent or name it in ~/.ssh/config",
+            )
         return Endpoint(given, "ssh", url, context=context)
     if scheme == "tcp":
-        try:
-            port = parts.port
-        except ValueError:
-            raise UsageError(f"{option} {shown}: the port is not a number") from None
         if not parts.hostname or parts.path.strip("/") or parts.username:
             raise UsageError(f"{option} {shown}: a tcp engine is tcp://host:port")
         base_url = f"tcp://{parts.netloc}" if port else f"tcp://{parts.hostname}"

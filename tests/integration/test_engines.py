@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from builder.commands.common import load_plan
@@ -24,6 +25,7 @@ from builder.stages.base_image import ensure_base
 from builder.stages.build_image import ensure_build_image
 from tests.helpers import EXPLICIT_RECIPE, run_cli
 from tests.second_engine import SecondEngine, free_port
+from tests.ssh_server import SshServer
 
 
 def on(second: SecondEngine, url: str, monkeypatch: pytest.MonkeyPatch, certs=None) -> Engine:
@@ -147,3 +149,41 @@ def test_losing_an_engine_mid_command(engine: Engine, tmp_path: Path) -> None:
         assert not doomed.answers()
         assert second.lost  # so nothing more waits on it (the removals at exit skip it)
     assert engine.server_version()
+
+
+def test_an_engine_over_ssh(
+    second_engine: SecondEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ssh://user@host:port through the host's own ssh client; the remote side runs the docker
+    CLI's `docker system dial-stdio` against the second engine (tests/ssh_server.py)."""
+    with SshServer(tmp_path / "ssh", second_engine.socket) as server:
+        monkeypatch.setenv("PATH", server.client_path())
+        url = f"ssh://builder@127.0.0.1:{server.port}"
+        with Engine(url) as over_ssh:
+            described = over_ssh.describe()
+            assert over_ssh.images(LABEL_TOOL) is not None
+        with Engine(second_engine.unix_url) as direct:
+            assert described["id"] == direct.describe()["id"]
+        # The user name goes the way of any URL credentials: masked.
+        shown = f"ssh://***@127.0.0.1:{server.port}"
+        assert (described["kind"], described["endpoint"]) == ("ssh", shown)
+        assert set(server.commands) == {b"docker system dial-stdio"}
+
+
+def test_an_ssh_engine_with_an_unknown_host_key_is_refused(
+    second_engine: SecondEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SshServer(tmp_path / "ssh", second_engine.socket) as server:
+        stranger = paramiko.RSAKey.generate(2048)
+        path = server.client_path(known_key=stranger)
+        url = f"ssh://builder@127.0.0.1:{server.port}"
+        started = time.monotonic()
+        result = run_cli(
+            "base", "debootstrap", "--suite", "trixie", env={"DOCKER_HOST": url, "PATH": path}
+        )
+        print(f"refused in {time.monotonic() - started:.1f} s")
+        # ssh says why on stderr itself (the child inherits it); then our one error.
+        shown = f"ssh://***@127.0.0.1:{server.port}"
+        assert_one_clear_error(result, f"cannot reach the Docker daemon at {shown}", code=5)
+        assert "Host key verification failed" in result.stderr
+        assert server.commands == []

@@ -76,11 +76,16 @@ def test_a_client_certificate_without_its_key_is_a_clear_error(tmp_path: Path) -
         resolve_endpoint("tcp://127.0.0.1:2376", settings)
 
 
-def test_ssh_keeps_the_url_and_masks_a_password(tmp_path: Path) -> None:
-    found = resolve_endpoint("ssh://builder:s3cret@build-2.example:2222", host(tmp_path))
-    assert (found.kind, found.base_url) == ("ssh", "ssh://builder:s3cret@build-2.example:2222")
-    assert "s3cret" not in found.shown and "s3cret" not in found.url_shown
-    assert found.shown == "ssh://***@build-2.example:2222"
+def test_ssh_keeps_the_url_and_masks_the_user(tmp_path: Path) -> None:
+    found = resolve_endpoint("ssh://builder@build-2.example:2222", host(tmp_path))
+    assert (found.kind, found.base_url) == ("ssh", "ssh://builder@build-2.example:2222")
+    assert found.shown == found.url_shown == "ssh://***@build-2.example:2222"
+
+
+def test_a_password_in_an_ssh_url_is_refused_and_not_shown(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="log in with a key") as caught:
+        resolve_endpoint("ssh://builder:s3cret@build-2.example", host(tmp_path))
+    assert "s3cret" not in caught.value.message
 
 
 @pytest.mark.parametrize(
@@ -92,7 +97,8 @@ def test_ssh_keeps_the_url_and_masks_a_password(tmp_path: Path) -> None:
         ("tcp://:2375", r"tcp://host:port"),
         ("tcp://host:port", "the port is not a number"),
         ("tcp://user:pw@host:2375", r"tcp://host:port"),
-        ("ssh://", "names no host"),
+        ("ssh://", r"ssh://\[user@\]host\[:port\]"),
+        ("ssh://host:22x", "the port is not a number"),
         ("", "an empty engine name"),
         ("/var/run/docker.sock", "not a URL nor a docker context name"),
         ("nosuch", r"--engine nosuch: no docker context of that name in .*contexts"),
