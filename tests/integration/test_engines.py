@@ -132,17 +132,30 @@ def test_images_and_a_container_on_the_second_engine(
         assert second.containers(LABEL_TOOL) == []
 
 
-def test_losing_an_engine_mid_command(engine: Engine, tmp_path: Path) -> None:
-    """An engine that dies under a running command is one clear DockerUnavailableError (what the
-    matrix retries on another engine); the first engine is untouched."""
+def test_losing_an_engine_mid_command(engine: Engine) -> None:
+    """Images reach a fresh engine by copy (base and build image, from the first engine); an
+    engine that dies under a running command is then one clear DockerUnavailableError (what
+    the matrix retries on another engine); the first engine is untouched."""
     plan, _ = load_plan(EXPLICIT_RECIPE, Overrides())
-    first_base = ensure_base(engine, plan.image.base, Cache.default(), lambda line: None)
+    cache = Cache.default()
+    first_base = ensure_base(engine, plan.image.base, cache, lambda line: None)
+    first_image = ensure_build_image(
+        engine, plan.image, first_base.image_id, "engines-test", cache, StepOutput("b", None, None)
+    )
     with SecondEngine() as doomed, Engine(doomed.unix_url) as second:
-        ensure_base(second, plan.image.base, Cache.default(), print, peers=[engine])
+        started = time.monotonic()
+        base = ensure_base(second, plan.image.base, cache, print, peers=[engine])
+        output = StepOutput("build-image", None, None)
+        image = ensure_build_image(
+            second, plan.image, base.image_id, "engines-test", cache, output, peers=[engine]
+        )
+        print(f"base and build image copied in {time.monotonic() - started:.1f} s")
+        assert (image.image_id, image.reused) == (first_image.image_id, True)
+        assert any(line.startswith("copied ") for line in output.tail), list(output.tail)
         lost = f"lost the Docker daemon at {doomed.unix_url}"
         with (
             pytest.raises(DockerUnavailableError, match=lost),
-            second.container(first_base.image_id, labels={}, user="root") as box,
+            second.container(image.tag, labels={}, user="root") as box,
         ):
             threading.Timer(1.0, doomed.kill).start()
             box.run(["sleep", "60"], on_line=print)
