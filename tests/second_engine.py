@@ -110,6 +110,8 @@ class SecondEngine:
     # --- life -----------------------------------------------------------------------------
 
     def start(self) -> SecondEngine:
+        sweep_leftovers()
+        self._record()
         self._make_certificates()
         self._make_bridge()
         self.exec_root.mkdir(mode=0o700, exist_ok=True)
@@ -212,6 +214,26 @@ class SecondEngine:
 
     # --- parts ----------------------------------------------------------------------------
 
+    def _record(self) -> None:
+        """What close() must undo, written down for `sweep_leftovers` in case this process
+        dies before it can (a killed test session)."""
+        state = {
+            "owner": os.getpid(),
+            "bridge": self.bridge,
+            "exec_root": str(self.exec_root),
+            "rules": self._rules,
+        }
+        (self.root / STATE).write_text(json.dumps(state))
+
+    @classmethod
+    def _from_record(cls, root: Path) -> SecondEngine:
+        state = json.loads((root / STATE).read_text())
+        engine = cls.__new__(cls)
+        engine.root, engine.exec_root = root, Path(state["exec_root"])
+        engine.bridge, engine._rules = state["bridge"], state["rules"]
+        engine.process = None
+        return engine
+
     def _make_certificates(self) -> None:
         ca, other = self.certs / "ca", self.certs / "other-ca"
         make_ca(ca, "qga-engine2-ca")
@@ -237,6 +259,7 @@ class SecondEngine:
         ):  # fmt: skip
             _run("iptables", *rule)
             self._rules.append(rule)
+            self._record()
 
     def _our_processes(self) -> list[int]:
         """dockerd (ours by its pid) and the processes whose command line names our exec root
@@ -265,6 +288,22 @@ class SecondEngine:
                 if point.startswith(marks):
                     mounts.append(point)
         return mounts
+
+
+STATE = "second-engine.json"
+
+
+def sweep_leftovers() -> None:
+    """Remove what second engines of test processes that died left: only ours (a directory
+    named qga-engine2-* under /var/tmp holding our record), only when its owner is gone."""
+    for root in Path("/var/tmp").glob("qga-engine2-*"):
+        try:
+            owner = int(json.loads((root / STATE).read_text())["owner"])
+        except (OSError, ValueError, KeyError):
+            continue
+        if Path(f"/proc/{owner}").exists():
+            continue
+        SecondEngine._from_record(root).close()
 
 
 def rule_delete(rule: list[str]) -> list[str]:
