@@ -1,8 +1,8 @@
 """A tcp:// engine named with DOCKER_TLS_VERIFY is reached over TLS that verifies the engine's
 certificate: an engine whose certificate our CA did not sign, or one that speaks plain HTTP,
 is refused with one clear error (never a silent fall back to plain HTTP). The handshakes are
-real (openssl-made certificates, a local TLS listener); a real engine's TLS is the matrix
-issue's test."""
+real (openssl-made certificates, a local TLS listener); a real engine over TLS is
+tests/integration/test_engines.py's."""
 
 from __future__ import annotations
 
