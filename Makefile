@@ -51,4 +51,5 @@ clean: setup
 	rm -rf out
 
 bench: setup
+	$(VENV)/bin/pip install --quiet matplotlib
 	$(PY) bench/run.py

@@ -7,7 +7,9 @@
 2. agent-reply: reading a 22 MB guest-exec-status reply (16 MiB of output, base64) with the
    client's "decode only once a reply can be complete" reader, against decoding the buffer after
    every chunk (baseline, what the first version did).
-Results go to .bench/results.json.
+3. the build benchmarks of bench/builds.py (builder against a hand-written docker-CLI script,
+   a no-op rerun, a patch-edit rebuild, a matrix with --jobs 2 and over two engines).
+Results go to bench/results/ (results.json, results.md, stages.png).
 """
 
 from __future__ import annotations
@@ -101,15 +103,22 @@ def bench_agent_reply() -> dict[str, float]:
 
 
 def main() -> int:
-    results = {"source-check": bench_source_check(), "agent-reply": bench_agent_reply()}
-    out = ROOT / ".bench"
-    out.mkdir(exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    for name, result in results.items():
-        print(
-            f"{name:14s} baseline {result['baseline_s']:8.3f} s   measured "
-            f"{result['measured_s']:8.3f} s   ratio {result['speedup']:6.1f}x"
-        )
+    import platform
+
+    from bench import builds, report
+
+    results: dict = {}
+    for name, micro in (("source-check", bench_source_check), ("agent-reply", bench_agent_reply)):
+        value = micro()
+        results[name] = {**value, "ratio": value["measured_s"] / value["baseline_s"]}
+    engines = ["unix:///var/run/docker.sock"]
+    if os.environ.get("QGA_BENCH_SECOND_ENGINE"):
+        engines.append(os.environ["QGA_BENCH_SECOND_ENGINE"])
+    if not os.environ.get("QGA_BENCH_MICRO_ONLY"):
+        results |= builds.run_all(engines)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    report.write(results, machine)
+    print((report.RESULTS / "results.md").read_text())
     return 0
 
 

@@ -56,6 +56,14 @@ def _overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _no_ccache(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-ccache",
+        action="store_true",
+        help="compile without the compiler cache volume (the artifacts are the same either way)",
+    )
+
+
 def _locked(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--locked",
@@ -87,6 +95,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
     _overrides(p)
     _locked(p)
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="build even when the artifact cache holds a run with the same inputs",
+    )
+    _no_ccache(p)
+    matrix = p.add_argument_group("several recipes (a matrix: one process per recipe)")
+    matrix.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="build up to N recipes at once (default: one per engine)",
+    )
+    matrix.add_argument(
+        "--output-root",
+        type=Path,
+        metavar="DIR",
+        help="write each recipe to DIR/<recipe name>/ (default: out)",
+    )
+    matrix.add_argument(
+        "--engine",
+        action="append",
+        metavar="URL",
+        help="a Docker engine to build on: unix:///PATH, tcp://HOST:PORT (TLS from "
+        "DOCKER_CERT_PATH), ssh://USER@HOST, or a docker context name; repeat it to spread "
+        "the recipes over several engines (default: DOCKER_HOST)",
+    )
+    matrix.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="stop every other build as soon as one fails",
+    )
     p.set_defaults(handler=_handler("run", "cmd_run"))
 
     p = sub.add_parser(
@@ -109,7 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _overrides(p)
     _locked(p)
+    _no_ccache(p)
     p.set_defaults(handler=_handler("verify", "cmd_verify"))
+
+    p = sub.add_parser(
+        "release",
+        parents=[common],
+        help="check the output directories of several runs (one per recipe, e.g. CI jobs) and "
+        "merge them into one release directory",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="DIR", help="a run's output directory")
+    p.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="the release directory to write (new, empty, or a release this tool wrote)",
+    )
+    p.set_defaults(handler=_handler("release", "cmd_release"))
 
     p = sub.add_parser(
         "vm-test",

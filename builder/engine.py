@@ -1,11 +1,9 @@
 """The only module that talks to Docker.
 
-`Engine` connects to the daemon (a context manager that closes its client), builds and imports
-images, answers with typed records (`ImageRecord`, `ContainerRecord`, `ContainerSettings`), and
-hands out `BuildContainer`s: a context manager that owns one container's whole life (labelled,
-removed on every exit path, including Ctrl-C and SIGTERM), copies files in and out, and runs
-commands with their output streamed and their real exit code returned. Set
-QGA_BUILDER_KEEP_CONTAINER=1 to keep a failed run's container for debugging.
+`Engine` connects to a daemon, builds and imports images, answers with typed records, and hands
+out `BuildContainer`s, each owning one container's whole life (labelled, removed on every exit
+path, Ctrl-C and SIGTERM too): copies in and out, commands streamed with their real exit code.
+QGA_BUILDER_KEEP_CONTAINER=1 keeps a failed run's container for debugging.
 """
 
 from __future__ import annotations
@@ -132,8 +130,7 @@ class Engine:
         )
 
     def image_id(self, reference: str) -> str | None:
-        record = self.inspect_image(reference)
-        return record.id if record else None
+        return record.id if (record := self.inspect_image(reference)) else None
 
     def pull(self, reference: str) -> str:
         try:
@@ -318,8 +315,8 @@ class Engine:
         hostname: str | None = None,
         volumes: Mapping[str, str] | None = None,
     ) -> Iterator[BuildContainer]:
-        """A container that sleeps while we exec steps into it, removed on every exit path.
-        `volumes`: named volumes (never host paths) -> where they are mounted, read-write."""
+        """A container that sleeps while we exec steps into it, removed on every exit path;
+        `volumes` maps a named volume (never a host path) to where it is mounted."""
         name = f"qga-builder-{self.run_id}-{uuid.uuid4().hex[:6]}"
         binds = {volume: {"bind": path, "mode": "rw"} for volume, path in (volumes or {}).items()}
         if any(not _VOLUME_NAME.match(volume) for volume in binds):  # a host path: never

@@ -161,3 +161,18 @@ class Progress:
             seconds=round(elapsed, 1),
             total=round(time.monotonic() - self.started, 1),
         )
+
+    def skip(self, name: str, why: str) -> None:
+        """Count a stage that does not run this time (e.g. its result came from the cache)."""
+        self.index += 1
+        get_logger(step=name).debug(f"[{self.index}/{self.total}] {name} skipped", why=why)
+
+    def profile(self, top: int = 4) -> str:
+        """One line for the end of a run: the slowest stages, their share, and the time no
+        stage owns (start-up, clean-up), so a slow run says where its time went."""
+        total = time.monotonic() - self.started
+        ranked = sorted(self.timings.items(), key=lambda item: item[1], reverse=True)[:top]
+        parts = [f"{name} {seconds:.1f} s ({seconds / total:.0%})" for name, seconds in ranked]
+        rest = total - sum(self.timings.values())
+        parts.append(f"outside stages {max(rest, 0.0):.1f} s")
+        return f"{total:.1f} s: " + ", ".join(parts)

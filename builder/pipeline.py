@@ -23,6 +23,7 @@ from builder.formats.manifest import Artifact
 from builder.host.cache import Cache
 from builder.log import Progress, StepOutput, get_logger
 from builder.stages import (
+    artifact_cache,
     base_image,
     build,
     build_image,
@@ -36,6 +37,7 @@ from builder.stages import (
     toolchain,
     vm_test,
 )
+from builder.stages.container_commands import CCACHE_DIR
 from builder.stages.context import Container, ContainerEngine, RunContext
 from builder.stages.output_dir import OutputDir
 
@@ -46,6 +48,8 @@ class Stage:
     run: Callable[[RunContext, StepOutput], None]
     in_container: bool = False
     applies: Callable[[Plan], bool] = lambda plan: True
+    # Skipped when the artifact cache serves the run (its outputs are in the entry).
+    builds: bool = False
 
 
 def _has_msi(plan: Plan) -> bool:
@@ -58,16 +62,17 @@ STAGES: tuple[Stage, ...] = (
     Stage("patches", patches.check),
     Stage("base-image", base_image.ensure),
     Stage("build-image", build_image.ensure),
-    Stage("toolchain", toolchain.inventory, in_container=True),
-    Stage("unpack", build.unpack, in_container=True),
-    Stage("patch", patches.apply, in_container=True),
-    Stage("configure", build.configure, in_container=True),
-    Stage("compile", build.compile_targets, in_container=True),
-    Stage("install", build.install, in_container=True),
-    Stage("collect", collect.collect, in_container=True),
-    Stage("check", checks.check, in_container=True),
-    Stage("msi", msi.make_reproducible, applies=_has_msi),
-    Stage("vm-test", vm_test.boot_and_test, applies=lambda plan: plan.vm_test),
+    Stage("reuse", artifact_cache.lookup),
+    Stage("toolchain", toolchain.inventory, in_container=True, builds=True),
+    Stage("unpack", build.unpack, in_container=True, builds=True),
+    Stage("patch", patches.apply, in_container=True, builds=True),
+    Stage("configure", build.configure, in_container=True, builds=True),
+    Stage("compile", build.compile_targets, in_container=True, builds=True),
+    Stage("install", build.install, in_container=True, builds=True),
+    Stage("collect", collect.collect, in_container=True, builds=True),
+    Stage("check", checks.check, in_container=True, builds=True),
+    Stage("msi", msi.make_reproducible, applies=_has_msi, builds=True),
+    Stage("vm-test", vm_test.boot_and_test, applies=lambda plan: plan.vm_test, builds=True),
     Stage("publish", publish.publish),
 )
 
@@ -104,6 +109,8 @@ def run(
     recipe_text: str,
     variation: Variation | None = None,
     run_id: str | None = None,
+    use_cache: bool = True,
+    use_ccache: bool = True,
 ) -> RunResult:
     run_id = run_id or engine.run_id
     redact.register_build_args(dict(plan.image.build_args))
@@ -123,6 +130,8 @@ def run(
             progress=Progress(total=len(stages), log_dir=log_dir),
             log_dir=log_dir,
             started=datetime.now(UTC),
+            use_cache=use_cache,
+            use_ccache=use_ccache,
         )
         try:
             preflight(plan)
@@ -132,6 +141,7 @@ def run(
                 ctx.source.cleanup()
     seconds = round((datetime.now(UTC) - ctx.started).total_seconds(), 1)
     log.info("run finished", output=str(out.final), seconds=seconds)
+    log.info(f"profile {ctx.progress.profile()}")
     return RunResult(out.final, ctx.artifacts, ctx.manifest, log_dir)
 
 
@@ -139,14 +149,19 @@ def _run_stages(ctx: RunContext, stages: tuple[Stage, ...]) -> None:
     last_in_container = max((i for i, s in enumerate(stages) if s.in_container), default=-1)
     with ExitStack() as container_scope:
         for index, stage in enumerate(stages):
+            if stage.builds and ctx.cache_hit is not None:
+                ctx.progress.skip(stage.name, "its result comes from the artifact cache")
+                continue
             if stage.in_container and ctx.box is None:
                 assert ctx.build_image is not None, "the build image comes first"
+                image_id = ctx.build_image.image_id
                 ctx.box = container_scope.enter_context(
                     build_container(
                         ctx.engine,
                         ctx.plan,
-                        ctx.build_image.image_id,
+                        image_id,
                         hostname=ctx.variation.hostname,
+                        volumes={ccache_volume(image_id): CCACHE_DIR} if ctx.use_ccache else None,
                     )
                 )
             with ctx.progress.step(stage.name) as output:
@@ -156,13 +171,24 @@ def _run_stages(ctx: RunContext, stages: tuple[Stage, ...]) -> None:
                 ctx.box = None
 
 
+def ccache_volume(image_id: str) -> str:
+    """One compiler cache per build image: objects of one toolchain are never offered to
+    another."""
+    return f"qga-ccache-{image_id.removeprefix('sha256:')[:16]}"
+
+
 def build_container(
-    engine: ContainerEngine, plan: Plan, image_id: str, hostname: str | None = None
+    engine: ContainerEngine,
+    plan: Plan,
+    image_id: str,
+    hostname: str | None = None,
+    volumes: dict[str, str] | None = None,
 ) -> AbstractContextManager[Container]:
     """The container every build step runs in: no network, unprivileged, limits from the plan."""
     return engine.container(
         image_id,
         hostname=hostname,
+        volumes=volumes,
         labels={LABEL_RECIPE: plan.recipe_name},
         user=BUILD_USER,
         network=False,

@@ -69,15 +69,22 @@ else
         exit 1
     fi
     command -v dockerd >/dev/null || apt_install docker.io
+    # The default engine's daemon, by its pid file: a second engine (the tests start one with
+    # its own pid file and socket) is not it.
+    main_dockerd_alive() {
+        local pid
+        pid=$(cat /var/run/docker.pid 2>/dev/null) || return 1
+        [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == dockerd ]]
+    }
     # A dockerd that is starting, or dying, gets a moment to answer or to go.
     for _ in $(seq 1 30); do
-        pgrep -x dockerd >/dev/null || break
+        main_dockerd_alive || break
         docker_answers && break
         sleep 1
     done
     if ! docker_answers; then
         # A dockerd that was killed leaves its pid file behind, and a new one refuses to start.
-        pgrep -x dockerd >/dev/null || as_root rm -f /var/run/docker.pid
+        main_dockerd_alive || as_root rm -f /var/run/docker.pid
         say "starting dockerd (log: $DOCKERD_LOG)"
         # Detached, with its output in a file: an inherited stdout would keep CI's pipe open.
         as_root bash -c "setsid dockerd >'$DOCKERD_LOG' 2>&1 < /dev/null &"

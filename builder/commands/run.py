@@ -1,35 +1,81 @@
-"""`qga-builder run RECIPE...`: build each recipe into its output directory."""
+"""`qga-builder run RECIPE...`: build one recipe here, or several as a matrix (commands.matrix)."""
 
 from __future__ import annotations
 
 import argparse
+import uuid
+from pathlib import Path
 
 from builder import log, pipeline
 from builder.commands.common import load_plan, overrides_from
+from builder.commands.matrix import Matrix, child_arguments, matrix_log_dir, plan_jobs
 from builder.engine import Engine
+from builder.errors import UsageError
 from builder.host.cache import Cache
 from builder.stages import output_dir
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if len(args.recipes) > 1 or args.jobs or args.output_root:
+        return _run_matrix(args)
     overrides = overrides_from(args)
+    plan, text = load_plan(
+        args.recipes[0],
+        overrides,
+        locked=args.locked,
+        allow_outside_project=args.allow_outside_project,
+    )
+    output_dir.check_replaceable(plan.output_dir)
+    cache = Cache.default()
+    with Engine(args.engine[0] if args.engine else None) as engine:
+        result = pipeline.run(
+            plan,
+            engine,
+            cache,
+            text,
+            use_cache=not args.no_cache,
+            use_ccache=not args.no_ccache,
+        )
+    logger = log.get_logger()
+    for artifact in result.artifacts:
+        logger.info("artifact", name=artifact.name, sha256=artifact.sha256, size=artifact.size)
+    logger.info("done", output=str(result.output_dir))
+    return 0
+
+
+def _run_matrix(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        raise UsageError(
+            "--output names one recipe's directory; a matrix writes to --output-root DIR",
+            hint="use --output-root DIR: each recipe goes to DIR/<recipe name>/",
+        )
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be 1 or more, not {args.jobs}")
+    root: Path = (args.output_root or Path("out")).absolute()
+    overrides = overrides_from(args, output=False)
     # Every recipe is validated, and every output directory checked, before the first builds.
-    plans = [
-        load_plan(
+    named = []
+    for path in args.recipes:
+        plan, _ = load_plan(
             path, overrides, locked=args.locked, allow_outside_project=args.allow_outside_project
         )
-        for path in args.recipes
-    ]
-    for plan, _ in plans:
-        output_dir.check_replaceable(plan.output_dir)
-    cache = Cache.default()
-    with Engine() as engine:
-        for plan, text in plans:
-            result = pipeline.run(plan, engine, cache, text)
-            logger = log.get_logger()
-            for artifact in result.artifacts:
-                logger.info(
-                    "artifact", name=artifact.name, sha256=artifact.sha256, size=artifact.size
-                )
-            logger.info("done", output=str(result.output_dir))
-    return 0
+        output_dir.check_replaceable(root / plan.recipe_name)
+        named.append((path, plan.recipe_name))
+    jobs = plan_jobs(named, root)
+    engines: list[str | None] = list(args.engine) if args.engine else [None]
+    for endpoint in engines:  # each must answer now, not after the first builds
+        Engine(endpoint).close()
+    parallel = args.jobs or len(engines)
+    log.get_logger().info(
+        "matrix", recipes=len(jobs), jobs=parallel, engines=len(engines), output_root=str(root)
+    )
+    run_id = uuid.uuid4().hex[:12]
+    matrix = Matrix(
+        jobs,
+        engines,
+        parallel,
+        child_arguments(args),
+        matrix_log_dir(Cache.default().runs, run_id),
+        args.fail_fast,
+    )
+    return matrix.run()

@@ -1,5 +1,5 @@
 """`qga-builder verify`: prove a recipe builds bit for bit the same, or check artifacts against a
-published SHA256SUMS.
+published SHA256SUMS (an output directory's or a merged release's).
 
 Two builds differ on purpose in build directory, hostname, umask and wall-clock time, each in a
 fresh container; every artifact must come out identical. On a mismatch, diffoscope (Debian's
@@ -25,6 +25,7 @@ from builder.errors import InputError, OutputError, VerifyError
 from builder.formats.checksums import parse_sha256sums, sha256_file
 from builder.formats.manifest import LOGS_DIR, MANIFEST_NAME, SUMS_NAME
 from builder.formats.provenance import PROVENANCE_NAME
+from builder.formats.release import MANIFESTS_DIR
 from builder.host.cache import Cache
 from builder.host.files import is_real_dir, replace_file, replacing_writer, write_new_file
 from builder.log import get_logger
@@ -130,10 +131,21 @@ def check_directory(directory: Path, sums_file: Path) -> Comparison:
     actual = {
         name: sha256_file(directory / name) for name in expected if (directory / name).is_file()
     }
-    for path in sorted(directory.iterdir()):
-        if path.name not in expected and path.name not in RELEASE_RECORDS:
-            actual[path.name] = sha256_file(path) if path.is_file() else "(not a regular file)"
+    for path, name in _entries(directory):
+        if name not in expected and name not in RELEASE_RECORDS:
+            actual[name] = sha256_file(path) if path.is_file() else "(not a regular file)"
     return compare(expected, actual)
+
+
+def _entries(directory: Path) -> list[tuple[Path, str]]:
+    """(path, name as SHA256SUMS names it); a merged release's manifests/ is looked into."""
+    result = []
+    for path in sorted(directory.iterdir()):
+        if path.name == MANIFESTS_DIR and is_real_dir(path):
+            result += [(child, f"{MANIFESTS_DIR}/{child.name}") for child in sorted(path.iterdir())]
+        else:
+            result.append((path, path.name))
+    return result
 
 
 def diffoscope_report(first: Path, second: Path, names: list[str], report: Path) -> Path | None:
@@ -219,7 +231,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with Engine() as engine:
         if args.against:
             expected = read_sums(args.against)
-            result = pipeline.run(replace(plan, output_dir=root / "build"), engine, cache, text)
+            result = pipeline.run(
+                replace(plan, output_dir=root / "build"),
+                engine,
+                cache,
+                text,
+                use_cache=False,
+                use_ccache=not args.no_ccache,
+            )
             comparison = compare(expected, read_sums(result.output_dir / SUMS_NAME))
             summary = summarize(comparison, {"build": result.output_dir}, None)
             what = f"build against {args.against}"
@@ -241,6 +260,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 text,
                 variation=variation,
                 run_id=f"{tag}{engine.run_id}",
+                use_cache=False,  # verify builds: a cached result would prove nothing
+                use_ccache=not args.no_ccache,
             )
             builds[tag] = result.output_dir
     first, second = builds["a"], builds["b"]

@@ -29,13 +29,16 @@ MAX_NESTING = 32
 TOOL_BUILD_ARGS = frozenset({"BASE_IMAGE", "PACKAGES"})
 # Configure options the `msi:` fields own.
 MSI_FLAGS = ("--qemu-ga-manufacturer", "--qemu-ga-distro", "--qemu-ga-version")
-# Files and directories the tool writes into an output directory itself.
+# Files and directories the tool writes into an output directory (or a release) itself.
 RESERVED_NAMES = frozenset(
     {
         "SHA256SUMS",
         "manifest.json",
         "logs",
         "provenance.intoto.json",
+        "release.json",
+        "manifests",
+        "provenance.intoto.jsonl",
         "qemu-guest-agent.service",
         "qemu-guest-agent.init",
         "qemu-guest-agent.conf",

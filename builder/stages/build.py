@@ -43,12 +43,29 @@ def unpack(ctx: RunContext, output: StepOutput) -> None:
 
 
 def configure(ctx: RunContext, output: StepOutput) -> None:
+    if ctx.ccache is not None:  # counts from here are this run's (when no other shares it)
+        ctx.run_command(container_commands.ccache_stats(zero=True), output)
     ctx.run_step(container_commands.configure(ctx.layout, ctx.configure_flags), output)
 
 
 def compile_targets(ctx: RunContext, output: StepOutput) -> None:
     command = container_commands.compile_targets(ctx.layout, ctx.plan.targets, ctx.plan.jobs)
     ctx.run_step(command, output)
+    if ctx.ccache is not None:
+        _, stats = ctx.run_command(container_commands.ccache_stats(zero=False), output)
+        ctx.ccache |= ccache_counts(stats)  # counters are a record, never a reason to fail
+        output.line(f"compiler cache: {ctx.ccache['hits']} hits, {ctx.ccache['misses']} misses")
+
+
+def ccache_counts(lines: list[str]) -> dict[str, int]:
+    """Hits and misses from `ccache --print-stats` (tab-separated counters, ccache 4)."""
+    counters: dict[str, int] = {}
+    for line in lines:
+        name, _, value = line.partition("\t")
+        if value.strip().isdigit():
+            counters[name.strip()] = int(value)
+    hits = counters.get("direct_cache_hit", 0) + counters.get("preprocessed_cache_hit", 0)
+    return {"hits": hits, "misses": counters.get("cache_miss", 0)}
 
 
 def install(ctx: RunContext, output: StepOutput) -> None:

@@ -30,6 +30,39 @@ def environment(source_date_epoch: int) -> dict[str, str]:
     }
 
 
+CCACHE_DIR = "/ccache"  # the compiler cache volume's mount point (Dockerfile.linux makes it)
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def ccache_environment(layout: Layout) -> dict[str, str]:
+    """ccache through Debian's compiler links (/usr/lib/ccache first on PATH). Paths under the
+    run's build root count relative (BASEDIR) and the working directory not at all (NOHASHDIR:
+    -ffile-prefix-map takes it out of the objects), so a run at another root hits; freshly
+    unpacked files have new ctimes, which must not disable direct-mode hits."""
+    return {
+        "CCACHE_DIR": CCACHE_DIR,
+        "CCACHE_BASEDIR": layout.root,
+        "CCACHE_NOHASHDIR": "1",
+        "CCACHE_COMPILERCHECK": "content",
+        "CCACHE_SLOPPINESS": "include_file_ctime,include_file_mtime",
+        "CCACHE_MAXSIZE": "2G",
+        "PATH": f"/usr/lib/ccache:{_PATH}",
+    }
+
+
+def ccache_probe() -> Command:
+    """Whether the image can use the volume: ccache, its compiler links, a writable mount."""
+    return _sh(
+        f"command -v ccache >/dev/null && test -e /usr/lib/ccache/cc && test -w {CCACHE_DIR}"
+        " && ccache --version | head -n 1",
+        "/",
+    )
+
+
+def ccache_stats(zero: bool) -> Command:
+    return _sh("ccache --zero-stats" if zero else "ccache --print-stats", "/")
+
+
 def with_umask(command: Command, umask: str) -> Command:
     return Command(
         ("sh", "-c", f'umask {umask} && exec "$@"', "sh", *command.argv), command.workdir

@@ -56,7 +56,7 @@ class ContainerEngine(Protocol):
     """What the stages need of a Docker engine (`builder.engine.Engine`)."""
 
     run_id: str
-    endpoint: str  # the engine as named, credentials masked
+    endpoint: str  # as the user named it, credentials masked (recorded: which engine built what)
 
     def image_id(self, reference: str) -> str | None: ...
 
@@ -114,6 +114,9 @@ class RunContext:
     box: Container | None = None
     # The run's other engines (a matrix): images they hold are copied, not made again.
     peer_engines: tuple[ContainerEngine, ...] = ()
+    use_cache: bool = True  # the artifact cache (`--no-cache` turns it off)
+    use_ccache: bool = True  # the compiler cache volume (`--no-ccache` turns it off)
+    ccache: dict[str, Any] | None = None  # set when the build image can use the volume
     # Chosen by the plan, or by the source's QEMU series (stage `series`):
     image_plan: ImagePlan = None  # type: ignore[assignment]
     patch_plans: tuple[PatchPlan, ...] = ()
@@ -135,6 +138,8 @@ class RunContext:
     msi_contents: dict[str, dict[str, Any]] = field(default_factory=dict)
     built_product_codes: dict[str, str] = field(default_factory=dict)  # MSI name -> wixl's
     vm_report: dict[str, Any] | None = None
+    cache_hit: Any = None  # stages.artifact_cache.CacheHit: the build stages are skipped
+    cache_record: dict[str, Any] = field(default_factory=dict)  # hit or miss, and why
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -170,11 +175,11 @@ class RunContext:
             lines.append(line)
             output.line(line)
 
+        env = container_commands.environment(self.source_date_epoch)
+        if self.ccache is not None:
+            env |= container_commands.ccache_environment(self.layout)
         code = self.container.run(
-            list(command.argv),
-            on_line=sink,
-            env=container_commands.environment(self.source_date_epoch),
-            workdir=command.workdir,
+            list(command.argv), on_line=sink, env=env, workdir=command.workdir
         )
         return code, list(lines)
 

@@ -4,7 +4,8 @@ looks like a result, and a crash never leaves the name empty.
 
 The tool replaces only what it can prove it wrote: an existing output directory must hold a
 manifest of ours, a SHA256SUMS whose every line matches its file, and nothing else but our logs
-and provenance. Anything else (a user's directory, `.`, a checkout, a link) is refused (exit 9).
+and provenance (or be a release of ours: stages/release_dir.py). Anything else (a user's
+directory, `.`, a checkout, a link) is refused (exit 9).
 A lock file keeps two runs from writing the same output directory.
 """
 
@@ -25,6 +26,7 @@ from builder.errors import OutputError
 from builder.formats.checksums import parse_sha256sums, sha256_file
 from builder.formats.manifest import LOGS_DIR, MANIFEST_NAME, MANIFEST_SCHEMA, SUMS_NAME
 from builder.formats.provenance import PROVENANCE_NAME
+from builder.formats.release import RELEASE_NAME
 from builder.host.files import (
     is_real_dir,
     open_lock_file,
@@ -32,6 +34,7 @@ from builder.host.files import (
     rename_no_replace,
     write_new_file,
 )
+from builder.stages.release_dir import why_not_release
 
 STAGING_MARKER = ".qga-builder-staging"  # inside a staging dir, holds its run id
 MAX_MANIFEST_BYTES = 64 << 20
@@ -55,6 +58,8 @@ def why_not_ours(directory: Path) -> str | None:
     if not stat.S_ISDIR(mode):
         return "it is not a directory"
     entries = set(os.listdir(directory))
+    if RELEASE_NAME in entries:  # a release `release` merged: its own rules
+        return why_not_release(directory)
     manifest = _read_manifest(directory / MANIFEST_NAME)
     if manifest is None:
         return f"it has no {MANIFEST_NAME} written by qga-builder"

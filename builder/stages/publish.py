@@ -15,14 +15,19 @@ from builder.formats.manifest import (
     SUMS_NAME,
     Artifact,
     build_manifest,
+    iso,
     write_json,
 )
 from builder.formats.service_files import render_services
 from builder.log import StepOutput
+from builder.stages import artifact_cache
 from builder.stages.context import RunContext
 
 
 def publish(ctx: RunContext, output: StepOutput) -> None:
+    if ctx.cache_hit is not None:
+        _publish_cached(ctx, output)
+        return
     plan, staging = ctx.plan, ctx.staging
     for name, (content, mode) in render_services(
         plan.service_kinds, plan.service_exec_path
@@ -39,6 +44,29 @@ def publish(ctx: RunContext, output: StepOutput) -> None:
     shutil.copytree(ctx.log_dir, staging / LOGS_DIR, dirs_exist_ok=True)
     ctx.out.publish()
     output.line(f"published {ctx.out.final}")
+    artifact_cache.store(ctx, ctx.out.final)  # still under the output's lock
+
+
+def _publish_cached(ctx: RunContext, output: StepOutput) -> None:
+    """The entry's artifacts and SHA256SUMS as they are; this run's manifest says where they
+    came from (the stored run's manifest, with this run's cache record and times)."""
+    hit = ctx.cache_hit
+    artifact_cache.restore(ctx)
+    ctx.artifacts = [Artifact(**item) for item in hit.manifest.get("artifacts", [])]
+    ctx.manifest = {
+        **hit.manifest,
+        "cache": ctx.cache_record,
+        "timings_seconds": ctx.progress.timings,
+        "started": iso(ctx.started),
+        "finished": iso(datetime.now(UTC)),
+    }
+    write_json(ctx.staging / MANIFEST_NAME, ctx.manifest)
+    write_json(
+        ctx.staging / provenance.PROVENANCE_NAME, provenance.statement(ctx.manifest, ctx.run_id)
+    )
+    shutil.copytree(ctx.log_dir, ctx.staging / LOGS_DIR, dirs_exist_ok=True)
+    ctx.out.publish()
+    output.line(f"published {ctx.out.final} from the artifact cache (run {hit.from_run})")
 
 
 def manifest(ctx: RunContext) -> dict:
@@ -77,6 +105,9 @@ def manifest(ctx: RunContext) -> dict:
         docker_server=ctx.engine.server_version(),
     )
     result["series"] = ctx.series_record
+    result["cache"] = ctx.cache_record
+    result["host"]["docker_engine"] = ctx.engine.endpoint  # secrets in it are masked below
+    result["build"]["ccache"] = ctx.ccache  # None: not used (--no-ccache, or no ccache there)
     if ctx.vm_report is not None:
         result["vm_test"] = ctx.vm_report
     if ctx.msi_contents:

@@ -25,6 +25,13 @@ def inventory(ctx: RunContext, output: StepOutput) -> None:
     ctx.distribution = distribution(listing)
     ctx.package_format, ctx.packages = inventory_format(listing), parse_inventory(listing)
     output.line(f"{ctx.distribution}: {len(ctx.packages)} {ctx.package_format} packages")
+    if ctx.use_ccache:
+        probe: list[str] = []
+        if ctx.container.run(list(container_commands.ccache_probe().argv), on_line=probe.append):
+            output.line("compiler cache: this build image cannot use it (no ccache or /ccache)")
+        else:
+            ctx.ccache = {"version": probe[-1] if probe else "", "volume": "/ccache"}
+            output.line(f"compiler cache: {ctx.ccache['version']} in its volume")
     if ctx.plan.locked:
         check_lock(ctx.plan.lock_path, ctx.packages)
         output.line(f"packages match {ctx.plan.lock_path}")

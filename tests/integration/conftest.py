@@ -63,7 +63,14 @@ def linux_builds(builds_dir: Path) -> dict[str, Path]:
     for name, recipe in recipes.items():
         log = (builds_dir / f"{name}.log").open("w")
         process = start_cli(
-            "run", str(recipe), "--output", str(builds_dir / name), "--log-format", "json", log=log
+            "run",
+            str(recipe),
+            "--no-cache",  # the suite's builds are built; test_artifact_cache reruns them
+            "--output",
+            str(builds_dir / name),
+            "--log-format",
+            "json",
+            log=log,
         )
         processes[name] = (process, log)
     for name, (process, log) in processes.items():
@@ -104,6 +111,7 @@ def series_builds(builds_dir: Path, linux_builds: dict[str, Path]) -> dict[str, 
         result = run_cli(
             "run",
             str(DEFAULT_RECIPE),
+            "--no-cache",
             "--source",
             str(series_source(series)),
             "--output",
@@ -126,7 +134,7 @@ def unpatched_old_build(builds_dir: Path, series_builds: dict[str, Path]) -> Pat
     recipe = builds_dir / "unpatched-7.2.yaml"
     recipe.write_text(yaml.safe_dump(data, sort_keys=False))
     out = builds_dir / "unpatched-7.2"
-    result = run_cli("run", str(recipe), "--output", str(out), "--log-format", "json")
+    result = run_cli("run", str(recipe), "--no-cache", "--output", str(out), "--log-format", "json")
     assert result.returncode == 0, result.stderr[-4000:]
     return out
 
@@ -136,6 +144,7 @@ def build_windows(recipe: str, out: Path, builds_dir: Path) -> Path:
     result = run_cli(
         "run",
         str(RECIPES / recipe),
+        "--no-cache",
         "--output",
         str(out),
         "--log-format",

@@ -23,8 +23,13 @@ pytestmark = pytest.mark.disruptive
 
 
 def dockerd_pids() -> list[int]:
-    result = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True)
-    return [int(pid) for pid in result.stdout.split()]
+    """The default engine's daemon (its pidfile), not a second engine another test started."""
+    try:
+        pid = int(Path("/var/run/docker.pid").read_text().strip())
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return []
+    return [pid] if comm == "dockerd" else []
 
 
 def test_daemon_lost_mid_run(tmp_path: Path, patched_build: Path) -> None:
@@ -32,7 +37,9 @@ def test_daemon_lost_mid_run(tmp_path: Path, patched_build: Path) -> None:
         pytest.skip("the engine is not a local dockerd this test may kill and restart")
     recipe = write_variant(tmp_path, "daemon-lost")
     out = tmp_path / "out" / "result"
-    process = start_cli("run", str(recipe), "--output", str(out), "--log-format", "json")
+    process = start_cli(
+        "run", str(recipe), "--no-cache", "--output", str(out), "--log-format", "json"
+    )
     assert process.stderr is not None
     for line in process.stderr:
         if '] compile"' in line:

@@ -25,7 +25,9 @@ def run_until(recipe: Path, out: Path, stage: str, delay: float, sig: int) -> tu
     plan, _ = load_plan(recipe, Overrides())
     stages = stage_names(plan)
     number = f"[{stages.index(stage) + 1}/{len(stages)}] {stage}"
-    process = start_cli("run", str(recipe), "--output", str(out), "--log-format", "json")
+    process = start_cli(
+        "run", str(recipe), "--no-cache", "--output", str(out), "--log-format", "json"
+    )
     assert process.stderr is not None
     seen = []
     for line in process.stderr:

@@ -102,6 +102,11 @@ class FakeContainer:
 
     def _answer(self, argv: list[str]) -> tuple[str, list[str], int]:
         script = argv[3] if argv[:3] == ["sh", "-eu", "-c"] else ""
+        if script.startswith("command -v ccache"):
+            return "ccache-probe", ["ccache version 4.11.3"], 0
+        if script.startswith("ccache --"):
+            stats = ["direct_cache_hit\t40", "preprocessed_cache_hit\t2", "cache_miss\t3"]
+            return "ccache-stats", stats if "print" in script else [], 0
         if "dpkg-query" in script:
             lines = ["distribution Debian GNU/Linux 13 (trixie)", "format deb"]
             return "inventory", [*lines, "gcc\t14.2.0-19\tamd64"], 0
@@ -137,8 +142,10 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.run_id = "fakerun00001"
+        self.endpoint = "unix:///fake/docker.sock"
         self.images: dict[str, ImageRecord] = {}
         self.created: list[FakeContainer] = []
+        self.volumes: list[Any] = []
         self.removed: list[str] = []
         self.events: list[tuple[object, ...]] = []
         self.exit_codes: dict[str, int] = {}
@@ -180,6 +187,7 @@ class FakeEngine:
         box = FakeContainer(self, image)
         self.created.append(box)
         self.events.append(("container", image, settings["network"], settings["user"]))
+        self.volumes.append(settings.get("volumes"))
         try:
             yield box
         finally:
@@ -227,12 +235,13 @@ def test_a_run_goes_through_every_stage_in_order(setup) -> None:
     written = json.loads((result.output_dir / "manifest.json").read_text())
     assert list(written["timings_seconds"]) == list(pipeline.stage_names(plan))[:-1]
     assert pipeline.stage_names(plan) == (
-        "source", "series", "patches", "base-image", "build-image", "toolchain", "unpack", "patch",
-        "configure", "compile", "install", "collect", "check", "publish",
+        "source", "series", "patches", "base-image", "build-image", "reuse", "toolchain", "unpack",
+        "patch", "configure", "compile", "install", "collect", "check", "publish",
     )  # fmt: skip
     kinds = [e[1] for e in engine.events if e[0] == "run"]
     assert kinds == [
-        "inventory", "prepare", "unpack", "patch", "configure", "compile", "install", "version",
+        "inventory", "ccache-probe", "prepare", "unpack", "patch", "ccache-stats", "configure",
+        "compile", "ccache-stats", "install", "version",
     ]  # fmt: skip
     # One container, unprivileged and offline, made after the image and gone before publish.
     assert [e[0] for e in engine.events if e[0] in ("pull", "build", "container", "removed")] == [
@@ -260,7 +269,9 @@ def test_each_stage_hands_the_next_what_it_learned(setup) -> None:
     # build-image -> container: the image built is the one the container runs.
     assert engine.created[0].image == manifest["environment"]["image"]["id"]
     # source's SOURCE_DATE_EPOCH reaches every step in the container.
-    envs = [e[2] for e in engine.events if e[0] == "run" and e[1] != "inventory"]
+    envs = [
+        e[2] for e in engine.events if e[0] == "run" and e[1] not in ("inventory", "ccache-probe")
+    ]
     assert {env["SOURCE_DATE_EPOCH"] for env in envs} == {"1700000000"}
     # unpack's VERSION -> check and manifest; install's digest -> collect -> SHA256SUMS.
     assert manifest["qemu_version"] == QEMU_VERSION
@@ -489,3 +500,25 @@ def test_provenance_names_the_series(setup) -> None:
     statement = json.loads((result.output_dir / "provenance.intoto.json").read_text())
     internal = statement["predicate"]["buildDefinition"]["internalParameters"]
     assert internal["series"]["series"] == "10.0"
+
+
+def test_the_compiler_cache_is_a_volume_of_the_build_image(setup) -> None:
+    plan, text, engine, cache = setup
+    result = pipeline.run(plan, engine, cache, text)
+    assert engine.volumes == [{"qga-ccache-" + "c" * 16: "/ccache"}]
+    compile_env = next(e[2] for e in engine.events if e[:2] == ("run", "compile"))
+    assert compile_env["CCACHE_DIR"] == "/ccache"
+    assert compile_env["PATH"].startswith("/usr/lib/ccache:")
+    assert compile_env["CCACHE_BASEDIR"].startswith("/work/")  # the run's build root
+    record = result.manifest["build"]["ccache"]
+    assert record == {
+        "version": "ccache version 4.11.3", "volume": "/ccache", "hits": 42, "misses": 3
+    }  # fmt: skip
+
+
+def test_no_ccache_mounts_nothing_and_sets_nothing(setup) -> None:
+    plan, text, engine, cache = setup
+    result = pipeline.run(plan, engine, cache, text, use_ccache=False)
+    assert engine.volumes == [None]
+    assert all("CCACHE_DIR" not in e[2] for e in engine.events if e[0] == "run")
+    assert result.manifest["build"]["ccache"] is None

@@ -147,6 +147,13 @@ INVALID = [
         "reserved",
     ),
     (
+        "artifact named like a release's record",
+        ("artifacts",),
+        [{"path": "qga/qemu-ga", "name": "release.json"}],
+        "artifacts",
+        "reserved",
+    ),
+    (
         "build arg the tool sets",
         ("environment", "build_args"),
         {"BASE_IMAGE": "evil:latest"},

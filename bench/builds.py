@@ -1,0 +1,218 @@
+"""Build benchmarks: each a ratio of two things measured in the same run on this machine.
+
+1. builder-vs-hand (warm images, and with a cold build image): `qga-builder run` (artifact and
+   compiler caches off, VM test off) against bench/hand_build.sh doing the same work with the
+   docker CLI. Goal <= 1.03.
+2. noop-rerun: the same command again with nothing changed (served by the artifact cache), wall
+   seconds of the whole command. Goal <= 2 s.
+3. patch-edit: configure + compile after a patch edit (compiler cache warm) as a share of a
+   cold configure + compile (compiler cache empty). Goal <= 35 %.
+4. matrix-jobs2: two recipes with `--jobs 2` against the two run one after the other.
+   Goal <= 0.7. And matrix-engines2: the same two over two engines (when a second engine is
+   given with QGA_BENCH_SECOND_ENGINE, e.g. the one tests/second_engine.py starts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "recipes"
+PY = sys.executable
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> float:
+    """Run the builder; its wall time in seconds (it must succeed)."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        [PY, "-m", "builder", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"builder {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return elapsed
+
+
+def variant(work: Path, source: str, name: str, **changes: Any) -> Path:
+    """A copy of a recipe with absolute paths, VM test off, and `changes` applied."""
+    data = yaml.safe_load((RECIPES / source).read_text())
+    data["environment"]["dockerfile"] = str((RECIPES / data["environment"]["dockerfile"]).resolve())
+    for patch in data.get("patches", []):
+        patch["path"] = str((RECIPES / patch["path"]).resolve())
+    data.update(name=name, vm_test=False, **changes)
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def manifest(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "manifest.json").read_text())
+
+
+def remove_image(image_id: str) -> None:
+    subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True)
+
+
+def remove_volume(name: str) -> None:
+    subprocess.run(["docker", "volume", "rm", "-f", name], capture_output=True)
+
+
+def hand(out: Path, built: dict[str, Any], cold_image: bool) -> float:
+    """bench/hand_build.sh with what the builder's manifest says it used."""
+    env = built["environment"]
+    flags = built["build"]["configure"].split()[1:]
+    flags = [f for f in flags if not f.startswith(("--extra-cflags", "--extra-cxxflags", "-ffile"))]
+    flags_file = out.parent / f"{out.name}.flags"
+    flags_file.write_text("\n".join(flags) + "\n")
+    image = env["image"]["tag"] if not cold_image else "qga-bench/hand:cold"
+    extra: dict[str, str] = {}
+    if cold_image:
+        remove_image(image)
+        extra = {
+            "BUILD_DOCKERFILE": env["image"]["dockerfile"],
+            "BASE_IMAGE": env["base"]["image_id"],
+            "PACKAGES": dict(env["image"]["build_args"])["PACKAGES"],
+        }
+    patches = [p["path"] for p in built["patches"]]
+    start = time.perf_counter()
+    subprocess.run(
+        [str(ROOT / "bench" / "hand_build.sh"), str(out), built["source"]["path"], str(flags_file),
+         image, *patches],
+        check=True,
+        env={**os.environ, **extra},
+    )  # fmt: skip
+    return time.perf_counter() - start
+
+
+def best(samples: list[float]) -> float:
+    return min(samples)
+
+
+def bench_builder_vs_hand(work: Path) -> dict[str, Any]:
+    recipe = variant(work, "linux-static-qemu-10.0.yaml", "bench-10.0")
+    common = ("run", str(recipe), "--no-cache", "--no-ccache", "--output")
+    cli(*common, str(work / "warmup"))  # images made, source fetched
+    built = manifest(work / "warmup")
+    results: dict[str, Any] = {}
+    for condition in ("warm", "cold-build-image"):
+        ours, theirs = [], []
+        for attempt in range(2):  # best of two each, interleaved
+            if condition != "warm":
+                remove_image(built["environment"]["image"]["id"])
+            ours.append(cli(*common, str(work / f"ours-{condition}-{attempt}")))
+            theirs.append(hand(work / f"hand-{condition}-{attempt}", built, condition != "warm"))
+        results[condition] = {
+            "baseline_s": best(theirs),
+            "measured_s": best(ours),
+            "ratio": best(ours) / best(theirs),
+            "goal": "<= 1.03",
+            "stages": manifest(work / f"ours-{condition}-{ours.index(best(ours))}")[
+                "timings_seconds"
+            ],
+        }
+    same = (work / "ours-warm-0" / "SHA256SUMS").read_text().split()[0]
+    results["same_binary_as_hand"] = (
+        same == (work / "hand-warm-0" / "SHA256SUMS").read_text().split()[0]
+    )
+    return results
+
+
+def bench_noop(work: Path) -> dict[str, Any]:
+    recipe = variant(work, "linux-static-qemu-10.0.yaml", "bench-noop")
+    out = work / "noop"
+    first = cli("run", str(recipe), "--output", str(out))
+    again = [cli("run", str(recipe), "--output", str(out)) for _ in range(3)]
+    assert manifest(out)["cache"]["hit"] is True
+    return {"baseline_s": first, "measured_s": best(again), "ratio": best(again) / first,
+            "goal": "measured <= 2 s"}  # fmt: skip
+
+
+def _configure_compile(directory: Path) -> float:
+    timings = manifest(directory)["timings_seconds"]
+    return float(timings["configure"] + timings["compile"])
+
+
+def bench_patch_edit(work: Path) -> dict[str, Any]:
+    edit = work / "0099-bench-edit.patch"
+    recipe = variant(work, "linux-static-qemu-10.0.yaml", "bench-edit")
+    cli("run", str(recipe), "--no-cache", "--output", str(work / "edit-warmup"))
+    volume = "qga-ccache-" + manifest(work / "edit-warmup")["environment"]["image"]["id"][7:23]
+    remove_volume(volume)  # cold: the compiler cache starts empty
+    cli("run", str(recipe), "--no-cache", "--output", str(work / "edit-cold"))
+    data = yaml.safe_load(recipe.read_text())
+    head = subprocess.run(
+        ["tar", "-xOf", manifest(work / "edit-cold")["source"]["path"], "--wildcards",
+         "*/qga/main.c"], capture_output=True, check=True
+    ).stdout.decode().splitlines()[:3]  # fmt: skip
+    edit.write_text(
+        "--- a/qga/main.c\n+++ b/qga/main.c\n@@ -1,3 +1,4 @@\n"
+        "+/* edited for the benchmark */\n" + "".join(f" {line}\n" for line in head)
+    )
+    data["patches"].append(
+        {"path": str(edit), "sha256": hashlib.sha256(edit.read_bytes()).hexdigest()}
+    )
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    cli("run", str(recipe), "--output", str(work / "edit-after"))
+    cold, after = _configure_compile(work / "edit-cold"), _configure_compile(work / "edit-after")
+    return {
+        "baseline_s": cold,
+        "measured_s": after,
+        "ratio": after / cold,
+        "goal": "<= 0.35",
+        "configure_s": manifest(work / "edit-after")["timings_seconds"]["configure"],
+        "ccache": manifest(work / "edit-after")["build"]["ccache"],
+    }
+
+
+def bench_matrix(work: Path, engines: list[str]) -> dict[str, Any]:
+    a = variant(work, "linux-static-qemu-10.0.yaml", "bench-m-10.0")
+    b = variant(work, "linux-static-qemu-7.2.yaml", "bench-m-7.2")
+    flags = ("--no-cache", "--no-ccache")
+    for recipe in (a, b):  # images on every engine, outside the timing
+        for engine in engines:
+            cli("run", str(recipe), *flags, "--output", str(work / "m-warm"), "--engine", engine)
+    one = engines[0]
+    sequential = sum(
+        cli("run", str(r), *flags, "--output", str(work / f"seq-{r.stem}"), "--engine", one)
+        for r in (a, b)
+    )
+    results: dict[str, Any] = {}
+    parallel = cli("run", str(a), str(b), *flags, "--jobs", "2", "--output-root",
+                   str(work / "par"), "--engine", one)  # fmt: skip
+    results["jobs2"] = {"baseline_s": sequential, "measured_s": parallel,
+                        "ratio": parallel / sequential, "goal": "<= 0.7"}  # fmt: skip
+    if len(engines) > 1:
+        every = [x for engine in engines for x in ("--engine", engine)]
+        spread = cli("run", str(a), str(b), *flags, "--jobs", "2", "--output-root",
+                     str(work / "spread"), *every)  # fmt: skip
+        results["engines2"] = {"baseline_s": sequential, "measured_s": spread,
+                               "ratio": spread / sequential, "goal": "<= 0.7"}  # fmt: skip
+    return results
+
+
+def run_all(engines: list[str]) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="qga-bench-"))
+    try:
+        return {
+            "builder-vs-hand": bench_builder_vs_hand(work),
+            "noop-rerun": bench_noop(work),
+            "patch-edit": bench_patch_edit(work),
+            "matrix": bench_matrix(work, engines),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,65 @@
+"""bench/results/: results.json, results.md (a table of every ratio with its baseline) and
+stages.png (the builder's per-stage times against the hand script's total)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for name, value in results.items():
+        if isinstance(value, dict) and "ratio" in value:
+            found.append((name, value))
+        elif isinstance(value, dict):
+            found += [(f"{name} / {k}", v) for k, v in rows(value)]
+    return found
+
+
+def write(results: dict[str, Any], machine: str) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured in one run of `make bench` on {machine}. Each ratio is measured / baseline.",
+        "",
+        "| benchmark | baseline | measured | ratio | goal |",
+        "|---|---|---|---|---|",
+    ]
+    for name, value in rows(results):
+        lines.append(
+            f"| {name} | {value['baseline_s']:.2f} s | {value['measured_s']:.2f} s "
+            f"| {value['ratio']:.3f} | {value.get('goal', '')} |"
+        )
+    (RESULTS / "results.md").write_text("\n".join(lines) + "\n")
+    chart(results)
+
+
+def chart(results: dict[str, Any]) -> None:
+    versus = results.get("builder-vs-hand")
+    if not versus:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 3.6))
+    conditions = [c for c in ("warm", "cold-build-image") if c in versus]
+    for row, condition in enumerate(conditions):
+        left = 0.0
+        for stage, seconds in versus[condition]["stages"].items():
+            axis.barh(f"builder ({condition})", seconds, left=left)
+            if seconds > 2:
+                axis.text(left + seconds / 2, row * 2, stage, ha="center", va="center", fontsize=7)
+            left += seconds
+        axis.barh(f"hand script ({condition})", versus[condition]["baseline_s"], color="grey")
+    axis.set_xlabel("seconds")
+    axis.set_title("Where a build's time goes: builder stages vs the hand-written script")
+    figure.tight_layout()
+    figure.savefig(RESULTS / "stages.png", dpi=120)
