@@ -8,7 +8,7 @@ build container, made before the first of them and removed after the last.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -111,6 +111,7 @@ def run(
     run_id: str | None = None,
     use_cache: bool = True,
     use_ccache: bool = True,
+    peer_engines: Sequence[ContainerEngine] = (),
 ) -> RunResult:
     run_id = run_id or engine.run_id
     redact.register_build_args(dict(plan.image.build_args))
@@ -132,6 +133,7 @@ def run(
             started=datetime.now(UTC),
             use_cache=use_cache,
             use_ccache=use_ccache,
+            peer_engines=tuple(peer_engines),
         )
         try:
             preflight(plan)

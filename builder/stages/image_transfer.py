@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from builder.engine import ImageRecord
+from builder.errors import DockerUnavailableError
 from builder.log import LineSink
 from builder.stages.context import ContainerEngine
 
@@ -29,14 +30,24 @@ def copy_from_peers(
     """Copy `tag` from the first peer holding it (with label == value, when a label is named)
     into `engine`; the record of the copy, or None when no peer has it."""
     for peer in peers:
-        if peer is engine:
+        if peer is engine or getattr(peer, "lost", False):
             continue
-        found = peer.inspect_image(tag)
+        try:
+            found = peer.inspect_image(tag)
+        except DockerUnavailableError:  # a peer lost is only a source less
+            log(f"engine {peer.endpoint} does not answer: not a source of {tag}")
+            continue
         if found is None or (label is not None and found.labels.get(label) != value):
             continue
         started = time.monotonic()
         log(f"copying {tag} from engine {peer.endpoint}")
-        image_id = engine.load_image(peer.save_image(tag), tag)
+        try:
+            image_id = engine.load_image(peer.save_image(tag), tag)
+        except DockerUnavailableError:
+            if not getattr(peer, "lost", False):
+                raise  # this build's own engine: the run fails (and the matrix retries it)
+            log(f"engine {peer.endpoint} was lost while copying {tag}: not used")
+            continue
         if image_id != found.id:
             log(f"the copy of {tag} is {image_id[:19]}, not {found.id[:19]}: not used")
             continue
