@@ -72,7 +72,8 @@ def resolve_endpoint(name: str, host: HostSettings, *, option: str = "--engine")
 
 _FORMS = (
     "an engine is unix:///path.sock, tcp://host:port (TLS from DOCKER_CERT_PATH), "
-    "ssh://user@host or a docker context's name (`docker context ls`)"
+    "ssh://HOST[:PORT] (USER@ before HOST if needed) or a docker context's name "
+    "(`docker context ls`)"
 )
 
 
@@ -98,7 +99,9 @@ def _from_url(
         raise UsageError(f"{option} {shown}: the port is not a number") from None
     if scheme == "ssh":
         if not parts.hostname or parts.path.strip("/"):
-            raise UsageError(f"{option} {shown}: an ssh engine is ssh://[user@]host[:port]")
+            raise UsageError(
+                f"{option} {shown}: an ssh engine is ssh://HOST[:PORT], USER@ before HOST if needed"
+            )
         if parts.password is not None:
             raise UsageError(
                 f"{option} {shown}: ssh engines log in with a key, never a password in the URL",

@@ -97,7 +97,7 @@ def test_a_password_in_an_ssh_url_is_refused_and_not_shown(tmp_path: Path) -> No
         ("tcp://:2375", r"tcp://host:port"),
         ("tcp://host:port", "the port is not a number"),
         ("tcp://user:pw@host:2375", r"tcp://host:port"),
-        ("ssh://", r"ssh://\[user@\]host\[:port\]"),
+        ("ssh://", r"an ssh engine is ssh://HOST\[:PORT\]"),
         ("ssh://host:22x", "the port is not a number"),
         ("", "an empty engine name"),
         ("/var/run/docker.sock", "not a URL nor a docker context name"),
