@@ -262,12 +262,13 @@ class SecondEngine:
             self._record()
 
     def _our_processes(self) -> list[int]:
-        """dockerd (ours by its pid) and the processes whose command line names our exec root
-        or data root: its containerd and the shims of its containers."""
+        """dockerd (ours by its pid, or by its --exec-root when a dead session started it), its
+        containerd and the shims of its containers (they name its containerd directory).
+        Nothing else: a client's command line may well name our socket."""
         pids = []
         if self.process is not None and self.process.poll() is None:
             pids.append(self.process.pid)
-        marks = (str(self.exec_root).encode(), str(self.root).encode())
+        marks = (f"--exec-root={self.exec_root}".encode(), f"{self.exec_root}/containerd/".encode())
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
