@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         "DOCKER_CERT_PATH), ssh://USER@HOST, or a docker context name; repeat it to spread "
         "the recipes over several engines (default: DOCKER_HOST)",
     )
+    # A matrix's builds are told the other engines: images one holds are copied, not made again.
+    matrix.add_argument("--peer-engine", action="append", default=[], help=argparse.SUPPRESS)
     matrix.add_argument(
         "--fail-fast",
         action="store_true",

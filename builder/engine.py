@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import socket
 import tarfile
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,11 +21,16 @@ from types import TracebackType
 from typing import IO, Any
 
 import docker
+import docker.constants
 import docker.errors
-import requests.exceptions
+import docker.tls
 
 from builder import __version__
 from builder.config import settings
+from builder.engine_container import CONNECTION_ERRORS as _CONNECTION_ERRORS
+from builder.engine_container import BuildContainer
+from builder.engine_container import short as _short
+from builder.engine_endpoints import Endpoint, resolve_endpoint
 from builder.engine_records import (  # noqa: F401 - re-exported: the engine's vocabulary
     LABEL_BASE,
     LABEL_INPUTS,
@@ -38,35 +43,37 @@ from builder.engine_records import (  # noqa: F401 - re-exported: the engine's v
     ContainerSettings,
     ImageRecord,
 )
-from builder.errors import ContainerError, DockerUnavailableError, ImageError, Interrupted
+from builder.errors import DockerUnavailableError, ImageError, Interrupted
 from builder.log import LineSink, get_logger
 
 CONNECT_TIMEOUT = 5
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")  # docker's own rule for names
 OPERATION_TIMEOUT = 3600
 
 # Containers made by this process and not yet removed; cli removes them on exit as a last resort.
 _live_containers: dict[str, Engine] = {}
-
-_CONNECTION_ERRORS = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.Timeout,
-    ConnectionError,
-)
 
 
 class Engine:
     """A connection to one Docker daemon."""
 
     def __init__(self, endpoint: str | None = None) -> None:
+        """`endpoint`: a URL or docker context name (engine_endpoints); None: DOCKER_HOST."""
         host = settings.current()
-        self.endpoint = endpoint or host.docker_host
+        option = "--engine" if endpoint else "DOCKER_HOST"
+        self.target: Endpoint = resolve_endpoint(endpoint or host.docker_host, host, option=option)
+        self.endpoint = self.target.shown
         self.run_id = uuid.uuid4().hex[:12]
         self.log = get_logger()
-        try:
-            self.client = docker.DockerClient(
-                **_connection(self.endpoint, host), version="auto", timeout=CONNECT_TIMEOUT
+        self.lost = False  # set when a call found the daemon gone
+        if self.target.kind == "tcp":
+            self.log.warning(
+                "the Docker engine is reached over plain HTTP: anyone on the way can read and "
+                "change the build; set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH",
+                engine=self.endpoint,
             )
+        try:
+            self.client = _client(self.target)
             self.client.ping()
         except (docker.errors.DockerException, *_CONNECTION_ERRORS) as exc:
             raise DockerUnavailableError(
@@ -93,6 +100,20 @@ class Engine:
 
     def server_version(self) -> str:
         return str(self._call(self.api.version).get("Version", ""))
+
+    def describe(self) -> dict[str, str | None]:
+        """The engine for the manifest: as named (credentials masked), how it is reached, and
+        which daemon answered."""
+        info = self._call(self.api.info)
+        return {
+            "endpoint": self.target.shown,
+            "kind": self.target.kind,
+            "context": self.target.context,
+            "url": self.target.url_shown,
+            "name": str(info.get("Name") or ""),
+            "id": str(info.get("ID") or ""),
+            "server_version": str(info.get("ServerVersion") or ""),
+        }
 
     # --- images ----------------------------------------------------------------------------
 
@@ -214,6 +235,30 @@ class Engine:
             for item in self._call(self.api.images, filters={"label": label})
         ]
 
+    def save_image(self, reference: str) -> Iterator[bytes]:
+        """`docker save`: the image as a tar stream (for `load_image` into another engine)."""
+        try:
+            yield from self._call(self.api.get_image, reference, chunk_size=1 << 20)
+        except docker.errors.APIError as exc:
+            raise ImageError(f"saving {reference} failed: {_short(exc)}") from None
+        except _CONNECTION_ERRORS as exc:
+            raise self._gone(exc) from None
+
+    def load_image(self, tar_stream: Iterable[bytes], reference: str) -> str:
+        """`docker load` of a `save_image` stream; the id `reference` now has here."""
+        try:
+            for chunk in self._call(self.api.load_image, tar_stream):
+                if isinstance(chunk, dict) and chunk.get("error"):
+                    raise ImageError(f"loading {reference} failed: {chunk['error'][:300]}")
+        except docker.errors.APIError as exc:
+            raise ImageError(f"loading {reference} failed: {_short(exc)}") from None
+        except _CONNECTION_ERRORS as exc:
+            raise self._gone(exc) from None
+        image_id = self.image_id(reference)
+        if image_id is None:
+            raise ImageError(f"loading {reference} made no image of that name")
+        return image_id
+
     def remove_image(self, image_id: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             self._call(self.api.remove_image, image_id, force=True, noprune=False)
@@ -273,7 +318,11 @@ class Engine:
         """A container that sleeps while we exec steps into it, removed on every exit path;
         `volumes` maps a named volume (never a host path) to where it is mounted."""
         name = f"qga-builder-{self.run_id}-{uuid.uuid4().hex[:6]}"
+        binds = {volume: {"bind": path, "mode": "rw"} for volume, path in (volumes or {}).items()}
+        if any(not _VOLUME_NAME.match(volume) for volume in binds):  # a host path: never
+            raise ValueError(f"not named volumes: {sorted(binds)}")
         host_config = self.api.create_host_config(
+            binds=binds or None,
             network_mode="bridge" if network else "none",
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
@@ -284,7 +333,6 @@ class Engine:
             mem_limit=memory or DEFAULT_MEMORY,
             nano_cpus=int(cpus * 1e9) if cpus else None,
             pids_limit=4096,
-            binds={name: {"bind": path, "mode": "rw"} for name, path in (volumes or {}).items()},
         )
         all_labels = {
             LABEL_TOOL: __version__,
@@ -322,8 +370,19 @@ class Engine:
                 if keep:
                     self.log.warning("keeping container for debugging", container=name)
                     _live_containers.pop(container_id, None)
+                elif self.lost:  # auto_remove: the daemon removes it when it is back
+                    self.log.warning("engine lost: its container is left to it", container=name)
+                    _live_containers.pop(container_id, None)
                 else:
                     self.remove_container(container_id)
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        """A named volume of the engine's (made with our labels if missing)."""
+        try:
+            self._call(self.api.inspect_volume, name)
+        except docker.errors.NotFound:
+            all_labels = {LABEL_TOOL: __version__, **labels}
+            self._call(self.api.create_volume, name, driver="local", labels=all_labels)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -334,164 +393,49 @@ class Engine:
             raise self._gone(exc) from None
 
     def _gone(self, exc: BaseException) -> DockerUnavailableError:
+        self.lost = True  # no more calls that would wait on it (removals at exit)
         return DockerUnavailableError(
             f"lost the Docker daemon at {self.endpoint}: {_short(exc)}",
             hint="when it is back, `qga-builder clean` removes what this run left",
         )
 
 
-class BuildContainer:
-    """One running container: copy in, copy out, run commands."""
-
-    def __init__(self, engine: Engine, container_id: str, name: str, user: str) -> None:
-        self.engine = engine
-        self.id = container_id
-        self.name = name
-        self.user = user
-
-    def put_archive(self, dest: str, archive: IO[bytes] | bytes) -> None:
-        """Unpack an uncompressed tar stream at dest (which must exist)."""
-        try:
-            ok = self.engine._call(self.engine.api.put_archive, self.id, dest, archive)
-        except docker.errors.APIError as exc:
-            raise ContainerError(
-                f"copying files into {self.name}:{dest} failed: {_short(exc)}"
-            ) from None
-        if not ok:
-            raise ContainerError(f"copying files into {self.name}:{dest} failed")
-
-    def put_files(self, dest: str, files: Mapping[str, bytes], *, uid: int, gid: int) -> None:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            for name, data in files.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mode = 0o644
-                info.uid, info.gid = uid, gid
-                tar.addfile(info, io.BytesIO(data))
-        buffer.seek(0)
-        self.put_archive(dest, buffer)
-
-    def open_stream(self, command: list[str], *, user: str | None = None) -> socket.socket:
-        """Start a command with a terminal and return a socket on it: bytes written go to its
-        stdin, bytes read are its output, unframed (for a byte channel into the container,
-        e.g. `socat STDIO,raw,echo=0 PTY,...` as a guest agent's serial port)."""
-        api = self.engine.api
-        exec_id = self.engine._call(
-            api.exec_create,
-            self.id,
-            command,
-            stdin=True,
-            stdout=True,
-            stderr=True,
-            tty=True,
-            user=user or self.user,
-        )["Id"]
-        stream = self.engine._call(api.exec_start, exec_id, socket=True, tty=True)
-        raw = getattr(stream, "_sock", stream)
-        assert isinstance(raw, socket.socket)
-        return raw
-
-    def start(self, command: list[str], *, user: str | None = None) -> None:
-        """Start a command in the background (its output is not kept)."""
-        api = self.engine.api
-        exec_id = self.engine._call(
-            api.exec_create, self.id, command, stdout=False, stderr=False, user=user or self.user
-        )["Id"]
-        self.engine._call(api.exec_start, exec_id, detach=True)
-
-    def get_archive(self, path: str) -> Iterable[bytes]:
-        try:
-            stream, _ = self.engine._call(self.engine.api.get_archive, self.id, path)
-        except docker.errors.NotFound:
-            raise FileNotFoundError(path) from None
-        return stream
-
-    def run(
-        self,
-        command: list[str],
-        *,
-        on_line: LineSink,
-        env: Mapping[str, str] | None = None,
-        workdir: str | None = None,
-        user: str | None = None,
-    ) -> int:
-        """Run a command, stream its merged stdout/stderr line by line; return its exit code."""
-        api = self.engine.api
-        exec_id = self.engine._call(
-            api.exec_create,
-            self.id,
-            command,
-            stdout=True,
-            stderr=True,
-            environment=dict(env or {}),
-            workdir=workdir,
-            user=user or self.user,
-        )["Id"]
-        partial = b""
-        try:
-            for chunk in api.exec_start(exec_id, stream=True):
-                partial += chunk
-                *lines, partial = partial.split(b"\n")
-                if len(partial) > MAX_LINE_BYTES:  # a line without end is cut, not hoarded
-                    lines.append(partial)
-                    partial = b""
-                for line in lines:
-                    on_line(_cut(line).decode("utf-8", errors="replace"))
-        except _CONNECTION_ERRORS as exc:
-            raise self.engine._gone(exc) from None
-        if partial:
-            on_line(partial.decode("utf-8", errors="replace"))
-        # The stream can end a moment before the exec is marked finished.
-        for _ in range(100):
-            info = self.engine._call(api.exec_inspect, exec_id)
-            if not info.get("Running"):
-                return int(info["ExitCode"])
-            time.sleep(0.05)
-        raise ContainerError(f"command {command[0]} in {self.name} did not finish")
+def _client(target: Endpoint) -> docker.DockerClient:
+    tls = None
+    if target.tls is not None:  # always verifying the engine's certificate
+        cert = (str(target.tls.cert), str(target.tls.key)) if target.tls.cert else None
+        tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=str(target.tls.ca), verify=True)
+    api = docker.APIClient(
+        base_url=target.base_url,
+        tls=tls,
+        # OpenSSH, which checks the host key (docker-py's paramiko path accepts unknown ones).
+        use_ssh_client=target.kind == "ssh",
+        version=docker.constants.MINIMUM_DOCKER_API_VERSION,  # no request yet: see below
+        timeout=CONNECT_TIMEOUT,
+    )
+    # requests would let REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE replace the CA we name (any
+    # certificate the system trusts would pass) and send the engine's traffic to a proxy:
+    # the connection is exactly what the endpoint says, nothing from the environment.
+    api.trust_env = False
+    api._version = str(api.version(api_version=False)["ApiVersion"])  # as version="auto" does
+    client = docker.DockerClient.__new__(docker.DockerClient)
+    client.api = api
+    return client
 
 
-def _connection(endpoint: str, host: settings.HostSettings) -> dict[str, Any]:
-    """base_url and TLS as docker's from_env would make them: with DOCKER_TLS_VERIFY a tcp://
-    engine is reached over TLS that verifies the engine's certificate against ca.pem."""
-    environment = {"DOCKER_HOST": endpoint}
-    if host.docker_tls_verify:
-        environment["DOCKER_TLS_VERIFY"] = "1"
-    if host.docker_cert_path:
-        environment["DOCKER_CERT_PATH"] = host.docker_cert_path
-    kwargs = docker.utils.kwargs_from_env(environment=environment)
-    if endpoint.startswith("tcp://") and "tls" not in kwargs:
-        get_logger().warning(
-            "the Docker engine is reached over plain HTTP: anyone on the way can read and "
-            "change the build; set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH",
-            engine=endpoint,
-        )
-    return kwargs
-
-
-MAX_LINE_BYTES = 16 * 1024
 DEFAULT_MEMORY = "8g"  # a build container's memory when the recipe sets none
-
-
-def _cut(line: bytes) -> bytes:
-    if len(line) <= MAX_LINE_BYTES:
-        return line
-    return line[:MAX_LINE_BYTES] + f" [... {len(line) - MAX_LINE_BYTES} bytes cut]".encode()
 
 
 def owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
-
-
 def remove_live_containers() -> int:
     """Last-resort cleanup at exit: remove containers this process made and still holds."""
     removed = 0
     for container_id, engine in list(_live_containers.items()):
+        if engine.lost:
+            continue
         try:
             engine.remove_container(container_id)
             removed += 1

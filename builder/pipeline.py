@@ -9,7 +9,7 @@ build container, made before the first of them and removed after the last.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -114,6 +114,7 @@ def run(
     run_id: str | None = None,
     use_cache: bool = True,
     use_ccache: bool = True,
+    peer_engines: Sequence[ContainerEngine] = (),
 ) -> RunResult:
     run_id = run_id or engine.run_id
     redact.register_build_args(dict(plan.image.build_args))
@@ -135,6 +136,7 @@ def run(
             started=datetime.now(UTC),
             use_cache=use_cache,
             use_ccache=use_ccache,
+            peer_engines=tuple(peer_engines),
         )
         try:
             preflight(plan)

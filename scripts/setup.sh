@@ -100,6 +100,9 @@ fi
 # 4. For the tests: tools the unit tests use on the host (real binaries and patches).
 if [[ $WANT_TEST -eq 1 ]]; then
     apt_install gcc libc6-dev patch
+    # The second Docker engine of the engine tests (tests/second_engine.py): certificates made
+    # with openssl, its own bridge (ip) and the rules its containers need (iptables).
+    apt_install openssl iproute2 iptables
     # FIREWHEEL's own guest agent driver, as labs run it: firewheel without its dependencies
     # (the driver needs only qemu.qmp, pinned as firewheel 3.1.0 pins it).
     if ! "$VENV/bin/python" -c 'import firewheel, qemu.qmp' 2>/dev/null; then

@@ -145,6 +145,9 @@ class Matrix:
         argv += [str(job.output), "--log-format", "json", *self.child_args]
         if engine is not None:
             argv += ["--engine", engine]
+        for peer in self.engines:  # images they hold are copied rather than made again
+            if peer != engine and peer not in self.lost:
+                argv += ["--peer-engine", peer or "default"]
         job.process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

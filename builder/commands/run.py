@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from builder import log, pipeline
 from builder.commands.common import load_plan, overrides_from
 from builder.commands.matrix import Matrix, child_arguments, matrix_log_dir, plan_jobs
 from builder.engine import Engine
-from builder.errors import UsageError
+from builder.errors import DockerUnavailableError, UsageError
 from builder.host.cache import Cache
 from builder.stages import output_dir
 
@@ -27,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     output_dir.check_replaceable(plan.output_dir)
     cache = Cache.default()
-    with Engine(args.engine[0] if args.engine else None) as engine:
+    with Engine(args.engine[0] if args.engine else None) as engine, peers(args) as others:
         result = pipeline.run(
             plan,
             engine,
@@ -35,12 +37,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             text,
             use_cache=not args.no_cache,
             use_ccache=not args.no_ccache,
+            peer_engines=others,
         )
     logger = log.get_logger()
     for artifact in result.artifacts:
         logger.info("artifact", name=artifact.name, sha256=artifact.sha256, size=artifact.size)
     logger.info("done", output=str(result.output_dir))
     return 0
+
+
+@contextmanager
+def peers(args: argparse.Namespace) -> Iterator[tuple[Engine, ...]]:
+    """The matrix's other engines that answer (images are copied from them); one that does
+    not is only left out: it is not the engine this build runs on."""
+    with ExitStack() as stack:
+        found = []
+        for endpoint in args.peer_engine:
+            try:
+                found.append(stack.enter_context(Engine(endpoint)))
+            except DockerUnavailableError as exc:
+                log.get_logger().warning("engine left out as a source of images", error=exc.message)
+        yield tuple(found)
 
 
 def _run_matrix(args: argparse.Namespace) -> int:

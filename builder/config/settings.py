@@ -25,6 +25,7 @@ DOCUMENTED = {
     "DOCKER_HOST": f"the Docker engine to use (default {DEFAULT_DOCKER_HOST})",
     "DOCKER_TLS_VERIFY": "non-empty: reach a tcp:// engine over TLS, verifying its certificate",
     "DOCKER_CERT_PATH": "where ca.pem, cert.pem and key.pem are (default ~/.docker)",
+    "DOCKER_CONFIG": "the docker CLI's directory, whose contexts/ name engines (default ~/.docker)",
     "PATH": "where host tools (git, debootstrap, apt-get, wine, qemu-system) are found",
 }
 
@@ -38,6 +39,7 @@ class HostSettings:
     search_path: str  # PATH, handed on to the host tools the tool runs
     docker_tls_verify: bool = False
     docker_cert_path: str | None = None
+    docker_config: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> HostSettings:
@@ -55,6 +57,7 @@ class HostSettings:
             search_path=env.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin",
             docker_tls_verify=bool(env.get("DOCKER_TLS_VERIFY")),
             docker_cert_path=env.get("DOCKER_CERT_PATH") or None,
+            docker_config=env.get("DOCKER_CONFIG") or None,
         )
 
 

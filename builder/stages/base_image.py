@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from builder.host.cache import Cache
 from builder.host.locks import exclusive
 from builder.log import LineSink, StepOutput
 from builder.stages.context import ContainerEngine, RunContext
+from builder.stages.image_transfer import copy_from_peers
 
 LABEL_BASE_INPUTS = "org.qga-builder.base.inputs"
 LABEL_OS_RELEASE = "org.qga-builder.base.os-release"
@@ -42,20 +43,34 @@ class BaseImage:
 
 def ensure(ctx: RunContext, output: StepOutput) -> None:
     """Stage `base-image`."""
-    ctx.base = ensure_base(ctx.engine, ctx.image_plan.base, ctx.cache, output.line)
+    ctx.base = ensure_base(
+        ctx.engine, ctx.image_plan.base, ctx.cache, output.line, peers=ctx.peer_engines
+    )
 
 
-def ensure_base(engine: ContainerEngine, base: BasePlan, cache: Cache, log: LineSink) -> BaseImage:
+def ensure_base(
+    engine: ContainerEngine,
+    base: BasePlan,
+    cache: Cache,
+    log: LineSink,
+    *,
+    peers: Sequence[ContainerEngine] = (),
+) -> BaseImage:
+    """The base on `engine`: present, copied from one of `peers`, pulled or made."""
     key = "base-" + re.sub(r"[^A-Za-z0-9_.-]", "_", base.reference)[:100]
     with exclusive(cache.lock_path(key), f"base image {base.reference}", log):
         if base.kind == "registry":
-            return _registry_base(engine, base, log)
-        return _debootstrap_base(engine, base, log)
+            return _registry_base(engine, base, log, peers)
+        return _debootstrap_base(engine, base, log, peers)
 
 
-def _registry_base(engine: ContainerEngine, base: BasePlan, log: LineSink) -> BaseImage:
+def _registry_base(
+    engine: ContainerEngine, base: BasePlan, log: LineSink, peers: Sequence[ContainerEngine]
+) -> BaseImage:
     record: dict[str, object] = {"kind": base.kind, "reference": base.reference}
-    found = engine.inspect_image(base.reference)
+    found = engine.inspect_image(base.reference) or copy_from_peers(
+        engine, peers, base.reference, label=None, value=None, log=log
+    )
     if found is None:
         log(f"base {base.reference} is missing: pulling it")
         engine.pull(base.reference)
@@ -82,12 +97,21 @@ def debootstrap_tag(reference: str, inputs: dict[str, str]) -> str:
     return f"{reference}-{sha256_json(inputs)[:12]}"
 
 
-def _debootstrap_base(engine: ContainerEngine, base: BasePlan, log: LineSink) -> BaseImage:
+def _debootstrap_base(
+    engine: ContainerEngine, base: BasePlan, log: LineSink, peers: Sequence[ContainerEngine]
+) -> BaseImage:
     assert base.suite and base.variant
     mirror = base.mirror or debian.host_mirror()
     inputs = debootstrap_inputs(base.suite, base.variant, mirror)
     tag = debootstrap_tag(base.reference, inputs)
     found = engine.inspect_image(tag)
+    if found is None or found.labels.get(LABEL_BASE_INPUTS) != sha256_json(inputs):
+        found = (
+            copy_from_peers(
+                engine, peers, tag, label=LABEL_BASE_INPUTS, value=sha256_json(inputs), log=log
+            )
+            or found
+        )
     if found is not None and found.labels.get(LABEL_BASE_INPUTS) == sha256_json(inputs):
         log(f"base {tag} is present ({found.id[:19]}): suite, variant, mirror, keyring unchanged")
     else:

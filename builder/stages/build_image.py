@@ -7,6 +7,7 @@ unchanged one is never rebuilt.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from builder.config.plan import ImagePlan
@@ -17,6 +18,7 @@ from builder.host.cache import Cache
 from builder.host.locks import exclusive
 from builder.log import StepOutput
 from builder.stages.context import ContainerEngine, RunContext
+from builder.stages.image_transfer import copy_from_peers
 
 
 def _checked_dockerfile(plan: ImagePlan) -> bytes:
@@ -42,7 +44,13 @@ class BuildImage:
 def ensure(ctx: RunContext, output: StepOutput) -> None:
     """Stage `build-image`."""
     ctx.build_image = ensure_build_image(
-        ctx.engine, ctx.image_plan, ctx.base.image_id, ctx.plan.recipe_name, ctx.cache, output
+        ctx.engine,
+        ctx.image_plan,
+        ctx.base.image_id,
+        ctx.plan.recipe_name,
+        ctx.cache,
+        output,
+        peers=ctx.peer_engines,
     )
 
 
@@ -53,10 +61,18 @@ def ensure_build_image(
     recipe_name: str,
     cache: Cache,
     output: StepOutput,
+    *,
+    peers: Sequence[ContainerEngine] = (),
 ) -> BuildImage:
+    """The build image on `engine`: present, copied from one of `peers`, or built."""
     tag = plan.tag(base_image_id)
     inputs_hash = plan.final_hash(base_image_id)
     with exclusive(cache.lock_path(f"image-{inputs_hash[:16]}"), f"image {tag}", output.line):
+        existing = engine.inspect_image(tag)
+        if existing is None or existing.labels.get(LABEL_INPUTS) != inputs_hash:
+            copy_from_peers(
+                engine, peers, tag, label=LABEL_INPUTS, value=inputs_hash, log=output.line
+            )
         return _reuse_or_build(engine, plan, base_image_id, recipe_name, tag, inputs_hash, output)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,7 +56,7 @@ class ContainerEngine(Protocol):
     """What the stages need of a Docker engine (`builder.engine.Engine`)."""
 
     run_id: str
-    endpoint: str  # as the user named it (recorded: which engine built what)
+    endpoint: str  # as the user named it, credentials masked (recorded: which engine built what)
 
     def image_id(self, reference: str) -> str | None: ...
 
@@ -94,6 +94,12 @@ class ContainerEngine(Protocol):
 
     def server_version(self) -> str: ...
 
+    def describe(self) -> dict[str, str | None]: ...
+
+    def save_image(self, reference: str) -> Iterator[bytes]: ...
+
+    def load_image(self, tar_stream: Iterable[bytes], reference: str) -> str: ...
+
 
 @dataclass
 class RunContext:
@@ -108,6 +114,8 @@ class RunContext:
     log_dir: Path
     started: datetime
     box: Container | None = None
+    # The run's other engines (a matrix): images they hold are copied, not made again.
+    peer_engines: tuple[ContainerEngine, ...] = ()
     use_cache: bool = True  # the artifact cache (`--no-cache` turns it off)
     use_ccache: bool = True  # the compiler cache volume (`--no-ccache` turns it off)
     ccache: dict[str, Any] | None = None  # set when the build image can use the volume

@@ -107,6 +107,7 @@ def manifest(ctx: RunContext) -> dict:
     result["series"] = ctx.series_record
     result["cache"] = ctx.cache_record
     result["host"]["docker_engine"] = ctx.engine.endpoint  # secrets in it are masked below
+    result["host"]["docker_daemon"] = ctx.engine.describe()  # how reached, which daemon
     result["build"]["ccache"] = ctx.ccache  # None: not used (--no-ccache, or no ccache there)
     if ctx.vm_report is not None:
         result["vm_test"] = ctx.vm_report

@@ -12,6 +12,7 @@ args = sys.argv[1:]
 recipe = Path(args[1])
 output = Path(args[args.index("--output") + 1])
 engine = args[args.index("--engine") + 1] if "--engine" in args else "default"
+peers = [args[i + 1] for i, arg in enumerate(args) if arg == "--peer-engine"]
 name = recipe.stem
 trace = output.parent / "trace.jsonl"
 
@@ -31,7 +32,10 @@ def on_term(signum: int, frame: object) -> None:
 signal.signal(signal.SIGTERM, on_term)
 with trace.open("a") as f:
     f.write(
-        json.dumps({"recipe": name, "engine": engine, "what": "start", "t": time.time()}) + "\n"
+        json.dumps(
+            {"recipe": name, "engine": engine, "peers": peers, "what": "start", "t": time.time()}
+        )
+        + "\n"
     )
 emit("[1/2] compile", step="compile")
 time.sleep(2 if "slow" in name else 0.2)

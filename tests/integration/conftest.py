@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,20 @@ from tests.helpers import (
     start_cli,
     write_variant,
 )
+from tests.second_engine import SecondEngine
 
 
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     return Engine()  # raises a clear error (and so fails the test) when no daemon answers
+
+
+@pytest.fixture(scope="session")
+def second_engine() -> Iterator[SecondEngine]:
+    """A second dockerd on this machine (own data root, socket, bridge, TLS listener on
+    127.0.0.1 with certificates made by the test), removed at the end of the session."""
+    with SecondEngine() as second:
+        yield second
 
 
 @pytest.fixture(scope="session")

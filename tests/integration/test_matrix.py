@@ -1,7 +1,6 @@
-"""Matrices for real: two recipes built at once on this machine's engine (a table at the end,
-each output complete); the same interrupted mid-build (no container left, no output); and a
-matrix spread over this engine and a second dockerd reached over TLS (tests/second_engine.py),
-the manifest naming the engine that built each."""
+"""Matrices for real on this machine's engine: two recipes built at once (a table at the end,
+each output complete), one of them failing, and the same interrupted mid-build (no container
+left, no output). Matrices over two engines: tests/integration/test_engine_matrix.py."""
 
 from __future__ import annotations
 

@@ -1,14 +1,13 @@
 """A tcp:// engine named with DOCKER_TLS_VERIFY is reached over TLS that verifies the engine's
 certificate: an engine whose certificate our CA did not sign, or one that speaks plain HTTP,
 is refused with one clear error (never a silent fall back to plain HTTP). The handshakes are
-real (openssl-made certificates, a local TLS listener); a real engine's TLS is the matrix
-issue's test."""
+real (openssl-made certificates, a local TLS listener); a real engine over TLS is
+tests/integration/test_engines.py's."""
 
 from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,26 +16,7 @@ import pytest
 
 from builder.engine import Engine
 from builder.errors import DockerUnavailableError
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_ca(directory: Path, name: str) -> None:
-    directory.mkdir(parents=True)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-            f"/CN={name}", "-keyout", "ca-key.pem", "-out", "ca.pem", cwd=directory)  # fmt: skip
-
-
-def sign(directory: Path, name: str, ca: Path, san: str | None = None) -> None:
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-            "-keyout", f"{name}-key.pem", "-out", f"{name}.csr", cwd=directory)  # fmt: skip
-    extra = directory / f"{name}.ext"
-    extra.write_text(f"subjectAltName={san}\n" if san else "extendedKeyUsage=clientAuth\n")
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", str(ca / "ca.pem"), "-CAkey",
-            str(ca / "ca-key.pem"), "-CAcreateserial", "-days", "1", "-extfile", str(extra),
-            "-out", f"{name}.pem", cwd=directory)  # fmt: skip
+from tests.certificates import make_ca, sign
 
 
 @pytest.fixture

@@ -72,6 +72,15 @@ def test_a_build_whose_engine_is_lost_is_retried_once_elsewhere(tmp_path: Path) 
     assert "unix:///run/a.sock" in matrix.lost
 
 
+def test_each_build_is_told_the_other_live_engines(tmp_path: Path) -> None:
+    """Images they hold are copied rather than made again; a lost one is no longer named."""
+    a, b = "unix:///run/a.sock", "unix:///run/b.sock"
+    matrix, _ = _matrix(tmp_path, ["lose-engine-on-a.sock"], [a, b], 1)
+    assert matrix.run() == 0
+    starts = [event for event in _trace(tmp_path) if event["what"] == "start"]
+    assert [(event["engine"], event["peers"]) for event in starts] == [(a, [b]), (b, [])]
+
+
 def test_lost_on_every_engine_fails_clearly(tmp_path: Path) -> None:
     engines = ["unix:///run/a.sock"]
     matrix, jobs = _matrix(tmp_path, ["lose-engine-on-a.sock"], engines, 1)

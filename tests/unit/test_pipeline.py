@@ -197,6 +197,9 @@ class FakeEngine:
     def server_version(self) -> str:
         return "fake-engine"
 
+    def describe(self) -> dict[str, str | None]:
+        return {"endpoint": self.endpoint, "kind": "unix", "id": "FAKE", "server_version": "0"}
+
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[Any, str, FakeEngine, Cache]:

@@ -1,0 +1,159 @@
+"""One running container of the engine's: copy files in and out, run commands with their output
+streamed and their real exit code returned (`Engine.container` makes and removes it)."""
+
+from __future__ import annotations
+
+import io
+import socket
+import tarfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import IO, Any, Protocol
+
+import docker.errors
+import requests.exceptions
+
+from builder.errors import ContainerError, DockerUnavailableError
+from builder.log import LineSink
+
+MAX_LINE_BYTES = 16 * 1024
+
+# What a lost daemon looks like to docker-py (the engine turns them into DockerUnavailableError).
+CONNECTION_ERRORS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.Timeout,
+    ConnectionError,
+)
+
+
+class _Owner(Protocol):
+    """What a container needs of its engine (`builder.engine.Engine`)."""
+
+    api: Any
+
+    def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
+
+    def _gone(self, exc: BaseException) -> DockerUnavailableError: ...
+
+
+class BuildContainer:
+    """One running container: copy in, copy out, run commands."""
+
+    def __init__(self, engine: _Owner, container_id: str, name: str, user: str) -> None:
+        self.engine = engine
+        self.id = container_id
+        self.name = name
+        self.user = user
+
+    def put_archive(self, dest: str, archive: IO[bytes] | bytes) -> None:
+        """Unpack an uncompressed tar stream at dest (which must exist)."""
+        try:
+            ok = self.engine._call(self.engine.api.put_archive, self.id, dest, archive)
+        except docker.errors.APIError as exc:
+            raise ContainerError(
+                f"copying files into {self.name}:{dest} failed: {short(exc)}"
+            ) from None
+        if not ok:
+            raise ContainerError(f"copying files into {self.name}:{dest} failed")
+
+    def put_files(self, dest: str, files: Mapping[str, bytes], *, uid: int, gid: int) -> None:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o644
+                info.uid, info.gid = uid, gid
+                tar.addfile(info, io.BytesIO(data))
+        buffer.seek(0)
+        self.put_archive(dest, buffer)
+
+    def open_stream(self, command: list[str], *, user: str | None = None) -> socket.socket:
+        """Start a command with a terminal and return a socket on it: bytes written go to its
+        stdin, bytes read are its output, unframed (for a byte channel into the container,
+        e.g. `socat STDIO,raw,echo=0 PTY,...` as a guest agent's serial port)."""
+        api = self.engine.api
+        exec_id = self.engine._call(
+            api.exec_create,
+            self.id,
+            command,
+            stdin=True,
+            stdout=True,
+            stderr=True,
+            tty=True,
+            user=user or self.user,
+        )["Id"]
+        stream = self.engine._call(api.exec_start, exec_id, socket=True, tty=True)
+        raw = getattr(stream, "_sock", stream)
+        assert isinstance(raw, socket.socket)
+        return raw
+
+    def start(self, command: list[str], *, user: str | None = None) -> None:
+        """Start a command in the background (its output is not kept)."""
+        api = self.engine.api
+        exec_id = self.engine._call(
+            api.exec_create, self.id, command, stdout=False, stderr=False, user=user or self.user
+        )["Id"]
+        self.engine._call(api.exec_start, exec_id, detach=True)
+
+    def get_archive(self, path: str) -> Iterable[bytes]:
+        try:
+            stream, _ = self.engine._call(self.engine.api.get_archive, self.id, path)
+        except docker.errors.NotFound:
+            raise FileNotFoundError(path) from None
+        return stream
+
+    def run(
+        self,
+        command: list[str],
+        *,
+        on_line: LineSink,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+    ) -> int:
+        """Run a command, stream its merged stdout/stderr line by line; return its exit code."""
+        api = self.engine.api
+        exec_id = self.engine._call(
+            api.exec_create,
+            self.id,
+            command,
+            stdout=True,
+            stderr=True,
+            environment=dict(env or {}),
+            workdir=workdir,
+            user=user or self.user,
+        )["Id"]
+        partial = b""
+        try:
+            for chunk in api.exec_start(exec_id, stream=True):
+                partial += chunk
+                *lines, partial = partial.split(b"\n")
+                if len(partial) > MAX_LINE_BYTES:  # a line without end is cut, not hoarded
+                    lines.append(partial)
+                    partial = b""
+                for line in lines:
+                    on_line(_cut(line).decode("utf-8", errors="replace"))
+        except CONNECTION_ERRORS as exc:
+            raise self.engine._gone(exc) from None
+        if partial:
+            on_line(partial.decode("utf-8", errors="replace"))
+        # The stream can end a moment before the exec is marked finished.
+        for _ in range(100):
+            info = self.engine._call(api.exec_inspect, exec_id)
+            if not info.get("Running"):
+                return int(info["ExitCode"])
+            time.sleep(0.05)
+        raise ContainerError(f"command {command[0]} in {self.name} did not finish")
+
+
+def _cut(line: bytes) -> bytes:
+    if len(line) <= MAX_LINE_BYTES:
+        return line
+    return line[:MAX_LINE_BYTES] + f" [... {len(line) - MAX_LINE_BYTES} bytes cut]".encode()
+
+
+def short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
