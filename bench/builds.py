@@ -89,14 +89,23 @@ def hand(out: Path, built: dict[str, Any], cold_image: bool) -> float:
             "PACKAGES": dict(env["image"]["build_args"])["PACKAGES"],
         }
     patches = [p["path"] for p in built["patches"]]
+    tarball = source_tarball(built)
     start = time.perf_counter()
     subprocess.run(
-        [str(ROOT / "bench" / "hand_build.sh"), str(out), built["source"]["path"], str(flags_file),
+        [str(ROOT / "bench" / "hand_build.sh"), str(out), str(tarball), str(flags_file),
          image, *patches],
         check=True,
         env={**os.environ, **extra},
     )  # fmt: skip
     return time.perf_counter() - start
+
+
+def source_tarball(built: dict[str, Any]) -> Path:
+    """The Debian orig tarball the builder fetched (in its cache), by the manifest's name."""
+    sys.path.insert(0, str(ROOT))
+    from builder.host.cache import Cache
+
+    return Cache.default().sources / "debian" / built["source"]["file"]
 
 
 def best(samples: list[float]) -> float:
@@ -156,7 +165,7 @@ def bench_patch_edit(work: Path) -> dict[str, Any]:
     cli("run", str(recipe), "--no-cache", "--output", str(work / "edit-cold"))
     data = yaml.safe_load(recipe.read_text())
     head = subprocess.run(
-        ["tar", "-xOf", manifest(work / "edit-cold")["source"]["path"], "--wildcards",
+        ["tar", "-xOf", str(source_tarball(manifest(work / "edit-cold"))), "--wildcards",
          "*/qga/main.c"], capture_output=True, check=True
     ).stdout.decode().splitlines()[:3]  # fmt: skip
     edit.write_text(
