@@ -81,10 +81,16 @@ def read_log(box: WineBox, windows_path: str) -> str:
     return text if code == 0 else ""
 
 
+# Actions that end with "Return value 0" without failing the install: wine does not implement
+# MigrateFeatureStates; INSTALL and InstallFinalize end so because another action failed.
+NOT_THE_CAUSE = frozenset({"MigrateFeatureStates", "INSTALL", "InstallFinalize"})
+
+
 def failed_action(log: str) -> str:
-    """The first action the verbose log says returned 0 (failure), with the error lines."""
+    """The first action the verbose log says returned 0 (failure)."""
     failed = re.findall(r"Action ended [^:]+:\d\d:\d\d: (\w+)\. Return value 0\.", log)
-    return failed[0] if failed else "unknown"
+    causes = [action for action in failed if action not in NOT_THE_CAUSE]
+    return causes[0] if causes else "unknown"
 
 
 def export_key(box: WineBox, key: str) -> dict[str, tuple[str, str]] | None:
@@ -159,6 +165,8 @@ def check_install(
     log = read_log(box, INSTALL_LOG)
     if code != 0:
         problems.append(f"msiexec /i exited {code} (action {failed_action(log)} failed)")
+        for line in log.splitlines()[-40:]:
+            output.line(f"msiexec log: {line}")
     files = installed_files(box, layout)
     wrong = [name for name in layout.files if files.get(name) != expected.get(name)]
     if wrong:
