@@ -125,7 +125,8 @@ def installed_files(box: WineBox, layout: msi_layout.InstallLayout) -> dict[str,
 def registry_state(box: WineBox, layout: msi_layout.InstallLayout) -> tuple[list[str], list[str]]:
     """(values present as the MSI says, values missing or different), as KEY\\name."""
     present, missing = [], []
-    exported = {key.full_path: export_key(box, key.full_path) for key in layout.registry}
+    keys = sorted({value.full_path for value in layout.registry})
+    exported = {key: export_key(box, key) for key in keys}
     for value in layout.registry:
         found = (exported[value.full_path] or {}).get(value.name)
         label = f"{value.path}\\{value.name or '(Default)'}"
