@@ -141,3 +141,20 @@ def test_value_matches_type_and_data() -> None:
     text = RegistryValue("HKLM", "K", "Version", "REG_SZ", "10.2.2")
     assert value_matches(text, ("REG_SZ", "10.2.2"))
     assert not value_matches(text, ("REG_SZ", "10.2.1"))
+
+
+def test_the_failed_action_is_not_wines_unimplemented_one() -> None:
+    from builder.stages.msi_install import box_path, failed_action
+
+    log = "\n".join(
+        [
+            "Action ended 3:19:29: MigrateFeatureStates. Return value 0.",  # wine: unhandled
+            "Action ended 3:19:29: InstallServices. Return value 1.",
+            "Action ended 3:19:32: StartServices. Return value 0.",
+            "Action ended 3:19:32: InstallFinalize. Return value 0.",
+            "Action ended 3:19:32: INSTALL. Return value 0.",
+        ]
+    )
+    assert failed_action(log) == "StartServices"
+    assert failed_action("Action ended 3:19:32: INSTALL. Return value 0.") == "unknown"
+    assert box_path("C:\\Program Files\\Qemu-ga").endswith("/drive_c/Program Files/Qemu-ga")
