@@ -6,7 +6,8 @@
 - msi: msitools (in the build container) exports the MSI's tables and extracts its files; their
   PE import tables must show that the MSI holds exactly the DLLs needed (`formats.msi.check`),
   and the shipped qemu-ga.exe runs `--version` under wine, in the wine box (a container of
-  the tool's own, never on the host), with the MSI's DLLs beside it.
+  the tool's own, never on the host), with the MSI's DLLs beside it; then, in the same box,
+  the MSI installs and uninstalls cleanly (`msi_install`), and the manifest records how.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from builder.formats.checksums import sha256_file
 from builder.formats.elf import ElfFormatError, read_elf
 from builder.formats.pe import PeFormatError, PeInfo, read_pe
 from builder.log import StepOutput
-from builder.stages import container_commands, wine_box
+from builder.stages import container_commands, msi_install, wine_box
 from builder.stages.context import RunContext
 
-TABLES = ("File", "ServiceInstall", "CustomAction", "Property")
+BASE_TABLES = ("File", "ServiceInstall", "CustomAction", "Property")
+TABLES = tuple(dict.fromkeys((*BASE_TABLES, *msi_install.TABLES)))
 AMD64 = 0x8664
 
 
@@ -129,29 +131,34 @@ def check_msi(ctx: RunContext, artifact: ArtifactPlan, output: StepOutput) -> di
         shipped_exe = ctx.staging / msi.AGENT_EXE
         if shipped_exe.is_file() and sha256_file(shipped_exe) != sha256_file(agent):
             raise ArtifactError(f"{msi.AGENT_EXE} in the output differs from the one in the MSI")
-        printed = run_version(ctx, agent.parent, output)
-        if ctx.qemu_version not in printed:
-            raise ArtifactError(
-                f"{msi.AGENT_EXE} --version under wine printed {printed.strip()[-200:]!r}, "
-                f"expected QEMU version {ctx.qemu_version}"
+        files = {name: sha256_file(path) for name, path in sorted(extracted.items())}
+        with wine_box.wine_box(ctx.engine, ctx.cache, output) as box:
+            printed = run_version(box, agent.parent, output)
+            if ctx.qemu_version not in printed:
+                raise ArtifactError(
+                    f"{msi.AGENT_EXE} --version under wine printed {printed.strip()[-200:]!r}, "
+                    f"expected QEMU version {ctx.qemu_version}"
+                )
+            install = msi_install.check_install(
+                box, ctx.staging / artifact.name, tables, files, output
             )
         return {
-            "files": {name: sha256_file(path) for name, path in sorted(extracted.items())},
+            "files": files,
             "dlls_needed": result.reached,
             "service": msi.SERVICE_NAME,
+            "install_check": install,
             "upgrade_code": properties.get("UpgradeCode"),
         }
 
 
-def run_version(ctx: RunContext, directory: Path, output: StepOutput) -> str:
+def run_version(box: wine_box.WineBox, directory: Path, output: StepOutput) -> str:
     """qemu-ga.exe --version under wine in the wine box, beside the MSI's DLLs."""
-    with wine_box.wine_box(ctx.engine, ctx.cache, output) as box:
-        box.mkdir(f"{wine_box.WORK}/agent")
-        box.put_directory(directory, f"{wine_box.WORK}/agent")
-        code, printed = box.run(
-            ["wine", f"{wine_box.WORK}/agent/{msi.AGENT_EXE}", "--version"],
-            cwd=f"{wine_box.WORK}/agent",
-        )
+    box.mkdir(f"{wine_box.WORK}/agent")
+    box.put_directory(directory, f"{wine_box.WORK}/agent")
+    code, printed = box.run(
+        ["wine", f"{wine_box.WORK}/agent/{msi.AGENT_EXE}", "--version"],
+        cwd=f"{wine_box.WORK}/agent",
+    )
     for line in printed.splitlines():
         output.line(f"wine: {line}")
     if code != 0:
