@@ -21,6 +21,7 @@ from builder import __version__
 from builder.formats.checksums import sha256_json
 from builder.formats.manifest import LOGS_DIR
 from builder.log import StepOutput, get_logger
+from builder.stages import toolchain
 from builder.stages.context import RunContext
 from builder.stages.output_dir import why_not_ours
 
@@ -73,6 +74,10 @@ def lookup(ctx: RunContext, output: StepOutput) -> None:
         log.warning("artifact cache entry refused", key=key[:12], problem=problem)
     else:
         manifest = _read_json(entry / "manifest.json") or {}
+        if ctx.plan.locked:  # the stored run's image is this run's (its id is in the key)
+            packages = (manifest.get("environment") or {}).get("packages") or {}
+            toolchain.check_lock(ctx.plan.lock_path, packages)
+            output.line(f"packages of the cached run's image match {ctx.plan.lock_path}")
         ctx.cache_hit = CacheHit(key, entry, manifest, str(meta["run"]), str(meta["stored"]))
         ctx.cache_record = {
             "hit": True,

@@ -12,7 +12,7 @@ import pytest
 
 from builder import pipeline
 from builder.engine import ImageRecord
-from builder.stages import artifact_cache, output_dir
+from builder.stages import artifact_cache, output_dir, toolchain
 from tests.unit import test_pipeline
 from tests.unit.test_pipeline import FakeEngine
 
@@ -124,3 +124,16 @@ def test_entries_are_pruned_to_the_newest_few_per_recipe(setup) -> None:
         changed = replace(plan, configure_flags=(*plan.configure_flags, f"--flag{n}"))
         _again(changed, text, cache)
     assert len(_entries(cache)) == artifact_cache.KEPT_PER_RECIPE
+
+
+def test_locked_is_checked_on_a_hit_against_the_stored_runs_packages(setup, tmp_path) -> None:
+    plan, text, engine, cache = setup
+    pipeline.run(plan, engine, cache, text)
+    lock = tmp_path / "fake.lock"
+    lock.write_text(toolchain.format_lock({"gcc": "0:0.1-1 amd64"}))
+    locked = replace(plan, locked=True, lock_path=lock)
+    with pytest.raises(toolchain.LockMismatch, match="gcc"):
+        _again(locked, text, cache)
+    lock.write_text(toolchain.format_lock({"gcc": "14.2.0-19 amd64"}))
+    again, result = _again(locked, text, cache)
+    assert again.created == [] and result.manifest["cache"]["hit"] is True
