@@ -103,15 +103,16 @@ def test_a_name_that_is_no_engine_is_a_usage_error() -> None:
 
 
 def test_images_and_a_container_on_the_second_engine(
-    second_engine: SecondEngine, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The base is copied from the first engine (not debootstrapped again), the build image is
-    built on the second over TLS (apt-get reaches the archive through its bridge), and a
-    container runs there; files go in and out through the API only."""
+    built on a fresh second engine over TLS (apt-get reaches the archive through its bridge),
+    and a container runs there; files go in and out through the API only. (Fresh: the
+    session's second engine may already hold the base from an earlier test.)"""
     plan, _ = load_plan(EXPLICIT_RECIPE, Overrides())
     cache, lines = Cache.default(), []
     first_base = ensure_base(engine, plan.image.base, cache, lines.append)
-    with on(second_engine, second_engine.tcp_url, monkeypatch) as second:
+    with SecondEngine() as fresh, on(fresh, fresh.tcp_url, monkeypatch) as second:
         started = time.monotonic()
         base = ensure_base(second, plan.image.base, cache, lines.append, peers=[engine])
         print(f"base copied in {time.monotonic() - started:.1f} s")
