@@ -17,46 +17,25 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from builder.config.layout import BUILD_UID, BUILD_USER
-from builder.config.plan import BasePlan, ImagePlan, Plan
-from builder.engine_records import LABEL_RECIPE
+from builder.config.layout import BUILD_UID
+from builder.config.plan import Plan
 from builder.errors import ArtifactError, RecipeError
 from builder.formats import archives, package_sources, release_tarball
 from builder.formats import service_files as sf
-from builder.formats.checksums import sha256_bytes, sha256_file, sha256_json
+from builder.formats.checksums import sha256_file
 from builder.formats.manifest import Artifact
 from builder.formats.packages import PackageFormatError, read_deb, read_rpm
 from builder.log import StepOutput
 from builder.stages import container_commands
-from builder.stages.base_image import ensure_base
-from builder.stages.build_image import ensure_build_image
 from builder.stages.context import Container, RunContext
+from builder.stages.tool_box import ASSETS, TRIXIE, ToolBox
 
-DOCKERFILE = Path(__file__).resolve().parent.parent / "assets" / "Dockerfile.packager"
 PACKAGES = ("dpkg-dev", "debhelper", "rpm", "lintian", "systemd")
-BASE = BasePlan(
-    kind="debootstrap",
-    reference="qga-builder/base:trixie-minbase",
-    suite="trixie",
-    variant="minbase",
-)
+BOX = ToolBox("packager", ASSETS / "Dockerfile.packager", PACKAGES, memory="2g")
+BASE = TRIXIE
+image_plan = BOX.image_plan
 WORK = "/work"
 DEFAULT_EXEC_PATH = "/usr/sbin/qemu-ga-patched-static"
-
-
-def image_plan() -> ImagePlan:
-    data = DOCKERFILE.read_bytes()
-    build_args = (("PACKAGES", " ".join(PACKAGES)),)
-    digest = sha256_bytes(data)
-    inputs = {"dockerfile": digest, "base": BASE.reference, "build_args": build_args}
-    return ImagePlan(
-        dockerfile=DOCKERFILE,
-        dockerfile_sha256=digest,
-        base=BASE,
-        build_args=build_args,
-        repository="qga-builder/packager",
-        inputs_hash=sha256_json(inputs),
-    )
 
 
 def package_spec(
@@ -170,17 +149,7 @@ def _build_in_box(
     for rel, (text, mode) in package_sources.rpm_sources(spec).items():
         files[f"rpm/{rel}"] = (text.encode(), mode)
     files[f"rpm/{spec.binary_name}"] = (binary, 0o755)
-    base = ensure_base(ctx.engine, BASE, ctx.cache, output.line)
-    image = ensure_build_image(
-        ctx.engine, image_plan(), base.image_id, "packager", ctx.cache, output
-    )
-    with ctx.engine.container(
-        image.image_id,
-        labels={LABEL_RECIPE: "packager"},
-        user=BUILD_USER,
-        network=False,
-        memory="2g",
-    ) as box:
+    with BOX.open(ctx.engine, ctx.cache, output) as box:
         box.put_archive(WORK, _tar_of(files, ctx.source_date_epoch))
         code = box.run(
             ["sh", f"{WORK}/build.sh"],

@@ -18,43 +18,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.config.layout import BUILD_UID, BUILD_USER
-from builder.config.plan import BasePlan, ImagePlan
-from builder.engine_records import LABEL_RECIPE
+from builder.config.layout import BUILD_UID
 from builder.errors import ArtifactError
-from builder.formats.checksums import sha256_bytes, sha256_json
 from builder.host.cache import Cache
 from builder.log import StepOutput
-from builder.stages.base_image import ensure_base
-from builder.stages.build_image import ensure_build_image
 from builder.stages.context import Container, ContainerEngine
+from builder.stages.tool_box import ASSETS, TRIXIE, ToolBox
 
-DOCKERFILE = Path(__file__).resolve().parent.parent / "assets" / "Dockerfile.wine"
-PACKAGES = ("wine", "wine64", "socat")
-BASE = BasePlan(
-    kind="debootstrap",
-    reference="qga-builder/base:trixie-minbase",
-    suite="trixie",
-    variant="minbase",
-)
+BOX = ToolBox("wine", ASSETS / "Dockerfile.wine", ("wine", "wine64", "socat"), memory="4g")
+BASE = TRIXIE
+image_plan = BOX.image_plan
 PREFIX = "/home/builder/.wine"
 DRIVE_C = f"{PREFIX}/drive_c"
 WORK = "/work"
-
-
-def image_plan() -> ImagePlan:
-    data = DOCKERFILE.read_bytes()
-    build_args = (("PACKAGES", " ".join(PACKAGES)),)
-    digest = sha256_bytes(data)
-    inputs = {"dockerfile": digest, "base": BASE.reference, "build_args": build_args}
-    return ImagePlan(
-        dockerfile=DOCKERFILE,
-        dockerfile_sha256=digest,
-        base=BASE,
-        build_args=build_args,
-        repository="qga-builder/wine",
-        inputs_hash=sha256_json(inputs),
-    )
 
 
 @dataclass
@@ -93,15 +69,7 @@ class WineBox:
 def wine_box(engine: ContainerEngine, cache: Cache, output: StepOutput) -> Iterator[WineBox]:
     """The wine image (made if missing, reused by content hash), a fresh hardened container
     from it, and a wine prefix made in it before anything runs."""
-    base = ensure_base(engine, BASE, cache, output.line)
-    image = ensure_build_image(engine, image_plan(), base.image_id, "wine", cache, output)
-    with engine.container(
-        image.image_id,
-        labels={LABEL_RECIPE: "wine"},
-        user=BUILD_USER,
-        network=False,
-        memory="4g",
-    ) as container:
+    with BOX.open(engine, cache, output) as container:
         box = WineBox(container)
         code, printed = box.run(["wineboot", "--init"])
         check, _ = box.run(["test", "-e", f"{DRIVE_C}/windows/system32/kernel32.dll"])
