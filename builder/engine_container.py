@@ -73,29 +73,24 @@ class BuildContainer:
         """Start a command with a terminal and return a socket on it: bytes written go to its
         stdin, bytes read are its output, unframed (for a byte channel into the container,
         e.g. `socat STDIO,raw,echo=0 PTY,...` as a guest agent's serial port)."""
-        api = self.engine.api
-        exec_id = self.engine._call(
-            api.exec_create,
-            self.id,
-            command,
-            stdin=True,
-            stdout=True,
-            stderr=True,
-            tty=True,
-            user=user or self.user,
-        )["Id"]
-        stream = self.engine._call(api.exec_start, exec_id, socket=True, tty=True)
+        exec_id = self._exec(command, user, stdin=True, stdout=True, stderr=True, tty=True)
+        stream = self.engine._call(self.engine.api.exec_start, exec_id, socket=True, tty=True)
         raw = getattr(stream, "_sock", stream)
         assert isinstance(raw, socket.socket)
         return raw
 
     def start(self, command: list[str], *, user: str | None = None) -> None:
         """Start a command in the background (its output is not kept)."""
-        api = self.engine.api
-        exec_id = self.engine._call(
-            api.exec_create, self.id, command, stdout=False, stderr=False, user=user or self.user
-        )["Id"]
-        self.engine._call(api.exec_start, exec_id, detach=True)
+        exec_id = self._exec(command, user, stdout=False, stderr=False)
+        self.engine._call(self.engine.api.exec_start, exec_id, detach=True)
+
+    def _exec(self, command: list[str], user: str | None, **options: Any) -> str:
+        """Create an exec of `command` in this container (as the container's user unless
+        `user` is given); its id."""
+        created = self.engine._call(
+            self.engine.api.exec_create, self.id, command, user=user or self.user, **options
+        )
+        return str(created["Id"])
 
     def get_archive(self, path: str) -> Iterable[bytes]:
         try:
@@ -115,16 +110,9 @@ class BuildContainer:
     ) -> int:
         """Run a command, stream its merged stdout/stderr line by line; return its exit code."""
         api = self.engine.api
-        exec_id = self.engine._call(
-            api.exec_create,
-            self.id,
-            command,
-            stdout=True,
-            stderr=True,
-            environment=dict(env or {}),
-            workdir=workdir,
-            user=user or self.user,
-        )["Id"]
+        exec_id = self._exec(
+            command, user, stdout=True, stderr=True, environment=dict(env or {}), workdir=workdir
+        )
         partial = b""
         try:
             for chunk in api.exec_start(exec_id, stream=True):
