@@ -60,7 +60,8 @@ def _no_ccache(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-ccache",
         action="store_true",
-        help="compile without the compiler cache volume (the artifacts are the same either way)",
+        help="compile without the build-cache volume (ccache, and configured trees kept for"
+        " reuse); the artifacts are the same either way",
     )
 
 

@@ -33,6 +33,7 @@ from builder.engine_container import short as _short
 from builder.engine_endpoints import Endpoint, resolve_endpoint
 from builder.engine_records import (  # noqa: F401 - re-exported: the engine's vocabulary
     LABEL_BASE,
+    LABEL_IMAGE,
     LABEL_INPUTS,
     LABEL_KIND,
     LABEL_OWNER,
@@ -42,6 +43,7 @@ from builder.engine_records import (  # noqa: F401 - re-exported: the engine's v
     ContainerRecord,
     ContainerSettings,
     ImageRecord,
+    VolumeRecord,
 )
 from builder.errors import DockerUnavailableError, ImageError, Interrupted
 from builder.log import LineSink, get_logger
@@ -383,6 +385,24 @@ class Engine:
         except docker.errors.NotFound:
             all_labels = {LABEL_TOOL: __version__, **labels}
             self._call(self.api.create_volume, name, driver="local", labels=all_labels)
+
+    def volumes(self, label: str) -> list[VolumeRecord]:
+        """Volumes carrying `label` (a key, or key=value)."""
+        found = self._call(self.api.volumes, filters={"label": label}) or {}
+        return [
+            VolumeRecord(name=str(item["Name"]), labels=dict(item.get("Labels") or {}))
+            for item in found.get("Volumes") or ()
+        ]
+
+    def remove_volume(self, name: str) -> str | None:
+        """None when it is gone; otherwise the engine's reason (a container still uses it)."""
+        try:
+            self._call(self.api.remove_volume, name)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            return _short(exc)
+        return None
 
     # --- helpers ---------------------------------------------------------------------------
 

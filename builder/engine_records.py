@@ -13,6 +13,7 @@ LABEL_INPUTS = "org.qga-builder.inputs"
 LABEL_BASE = "org.qga-builder.base"  # the base image id a build image was made from
 LABEL_KIND = "org.qga-builder.kind"
 LABEL_OWNER = "org.qga-builder.owner"  # host:pid of the process that made a container
+LABEL_IMAGE = "org.qga-builder.image"  # the build image id a cache volume serves
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,12 @@ class ImageRecord:
     labels: Mapping[str, str] = field(default_factory=dict)
     repo_digests: tuple[str, ...] = ()
     created: int = 0  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

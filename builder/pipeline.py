@@ -38,8 +38,7 @@ from builder.stages import (
     toolchain,
     vm_test,
 )
-from builder.stages.build_box import build_container, ccache_volume
-from builder.stages.container_commands import CCACHE_DIR
+from builder.stages.build_box import build_container
 from builder.stages.context import ContainerEngine, RunContext
 from builder.stages.output_dir import OutputDir
 
@@ -165,7 +164,7 @@ def _run_stages(ctx: RunContext, stages: tuple[Stage, ...]) -> None:
                         ctx.plan,
                         image_id,
                         hostname=ctx.variation.hostname,
-                        volumes={ccache_volume(image_id): CCACHE_DIR} if ctx.use_ccache else None,
+                        cache_volume=ctx.use_ccache,
                     )
                 )
                 ctx.progress.timings["container-start"] = round(time.monotonic() - started, 2)

@@ -1,4 +1,5 @@
-"""`qga-builder clean`: remove what crashed or killed runs left behind.
+"""`qga-builder clean`: remove what crashed or killed runs left behind, old build images and
+the cache volumes of images that are gone.
 
 Containers are found by label; a container whose owning process still runs on this host is left
 alone, so `clean` is safe beside a running build. Staging directories are matched by the tool's
@@ -19,6 +20,7 @@ from pathlib import Path
 from builder import log
 from builder.engine import (
     LABEL_BASE,
+    LABEL_IMAGE,
     LABEL_KIND,
     LABEL_OWNER,
     LABEL_RUN,
@@ -29,6 +31,7 @@ from builder.engine import (
 from builder.errors import OutputError
 from builder.host.cache import Cache
 from builder.stages import output_dir as output
+from builder.stages.build_box import BUILD_CACHE, ccache_volume
 
 KEEP_RUN_LOGS = 20
 STALE_TMP_SECONDS = 3600
@@ -67,6 +70,7 @@ def clean(
         "staging": [],
         "locks": [],
         "images": [],
+        "caches": [],
         "logs": [],
     }
     for container in engine.containers(LABEL_OWNER):
@@ -89,12 +93,15 @@ def clean(
         name = image.tags[0].rsplit(":", 1)[0] if image.tags else "<none>"
         if repository is None or name == repository:
             groups[(name, image.labels.get(LABEL_BASE, ""))].append(image)
+    gone: set[str] = set()
     for images in groups.values():
         images.sort(key=lambda image: image.created, reverse=True)
         for image in images[keep:]:
             removed["images"].append(", ".join(image.tags or [image.id]))
+            gone.add(image.id)
             if not dry_run:
                 engine.remove_image(image.id)
+    removed["caches"] = _clean_cache_volumes(engine, gone, dry_run)
     runs = sorted(cache.runs.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in runs[KEEP_RUN_LOGS:]:
         removed["logs"].append(str(path))
@@ -103,6 +110,25 @@ def clean(
     for path in cache.dir("tmp").iterdir():
         if time.time() - path.stat().st_mtime > STALE_TMP_SECONDS and not dry_run:
             path.unlink(missing_ok=True)
+    return removed
+
+
+def _clean_cache_volumes(engine: Engine, gone: set[str], dry_run: bool) -> list[str]:
+    """Build-cache volumes whose build image is gone (or goes now): no build can use them
+    again. Only volumes the tool made (its kind label, and the name it gives the image's)."""
+    removed = []
+    for volume in engine.volumes(f"{LABEL_KIND}={BUILD_CACHE}"):
+        image = volume.labels.get(LABEL_IMAGE, "")
+        if not image or volume.name != ccache_volume(image):
+            log.get_logger().info("left alone", volume=volume.name, reason="not named as ours")
+            continue
+        if image not in gone and engine.inspect_image(image) is not None:
+            continue
+        reason = None if dry_run else engine.remove_volume(volume.name)
+        if reason is not None:
+            log.get_logger().info("left alone", volume=volume.name, reason=reason)
+            continue
+        removed.append(volume.name)
     return removed
 
 

@@ -12,7 +12,7 @@ from builder.config.layout import BUILD_UID
 from builder.errors import InputError
 from builder.formats import archives
 from builder.log import StepOutput
-from builder.stages import container_commands, package, patches
+from builder.stages import configure_cache, container_commands, package, patches
 from builder.stages.context import RunContext
 
 
@@ -45,9 +45,18 @@ def unpack(ctx: RunContext, output: StepOutput) -> None:
 
 
 def configure(ctx: RunContext, output: StepOutput) -> None:
+    """Stage `configure`: QEMU's configure, or the tree it made for the same inputs before."""
     if ctx.ccache is not None:  # counts from here are this run's (when no other shares it)
         ctx.run_command(container_commands.ccache_stats(zero=True), output)
+    key = configure_cache.key_for(ctx) if configure_cache.applies(ctx) else None
+    if key is not None:
+        ctx.configure_reuse = configure_cache.restore(ctx, key, output)
+        if ctx.configure_reuse["reused"]:
+            return
+        output.line(f"configure: {ctx.configure_reuse['reason']} ({key[:16]})")
     ctx.run_step(container_commands.configure(ctx.layout, ctx.configure_flags), output)
+    if key is not None:
+        configure_cache.store(ctx, key, output)
 
 
 def compile_targets(ctx: RunContext, output: StepOutput) -> None:

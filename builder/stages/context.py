@@ -100,6 +100,8 @@ class ContainerEngine(Protocol):
 
     def load_image(self, tar_stream: Iterable[bytes], reference: str) -> str: ...
 
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None: ...
+
 
 @dataclass
 class RunContext:
@@ -119,6 +121,7 @@ class RunContext:
     use_cache: bool = True  # the artifact cache (`--no-cache` turns it off)
     use_ccache: bool = True  # the compiler cache volume (`--no-ccache` turns it off)
     ccache: dict[str, Any] | None = None  # set when the build image can use the volume
+    configure_reuse: dict[str, Any] | None = None  # stages.configure_cache: key, reused, why
     # Chosen by the plan, or by the source's QEMU series (stage `series`):
     image_plan: ImagePlan = None  # type: ignore[assignment]
     patch_plans: tuple[PatchPlan, ...] = ()

@@ -109,6 +109,7 @@ def manifest(ctx: RunContext) -> dict:
     result["host"]["docker_engine"] = ctx.engine.endpoint  # secrets in it are masked below
     result["host"]["docker_daemon"] = ctx.engine.describe()  # how reached, which daemon
     result["build"]["ccache"] = ctx.ccache  # None: not used (--no-ccache, or no ccache there)
+    result["build"]["configured_tree"] = ctx.configure_reuse  # None: configure always ran
     if ctx.vm_report is not None:
         result["vm_test"] = ctx.vm_report
     if ctx.msi_contents:

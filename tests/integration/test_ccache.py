@@ -1,5 +1,6 @@
 """The compiler cache never changes what is built: a build with the cache cold (its volume
-removed), one with it warm (served from it), and one with it off give identical artifacts."""
+removed), one with it warm (served from it, configure's tree included), and one with it off
+give identical artifacts."""
 
 from __future__ import annotations
 
@@ -24,15 +25,19 @@ def test_cold_warm_and_off_give_identical_artifacts(
     subprocess.run(["docker", "volume", "rm", "-f", volume], check=True, capture_output=True)
     recipe = write_variant(tmp_path, "ccache-proof", vm_test=False)
 
-    builds = {}
+    builds, trees = {}, {}
     for name in ("cold", "warm"):
         out = tmp_path / name
         result = run_cli("run", str(recipe), "--no-cache", "--output", str(out))
         assert result.returncode == 0, result.stderr[-3000:]
         assert _manifest(out)["environment"]["image"]["id"] == image_id
         builds[name] = _manifest(out)["build"]["ccache"]
+        trees[name] = _manifest(out)["build"]["configured_tree"]
     assert builds["cold"]["hits"] == 0 and builds["cold"]["misses"] > 100, builds
     assert builds["warm"]["hits"] > 100 and builds["warm"]["misses"] == 0, builds
+    # The warm build did not configure: it extracted the tree the cold one stored.
+    assert trees["cold"]["reused"] is False and trees["warm"]["reused"] is True, trees
+    assert trees["cold"]["key"] == trees["warm"]["key"]
     sums = (tmp_path / "cold" / "SHA256SUMS").read_text()
     assert (tmp_path / "warm" / "SHA256SUMS").read_text() == sums
 
@@ -42,6 +47,7 @@ def test_cold_warm_and_off_give_identical_artifacts(
     )  # fmt: skip
     assert off.returncode == 0, off.stderr[-3000:]
     assert _manifest(tmp_path / "off" / "build")["build"]["ccache"] is None
+    assert _manifest(tmp_path / "off" / "build")["build"]["configured_tree"] is None
     # The suite's own build (its cache state unknown) is the same binary too.
     agent = [line for line in sums.splitlines() if line.endswith("  qemu-ga-patched-static")]
     assert agent and agent[0] in (patched_build / "SHA256SUMS").read_text().splitlines()

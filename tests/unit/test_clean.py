@@ -9,7 +9,9 @@ from pathlib import Path
 
 from builder.commands.clean import clean
 from builder.engine import LABEL_BASE, LABEL_OWNER, LABEL_RUN, ContainerRecord, ImageRecord
+from builder.engine_records import LABEL_IMAGE, LABEL_KIND, VolumeRecord
 from builder.host.cache import Cache
+from builder.stages.build_box import BUILD_CACHE, ccache_volume
 
 
 def dead_pid() -> int:
@@ -25,6 +27,9 @@ class Engine:
         self.removed: list[str] = []
         self.removed_images: list[str] = []
         self._image_list: list[ImageRecord] = []
+        self._volumes: list[VolumeRecord] = []
+        self.removed_volumes: list[str] = []
+        self.volumes_in_use: set[str] = set()
 
     def containers(self, label: str | None = None) -> list[ContainerRecord]:
         return [c for c in self._containers if label is None or label in c.labels]
@@ -40,6 +45,16 @@ class Engine:
 
     def remove_image(self, image_id: str) -> None:
         self.removed_images.append(image_id)
+
+    def volumes(self, label: str) -> list[VolumeRecord]:
+        key, _, value = label.partition("=")
+        return [v for v in self._volumes if v.labels.get(key) == value]
+
+    def remove_volume(self, name: str) -> str | None:
+        if name in self.volumes_in_use:
+            return "volume is in use"
+        self.removed_volumes.append(name)
+        return None
 
 
 def record(name: str, run: str, owner: str, image: str = "plain") -> ContainerRecord:
@@ -96,3 +111,36 @@ def test_old_images_go_per_dockerfile_and_base(tmp_path: Path) -> None:
         repository="qga-builder/dockerfile.mingw",
     )
     assert engine.removed_images == ["mingw-old"]
+
+
+def test_cache_volumes_go_with_their_build_image(tmp_path: Path) -> None:
+    """A build-cache volume is removed when its image is gone or pruned now; one in use, one
+    of a live image, and one not named as the tool names them stay."""
+
+    def volume(image_id: str, name: str | None = None) -> VolumeRecord:
+        labels = {LABEL_KIND: BUILD_CACHE, LABEL_IMAGE: image_id}
+        return VolumeRecord(name=name or ccache_volume(image_id), labels=labels)
+
+    def image_id(letter: str) -> str:
+        return "sha256:" + letter * 64
+
+    live, pruned, vanished, busy = (image_id(x) for x in "abcd")
+    engine = Engine([], {live: ImageRecord(id=live), pruned: ImageRecord(id=pruned)})
+    engine._image_list = [
+        ImageRecord(id=live, tags=("qga-builder/dockerfile.linux:new",), created=2),
+        ImageRecord(id=pruned, tags=("qga-builder/dockerfile.linux:old",), created=1),
+    ]
+    engine._volumes = [
+        volume(live),
+        volume(pruned),
+        volume(vanished),
+        volume(busy),
+        volume(vanished, name="users-volume"),
+    ]
+    engine.volumes_in_use.add(ccache_volume(busy))
+    dry = clean(engine, Cache(tmp_path), output_root=tmp_path, keep=1, dry_run=True)  # type: ignore[arg-type]
+    assert engine.removed_volumes == []
+    assert sorted(dry["caches"]) == sorted(ccache_volume(x) for x in (pruned, vanished, busy))
+    done = clean(engine, Cache(tmp_path), output_root=tmp_path, keep=1, dry_run=False)  # type: ignore[arg-type]
+    assert sorted(done["caches"]) == sorted(ccache_volume(x) for x in (pruned, vanished))
+    assert sorted(engine.removed_volumes) == sorted(done["caches"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import signal
 import struct
 import tarfile
@@ -24,6 +25,7 @@ import yaml
 
 from builder import pipeline
 from builder.commands.common import load_plan
+from builder.config.layout import Variation
 from builder.config.overrides import Overrides
 from builder.engine import ImageRecord
 from builder.errors import InputError, Interrupted, PatchError, StepError
@@ -110,6 +112,8 @@ class FakeContainer:
         if "dpkg-query" in script:
             lines = ["distribution Debian GNU/Linux 13 (trixie)", "format deb"]
             return "inventory", [*lines, "gcc\t14.2.0-19\tamd64"], 0
+        if "/ccache/configured" in script or script.startswith("tar -xf /work/configured"):
+            return self._configured_tree(script)
         if script.startswith("mkdir -p"):
             return "prepare", [], 0
         if script.startswith("tar -xf"):
@@ -136,6 +140,29 @@ class FakeContainer:
             return "version", [f"QEMU Guest Agent {QEMU_VERSION}"], 0
         raise AssertionError(f"unexpected command {argv}")
 
+    def _configured_tree(self, script: str) -> tuple[str, list[str], int]:
+        """The configure cache's archives, kept by the engine (its volume outlives containers)."""
+        stored = self.engine.configured_trees
+        if script.startswith("tar -xf"):
+            return "configured-extract", [], 0
+        key = re.search(r"/ccache/configured/([0-9a-f]{64})\.tar", script)[1]  # type: ignore[index]
+        if script.startswith("mkdir -p /ccache/configured"):
+            stored[key] = b"configured tree " + key.encode()
+            return "configured-store", [f"{_digest(stored[key])}  {key}.tar"], 0
+        if script.startswith("test -f"):
+            if key not in stored:
+                return "configured-restore", [], 1
+            self.files["/work/configured.tar"] = stored[key]
+            return "configured-restore", [f"{_digest(stored[key])}  /work/configured.tar"], 0
+        if script.startswith("rm -f"):
+            stored.pop(key, None)
+            return "configured-remove", [], 0
+        raise AssertionError(f"unexpected configure-cache command {script}")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
 
 class FakeEngine:
     """The engine Protocol, remembering what was asked of it."""
@@ -151,6 +178,7 @@ class FakeEngine:
         self.exit_codes: dict[str, int] = {}
         self.unpacked = b""
         self.patched: list[bytes] = []
+        self.configured_trees: dict[str, bytes] = {}  # the cache volume's configured trees
 
     def image_id(self, reference: str) -> str | None:
         record = self.inspect_image(reference)
@@ -193,6 +221,9 @@ class FakeEngine:
         finally:
             self.removed.append(box.id)
             self.events.append(("removed", box.id))
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        self.events.append(("volume", name, dict(labels)))
 
     def server_version(self) -> str:
         return "fake-engine"
@@ -247,7 +278,7 @@ def test_a_run_goes_through_every_stage_in_order(setup) -> None:
     kinds = [e[1] for e in engine.events if e[0] == "run"]
     assert kinds == [
         "inventory", "ccache-probe", "prepare", "unpack", "patch", "ccache-stats", "configure",
-        "compile", "ccache-stats", "install", "version",
+        "configured-store", "compile", "ccache-stats", "install", "version",
     ]  # fmt: skip
     # One container, unprivileged and offline, made after the image and gone before publish.
     assert [e[0] for e in engine.events if e[0] in ("pull", "build", "container", "removed")] == [
@@ -528,3 +559,60 @@ def test_no_ccache_mounts_nothing_and_sets_nothing(setup) -> None:
     assert engine.volumes == [None]
     assert all("CCACHE_DIR" not in e[2] for e in engine.events if e[0] == "run")
     assert result.manifest["build"]["ccache"] is None
+
+
+def test_a_second_build_reuses_the_configured_tree(setup) -> None:
+    plan, text, engine, cache = setup
+    first = pipeline.run(plan, engine, cache, text, use_cache=False)
+    record = first.manifest["build"]["configured_tree"]
+    assert record["reused"] is False and record["key"] in engine.configured_trees
+    engine.events.clear()
+    second = pipeline.run(plan, engine, cache, text, use_cache=False)
+    kinds = [e[1] for e in engine.events if e[0] == "run"]
+    assert "configure" not in kinds
+    assert kinds[kinds.index("configured-restore") :][:2] == [
+        "configured-restore",
+        "configured-extract",
+    ]
+    assert second.manifest["build"]["configured_tree"] == {"key": record["key"], "reused": True}
+    assert second.manifest["timings_seconds"]["configure"] >= 0
+
+
+def test_a_configured_tree_the_tool_did_not_store_is_deleted_and_never_used(setup) -> None:
+    plan, text, engine, cache = setup
+    first = pipeline.run(plan, engine, cache, text, use_cache=False)
+    key = first.manifest["build"]["configured_tree"]["key"]
+    engine.configured_trees[key] = b"replaced by someone else"
+    engine.events.clear()
+    second = pipeline.run(plan, engine, cache, text, use_cache=False)
+    kinds = [e[1] for e in engine.events if e[0] == "run"]
+    assert kinds[kinds.index("configured-restore") :][:3] == [
+        "configured-restore",
+        "configured-remove",
+        "configure",
+    ]
+    assert "configured-extract" not in kinds
+    assert second.manifest["build"]["configured_tree"]["reason"].startswith("the stored archive")
+    log = (second.log_dir / "10-configure.log").read_text()
+    assert "was not stored by this tool" in log
+
+
+def test_without_the_compiler_cache_configure_always_runs(setup) -> None:
+    plan, text, engine, cache = setup
+    pipeline.run(plan, engine, cache, text, use_cache=False)
+    engine.events.clear()
+    result = pipeline.run(plan, engine, cache, text, use_cache=False, use_ccache=False)
+    kinds = [e[1] for e in engine.events if e[0] == "run"]
+    assert "configure" in kinds and not [k for k in kinds if k.startswith("configured-")]
+    assert result.manifest["build"]["configured_tree"] is None
+
+
+def test_verify_roots_never_use_a_configured_tree(setup) -> None:
+    plan, text, engine, cache = setup
+    pipeline.run(plan, engine, cache, text, use_cache=False)
+    engine.events.clear()
+    tagged = Variation.for_run("fakerun00002", tag="b-")
+    result = pipeline.run(plan, engine, cache, text, variation=tagged, use_cache=False)
+    kinds = [e[1] for e in engine.events if e[0] == "run"]
+    assert "configure" in kinds and not [k for k in kinds if k.startswith("configured-")]
+    assert result.manifest["build"]["configured_tree"] is None
