@@ -316,15 +316,19 @@ class Engine:
         workdir: str = "/",
         hostname: str | None = None,
         volumes: Mapping[str, str] | None = None,
+        tmpfs: Mapping[str, str] | None = None,
     ) -> Iterator[BuildContainer]:
         """A container that sleeps while we exec steps into it, removed on every exit path;
-        `volumes` maps a named volume (never a host path) to where it is mounted."""
+        `volumes` maps a named volume (never a host path) to where it is mounted, `tmpfs` a
+        path to the options of a tmpfs mounted there (memory, counted in the container's
+        limit; the archive API cannot reach into it)."""
         name = f"qga-builder-{self.run_id}-{uuid.uuid4().hex[:6]}"
         binds = {volume: {"bind": path, "mode": "rw"} for volume, path in (volumes or {}).items()}
         if any(not _VOLUME_NAME.match(volume) for volume in binds):  # a host path: never
             raise ValueError(f"not named volumes: {sorted(binds)}")
         host_config = self.api.create_host_config(
             binds=binds or None,
+            tmpfs=dict(tmpfs) if tmpfs else None,
             network_mode="bridge" if network else "none",
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],

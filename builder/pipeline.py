@@ -165,6 +165,7 @@ def _run_stages(ctx: RunContext, stages: tuple[Stage, ...]) -> None:
                         image_id,
                         hostname=ctx.variation.hostname,
                         cache_volume=ctx.use_ccache,
+                        scratch=ctx.layout.root,
                     )
                 )
                 ctx.progress.timings["container-start"] = round(time.monotonic() - started, 2)

@@ -39,7 +39,16 @@ class Variation:
 
 @dataclass(frozen=True)
 class Layout:
+    """`root` holds the source and build trees: a tmpfs of the build container (unpacking 400 MB
+    of QEMU, compiling, and removing the container are IO-bound on the engine's disk). Files
+    that cross the engine's archive API, which cannot reach into a tmpfs, live beside it in
+    `exchange`: the archive and patches sent in, the artifacts and checksums taken out."""
+
     root: str
+
+    @property
+    def exchange(self) -> str:
+        return f"{self.root}.io"
 
     @property
     def src(self) -> str:
@@ -51,19 +60,24 @@ class Layout:
 
     @property
     def patches(self) -> str:
-        return f"{self.root}/patches"
+        return f"{self.exchange}/patches"
 
     @property
     def artifacts(self) -> str:
-        return f"{self.root}/artifacts"
+        return f"{self.exchange}/artifacts"
 
     @property
     def incoming(self) -> str:
-        return f"{self.root}/in"
+        return f"{self.exchange}/in"
 
     @property
     def checksums(self) -> str:
-        return f"{self.root}/artifacts.sha256"
+        return f"{self.exchange}/artifacts.sha256"
+
+    @property
+    def inspect(self) -> str:
+        """Where the MSI check exports the package's tables and files."""
+        return f"{self.exchange}/inspect"
 
     def prefix_map_flags(self) -> tuple[str, ...]:
         maps = (

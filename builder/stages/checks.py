@@ -94,7 +94,7 @@ def check_msi(ctx: RunContext, artifact: ArtifactPlan, output: StepOutput) -> di
     with tempfile.TemporaryDirectory(prefix="qga-msi-") as scratch:
         root = Path(scratch)
         archives.safe_extract(
-            ctx.container.get_archive(f"{layout.root}/inspect"),
+            ctx.container.get_archive(layout.inspect),
             root,
             what="MSI contents",
             limits=archives.Limits(max_bytes=4 * ctx.plan.max_artifact_bytes, max_members=4096),

@@ -135,7 +135,7 @@ def restore(ctx: RunContext, key: str, output: StepOutput) -> dict[str, Any]:
     if not known:
         return _record(key, False, "no configured tree stored for these inputs")
     archive = f"{ARCHIVES}/{key}.tar"
-    copy = f"{WORK}/configured.tar"
+    copy = f"{ctx.layout.root}/configured.tar"
     code, lines = ctx.run_command(_copy_and_hash(archive, copy), output)
     digest = lines[-1].split()[0] if code == 0 and lines and lines[-1].split() else ""
     if code != 0:

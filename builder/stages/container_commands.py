@@ -147,7 +147,7 @@ def package_inventory() -> Command:
 def inspect_msi(layout: Layout, msi_name: str, tables: Sequence[str]) -> Command:
     """Export the MSI's tables and extract its files into <root>/inspect (msitools)."""
     msi = shlex.quote(f"{layout.artifacts}/{msi_name}")
-    inspect = f"{layout.root}/inspect"
+    inspect = layout.inspect
     exports = " && ".join(
         f"msiinfo export {msi} {table} > {inspect}/{table}.idt" for table in tables
     )

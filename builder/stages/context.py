@@ -90,6 +90,7 @@ class ContainerEngine(Protocol):
         workdir: str = "/",
         hostname: str | None = None,
         volumes: Mapping[str, str] | None = None,
+        tmpfs: Mapping[str, str] | None = None,
     ) -> AbstractContextManager[Container]: ...
 
     def server_version(self) -> str: ...

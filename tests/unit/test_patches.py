@@ -49,11 +49,11 @@ def test_series_order_is_kept(tmp_path: Path) -> None:
 
 def _patch_output(tmp_path: Path, content: str) -> list[str]:
     """Run the exact patch command the build container runs, on a small tree."""
-    layout = Layout(str(tmp_path))
+    layout = Layout(str(tmp_path / "root"))
     tree = Path(layout.src)
     (tree / "dir").mkdir(parents=True)
     (tree / "dir" / "file.c").write_text(content)
-    Path(layout.patches).mkdir()
+    Path(layout.patches).mkdir(parents=True)
     (Path(layout.patches) / "0000-p.patch").write_text(PATCH)
     command = apply_patch(layout, "0000-p.patch")
     result = subprocess.run(command.argv, cwd=command.workdir, capture_output=True, text=True)

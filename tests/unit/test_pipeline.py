@@ -112,7 +112,7 @@ class FakeContainer:
         if "dpkg-query" in script:
             lines = ["distribution Debian GNU/Linux 13 (trixie)", "format deb"]
             return "inventory", [*lines, "gcc\t14.2.0-19\tamd64"], 0
-        if "/ccache/configured" in script or script.startswith("tar -xf /work/configured"):
+        if "/ccache/configured" in script or script.startswith("tar -xf /work/qemu/configured"):
             return self._configured_tree(script)
         if script.startswith("mkdir -p"):
             return "prepare", [], 0
@@ -152,8 +152,8 @@ class FakeContainer:
         if script.startswith("test -f"):
             if key not in stored:
                 return "configured-restore", [], 1
-            self.files["/work/configured.tar"] = stored[key]
-            return "configured-restore", [f"{_digest(stored[key])}  /work/configured.tar"], 0
+            self.files["/work/qemu/configured.tar"] = stored[key]
+            return "configured-restore", [f"{_digest(stored[key])}  /work/qemu/configured.tar"], 0
         if script.startswith("rm -f"):
             stored.pop(key, None)
             return "configured-remove", [], 0
