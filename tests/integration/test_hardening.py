@@ -78,3 +78,21 @@ def test_unprivileged_without_capabilities_and_limited(
         assert lines[0] == str(BUILD_UID)
         assert lines[1].split()[1] == "0000000000000000"
         assert box.run(["sh", "-c", "touch /etc/x"], on_line=lines.append) != 0
+
+
+def test_the_build_trees_are_a_tmpfs_of_the_build_user(
+    engine: Engine, build_image_id: str, tmp_path: Path
+) -> None:
+    recipe = write_variant(tmp_path, "scratch", build={"memory": "3g"})
+    plan, _ = load_plan(recipe, Overrides())
+    with build_container(engine, plan, build_image_id, scratch="/work/qemu") as box:
+        lines: list[str] = []
+        script = "stat -c '%u %a' /work/qemu; grep ' /work/qemu ' /proc/mounts"
+        assert box.run(["sh", "-c", script], on_line=lines.append) == 0, lines
+        assert lines[0] == f"{BUILD_UID} 755"
+        kind, options = lines[1].split()[2], lines[1].split()[3].split(",")
+        assert kind == "tmpfs" and {"nosuid", "nodev"} <= set(options), lines
+        assert "noexec" not in options  # configure and the build's tools run from it
+        assert f"size={3 * 1024**2}k" in options
+        # a sibling of the tree stays the build user's (the exchange directory goes there)
+        assert box.run(["mkdir", "/work/qemu.io"], on_line=lines.append) == 0, lines
