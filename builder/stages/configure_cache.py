@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,9 +34,10 @@ KEEP = 8  # archives per volume (about 15 MB each); the least recently used go f
 RECORDS_KEPT = 4  # digests remembered per key (one per engine that stored it, say)
 FORMAT = "1"  # bump when what is archived, or how, changes
 
-# Files whose contents configure never reads: C sources and the project's own headers. Headers
-# under linux-headers/ are read by configure's checks, so they count as build-system files.
-_C_FILE = re.compile(r"^(?!linux-headers/).*\.[ch]$")
+# C sources and headers configure never reads. Its checks do read some: the kernel headers QEMU
+# carries (linux-headers/, by -isystem) and test programs under scripts/ (`cc.links(files(
+# 'scripts/xen-detect.c'))` in 7.2 to 10.2), so those count as build-system files.
+_C_FILE = re.compile(r"^(?!linux-headers/|scripts/).*\.[ch]$")
 _PATCHED_PATH = re.compile(rb"^\+\+\+ (?:b/)?([^\t\n\r]+)")
 
 
@@ -67,16 +69,17 @@ def diff_sections(patch: bytes) -> list[DiffSection]:
 
 
 def build_system_digest(patches: Sequence[bytes]) -> str:
-    """What of the patches configure can see: every patched path, and the full text of every
-    section that changes something other than a C source. Prose before a diff is left out; a
-    section whose file cannot be told (an unusual diff format) counts whole."""
+    """What of the patches configure can see: the full text of every section that changes
+    something other than a C source configure never reads. A change to such a source, a new one
+    included, leaves it alone (a new file takes a meson.build change to be built, which counts).
+    Prose before a diff is left out; a section whose file cannot be told (an unusual diff
+    format) counts whole."""
     digest = hashlib.sha256()
     for patch in patches:
         for section in diff_sections(patch):
             if section.path is not None:
-                digest.update(section.path.encode() + b"\0")
                 if not _C_FILE.match(section.path):
-                    digest.update(section.text)
+                    digest.update(section.path.encode() + b"\0" + section.text)
             elif (
                 section.text.startswith(b"diff ")
                 or b"\n@@" in section.text
@@ -159,7 +162,9 @@ def store(ctx: RunContext, key: str, output: StepOutput) -> None:
         return
     path = ctx.cache.dir("configured") / f"{key}.json"
     digests = [digest, *[d for d in _known_digests(ctx, key) if d != digest]][:RECORDS_KEPT]
-    path.write_text(json.dumps({"sha256": digests}))
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps({"sha256": digests}))
+    partial.replace(path)  # readers see the old record or the new one, never half of one
     output.line(f"configured tree {key[:16]} stored (sha256 {digest[:16]})")
 
 
@@ -190,11 +195,13 @@ def _extract(copy: str, build: str) -> Command:
 
 
 def _archive(build: str, key: str) -> Command:
-    partial = f"{ARCHIVES}/.{key}.partial"
+    # A partial file of its own (two builds may store one key at once), renamed into place.
     return _sh(
-        f"mkdir -p {ARCHIVES} && tar --sort=name -C {build} -cf {partial} ."
-        f" && mv -f {partial} {ARCHIVES}/{key}.tar"
+        f"mkdir -p {ARCHIVES} && partial=$(mktemp {ARCHIVES}/.{key}.XXXXXX)"
+        f' && tar --sort=name -C {build} -cf "$partial" .'
+        f' && mv -f "$partial" {ARCHIVES}/{key}.tar'
         f" && (ls -1t {ARCHIVES}/*.tar | tail -n +{KEEP + 1} | xargs -r rm -f)"
+        f" && find {ARCHIVES} -maxdepth 1 -name '.*' -type f -mmin +60 -delete"  # killed runs
         f" && sha256sum {ARCHIVES}/{key}.tar"
     )
 

@@ -1,5 +1,5 @@
-"""What the configure cache's key sees of the patches: edits to C sources leave it alone, any
-change configure can read gives a new key."""
+"""What the configure cache's key sees of the patches: edits to C sources configure never reads
+leave it alone, any change configure can read gives a new key."""
 
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ def test_sections_name_each_patched_file() -> None:
 
 def test_editing_c_sources_or_the_prose_keeps_the_digest() -> None:
     before = build_system_digest([C_EDIT])
+    assert before == build_system_digest([])  # configure reads none of these files
+    another_file = C_EDIT.replace(b"qga/commands.c", b"qga/main.c")  # a patch edit may add one
+    assert build_system_digest([another_file]) == before
     assert build_system_digest([_edited(C_EDIT, b"/* one */", b"/* two */")]) == before
     assert build_system_digest([_edited(C_EDIT, b"#define X 1", b"#define X 2")]) == before
     assert build_system_digest([_edited(C_EDIT, b"Prose that", b"Words that")]) == before
@@ -60,7 +63,11 @@ def test_build_system_files_and_new_paths_change_the_digest() -> None:
     assert build_system_digest([_edited(kernel, b"#define X 1", b"#define X 2")]) != (
         build_system_digest([kernel])
     )
-    assert build_system_digest([C_EDIT.replace(b"qga/commands.c", b"qga/main.c")]) != before
+    # configure links test programs under scripts/
+    xen = C_EDIT.replace(b"qga/commands.c", b"scripts/xen-detect.c")
+    assert build_system_digest([_edited(xen, b"/* one */", b"/* two */")]) != (
+        build_system_digest([xen])
+    )
     # a mode change (no hunks, no +++) counts whole
     mode = b"diff --git a/configure b/configure\nold mode 100644\nnew mode 100755\n"
     assert build_system_digest([C_EDIT + mode]) != before
@@ -87,7 +94,7 @@ def test_the_key_covers_every_input() -> None:
         "umask": "0002",
         "source_sha256": "d" * 64,
         "strip_components": 0,
-        "patches": [],
+        "patches": [C_EDIT + b"--- a/meson.build\n+++ b/meson.build\n@@ -1 +1 @@\n-a\n+b\n"],
     }
     for field, value in changes.items():
         assert configure_key(**{**base, field: value}) != key, field
