@@ -21,7 +21,10 @@ def test_two_recipes_at_once(tmp_path: Path, engine, patched_build: Path) -> Non
     a = write_variant(tmp_path, "matrix-a", vm_test=False)
     b = write_variant(tmp_path, "matrix-b", vm_test=False)
     root = tmp_path / "out"
-    result = run_cli("run", str(a), str(b), "--jobs", "2", "--output-root", str(root))
+    # --no-cache: both must build (an earlier session's entries would serve them otherwise)
+    result = run_cli(
+        "run", str(a), str(b), "--no-cache", "--jobs", "2", "--output-root", str(root)
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("matrix-a", "matrix-b"):
         assert why_not_ours(root / name) is None  # complete, and the tool's own
