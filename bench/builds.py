@@ -72,10 +72,10 @@ def remove_image(image_id: str) -> None:
 HAND_COLD_IMAGE = "qga-bench/hand:cold"
 
 
-def forget_build_images(builder_image_id: str) -> None:
+def forget_build_images(builder_image: str) -> None:
     """Before a cold-image build: neither side's image, nor any layer cache either build left,
     may serve the other (the same Dockerfile, base and packages give the same cache keys)."""
-    remove_image(builder_image_id)
+    remove_image(builder_image)
     remove_image(HAND_COLD_IMAGE)
     subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
     subprocess.run(["docker", "builder", "prune", "-af"], capture_output=True)
@@ -95,7 +95,7 @@ def hand(out: Path, built: dict[str, Any], cold_image: bool) -> float:
     image = env["image"]["tag"] if not cold_image else HAND_COLD_IMAGE
     extra: dict[str, str] = {}
     if cold_image:
-        forget_build_images(env["image"]["id"])
+        forget_build_images(env["image"]["tag"])
         extra = {
             "BUILD_DOCKERFILE": env["image"]["dockerfile"],
             "BASE_IMAGE": env["base"]["image_id"],
@@ -134,8 +134,8 @@ def bench_builder_vs_hand(work: Path) -> dict[str, Any]:
     for condition in ("warm", "cold-build-image"):
         ours, theirs = [], []
         for attempt in range(2):  # best of two each, interleaved
-            if condition != "warm":
-                forget_build_images(built["environment"]["image"]["id"])
+            if condition != "warm":  # by tag: each cold build makes a new image id
+                forget_build_images(built["environment"]["image"]["tag"])
             ours.append(cli(*common, str(work / f"ours-{condition}-{attempt}")))
             theirs.append(hand(work / f"hand-{condition}-{attempt}", built, condition != "warm"))
         results[condition] = {
