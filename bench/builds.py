@@ -73,12 +73,11 @@ HAND_COLD_IMAGE = "qga-bench/hand:cold"
 
 
 def forget_build_images(builder_image: str) -> None:
-    """Before a cold-image build: neither side's image, nor any layer cache either build left,
-    may serve the other (the same Dockerfile, base and packages give the same cache keys)."""
+    """Before a cold-image build: neither side's image may serve the other as layer cache (the
+    same Dockerfile, base and packages give the same cache keys). Removing a tagged image also
+    removes its untagged intermediate layers; the engine's other images are never pruned."""
     remove_image(builder_image)
     remove_image(HAND_COLD_IMAGE)
-    subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
-    subprocess.run(["docker", "builder", "prune", "-af"], capture_output=True)
 
 
 def remove_volume(name: str) -> None:

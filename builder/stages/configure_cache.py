@@ -21,6 +21,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from builder.config.layout import PLAIN_ROOT, WORK
@@ -122,8 +123,7 @@ def key_for(ctx: RunContext) -> str:
     return configure_key(
         image_id=ctx.build_image.image_id,
         argv=container_commands.configure(ctx.layout, ctx.configure_flags).argv,
-        environment=container_commands.environment(ctx.source_date_epoch)
-        | container_commands.ccache_environment(),
+        environment=ctx.step_environment(),
         umask=ctx.variation.umask,
         source_sha256=ctx.source.sha256,
         strip_components=ctx.source.strip_components,
@@ -140,7 +140,7 @@ def restore(ctx: RunContext, key: str, output: StepOutput) -> dict[str, Any]:
     archive = f"{ARCHIVES}/{key}.tar"
     copy = f"{ctx.layout.root}/configured.tar"
     code, lines = ctx.run_command(_copy_and_hash(archive, copy), output)
-    digest = lines[-1].split()[0] if code == 0 and lines and lines[-1].split() else ""
+    digest = _printed_digest(code, lines)
     if code != 0:
         return _record(key, False, "not in this engine's cache volume")
     if digest not in known:
@@ -156,11 +156,11 @@ def store(ctx: RunContext, key: str, output: StepOutput) -> None:
     """Archive the freshly configured build directory under `key`; failing to is not an error
     of the build (the next run configures again)."""
     code, lines = ctx.run_command(_archive(ctx.layout.build, key), output)
-    digest = lines[-1].split()[0] if code == 0 and lines and lines[-1].split() else ""
+    digest = _printed_digest(code, lines)
     if code != 0 or len(digest) != 64:
         output.line(f"configured tree not stored (exit {code})")
         return
-    path = ctx.cache.dir("configured") / f"{key}.json"
+    path = _record_path(ctx, key)
     digests = [digest, *[d for d in _known_digests(ctx, key) if d != digest]][:RECORDS_KEPT]
     partial = path.with_name(f".{path.name}.{os.getpid()}")
     partial.write_text(json.dumps({"sha256": digests}))
@@ -168,10 +168,18 @@ def store(ctx: RunContext, key: str, output: StepOutput) -> None:
     output.line(f"configured tree {key[:16]} stored (sha256 {digest[:16]})")
 
 
+def _printed_digest(code: int, lines: list[str]) -> str:
+    """The digest `sha256sum` printed last, or "" when the command failed."""
+    return lines[-1].split()[0] if code == 0 and lines and lines[-1].split() else ""
+
+
+def _record_path(ctx: RunContext, key: str) -> Path:
+    return ctx.cache.dir("configured") / f"{key}.json"
+
+
 def _known_digests(ctx: RunContext, key: str) -> list[str]:
-    path = ctx.cache.dir("configured") / f"{key}.json"
     try:
-        digests = json.loads(path.read_text())["sha256"]
+        digests = json.loads(_record_path(ctx, key).read_text())["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
     return [d for d in digests if isinstance(d, str) and re.fullmatch(r"[0-9a-f]{64}", d)]

@@ -168,6 +168,13 @@ class RunContext:
             raise AssertionError("this stage runs in the build container, which is not open")
         return self.box
 
+    def step_environment(self) -> dict[str, str]:
+        """The environment every build step runs with (and configure's key covers)."""
+        env = container_commands.environment(self.source_date_epoch)
+        if self.ccache is not None:
+            env |= container_commands.ccache_environment()
+        return env
+
     def run_command(
         self, command: container_commands.Command, output: StepOutput
     ) -> tuple[int, list[str]]:
@@ -181,11 +188,8 @@ class RunContext:
             lines.append(line)
             output.line(line)
 
-        env = container_commands.environment(self.source_date_epoch)
-        if self.ccache is not None:
-            env |= container_commands.ccache_environment()
         code = self.container.run(
-            list(command.argv), on_line=sink, env=env, workdir=command.workdir
+            list(command.argv), on_line=sink, env=self.step_environment(), workdir=command.workdir
         )
         return code, list(lines)
 
