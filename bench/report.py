@@ -36,8 +36,35 @@ def write(results: dict[str, Any], machine: str) -> None:
             f"| {name} | {value['baseline_s']:.2f} s | {value['measured_s']:.2f} s "
             f"| {value['ratio']:.3f} | {value.get('goal', '')} |"
         )
+    lines += floors(results)
     (RESULTS / "results.md").write_text("\n".join(lines) + "\n")
     chart(results)
+
+
+def floors(results: dict[str, Any]) -> list[str]:
+    """The matrix rows' floors: what running builds at once can gain on this machine at all."""
+    found = [(name, value) for name, value in rows(results) if "floor" in value]
+    if not found:
+        return []
+    lines = [
+        "",
+        "## The matrix rows against what this machine allows",
+        "",
+        "CPU is the time the machine spent working (all cores) while the runs went on. The floor",
+        "is the sequential runs' CPU time spread over every core, as a share of their wall time:",
+        "two builds at once cannot finish sooner than their CPU work allows, so no ratio on",
+        "this machine can be below it. A build that already keeps every core busy has a floor",
+        "near 1; the 1-CPU rows model a machine with more cores than one build uses.",
+        "",
+        "| benchmark | cores | CPU, one after the other | CPU, together | floor | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, value in found:
+        lines.append(
+            f"| {name} | {value['cores']} | {value['baseline_cpu_s']:.1f} s "
+            f"| {value['measured_cpu_s']:.1f} s | {value['floor']:.3f} | {value['ratio']:.3f} |"
+        )
+    return lines
 
 
 def chart(results: dict[str, Any]) -> None:

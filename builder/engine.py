@@ -25,7 +25,7 @@ import docker.constants
 import docker.errors
 import docker.tls
 
-from builder import __version__
+from builder import __version__, engine_ssh
 from builder.config import settings
 from builder.engine_container import CONNECTION_ERRORS as _CONNECTION_ERRORS
 from builder.engine_container import BuildContainer
@@ -437,6 +437,10 @@ def _client(target: Endpoint) -> docker.DockerClient:
         version=docker.constants.MINIMUM_DOCKER_API_VERSION,  # no request yet: see below
         timeout=CONNECT_TIMEOUT,
     )
+    if target.kind == "ssh":  # docker-py's ssh waits without a deadline: ours has them
+        engine_ssh.ping(target.base_url)
+        api._custom_adapter = engine_ssh.Adapter(target.base_url, timeout=CONNECT_TIMEOUT)
+        api.mount("http+docker://ssh", api._custom_adapter)
     # requests would let REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE replace the CA we name (any
     # certificate the system trusts would pass) and send the engine's traffic to a proxy:
     # the connection is exactly what the endpoint says, nothing from the environment.

@@ -47,11 +47,14 @@ class _Session(paramiko.ServerInterface):
 
 
 class SshServer:
-    """Serves `docker system dial-stdio` (only that) for one engine socket, by key."""
+    """Serves `docker system dial-stdio` (only that) for one engine socket, by key. `silent`:
+    logs in and accepts the command, then never answers (a remote engine that hangs)."""
 
-    def __init__(self, directory: Path, engine_socket: Path) -> None:
+    def __init__(self, directory: Path, engine_socket: Path, silent: bool = False) -> None:
         self.directory = directory
         self.engine_socket = engine_socket
+        self.silent = silent
+        self.closed = threading.Event()
         directory.mkdir(parents=True, exist_ok=True)
         self.host_key = paramiko.RSAKey.generate(2048)
         key = directory / "id_ed25519"
@@ -103,6 +106,7 @@ class SshServer:
         tb: TracebackType | None,
     ) -> None:
         self._closing = True
+        self.closed.set()
         self.listener.close()
 
     def _accept(self) -> None:
@@ -125,6 +129,9 @@ class SshServer:
             self.commands.append(session.command or b"")
             if session.command != DIAL:
                 channel.send_exit_status(127)
+                return
+            if self.silent:
+                self.closed.wait()
                 return
             self._dial(channel)
         except (paramiko.SSHException, OSError, EOFError):

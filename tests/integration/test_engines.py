@@ -8,6 +8,8 @@ bridge), and a container runs on it.
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from builder import engine_ssh
 from builder.commands.common import load_plan
 from builder.config.overrides import Overrides
 from builder.engine import LABEL_TOOL, Engine
@@ -182,6 +185,51 @@ def test_an_engine_over_ssh(
         shown = f"ssh://***@127.0.0.1:{server.port}"
         assert (described["kind"], described["endpoint"]) == ("ssh", shown)
         assert set(server.commands) == {b"docker system dial-stdio"}
+
+
+def test_an_ssh_host_that_never_speaks_is_an_error_not_a_wait(
+    second_engine: SecondEngine, tmp_path: Path
+) -> None:
+    """A port that accepts and then says nothing (no SSH banner): ssh's connect deadline, then
+    one error. The subprocess timeout only stops a hang from hanging the suite."""
+    with SshServer(tmp_path / "ssh", second_engine.socket) as server:
+        path = server.client_path()
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(4)
+    try:
+        url = f"ssh://builder@127.0.0.1:{mute.getsockname()[1]}"
+        result = run_cli("base", "debootstrap", "--suite", "trixie",
+                         env={"DOCKER_HOST": url, "PATH": path}, timeout=300)  # fmt: skip
+    finally:
+        mute.close()
+    print(f"refused in {result.seconds:.1f} s")
+    shown = url.replace("builder@", "***@")
+    assert_one_clear_error(
+        result, f"cannot reach the Docker daemon at {shown}: ssh exited with 255", code=5
+    )
+
+
+def test_an_ssh_engine_that_never_answers_is_an_error_not_a_wait(
+    second_engine: SecondEngine, tmp_path: Path
+) -> None:
+    """Login works, `docker system dial-stdio` starts and then never answers: the first ping's
+    deadline (engine_ssh.ANSWER_TIMEOUT), then one error and no ssh left running."""
+    with SshServer(tmp_path / "ssh", second_engine.socket, silent=True) as server:
+        url = f"ssh://builder@127.0.0.1:{server.port}"
+        environment = {"DOCKER_HOST": url, "PATH": server.client_path()}
+        result = run_cli("base", "debootstrap", "--suite", "trixie", env=environment, timeout=300)
+        print(f"refused in {result.seconds:.1f} s")
+        shown = f"ssh://***@127.0.0.1:{server.port}"
+        assert_one_clear_error(
+            result,
+            f"cannot reach the Docker daemon at {shown}: the engine did not answer through ssh "
+            f"within {engine_ssh.ANSWER_TIMEOUT} s",
+            code=5,
+        )
+        assert server.commands == [b"docker system dial-stdio"]
+    left = subprocess.run(["pgrep", "-f", f"[-]p {server.port} -- 127.0.0.1"], capture_output=True)
+    assert left.stdout == b"", "an ssh of the run is still running"
 
 
 def test_an_ssh_engine_with_an_unknown_host_key_is_refused(
