@@ -12,8 +12,12 @@ ping through the same ssh within ANSWER_TIMEOUT seconds. Options on the command 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
 import socket
 import subprocess
+import time
 from urllib.parse import urlsplit
 
 import docker.errors
@@ -29,6 +33,7 @@ SSH_OPTIONS = (
 )  # fmt: skip
 DIAL = "docker system dial-stdio"
 _PING = b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
+_MAX_HEAD = 64 * 1024
 
 
 def ssh_argv(url: str) -> list[str]:
@@ -46,30 +51,59 @@ def ssh_argv(url: str) -> list[str]:
 
 def ping(url: str) -> None:
     """Ask the engine for /_ping through ssh; raise (docker-py's error type) unless it answers
-    `OK` within ANSWER_TIMEOUT. What ssh says on failure goes to our stderr as it is."""
+    200 within ANSWER_TIMEOUT. What ssh says on failure goes to our stderr as it is."""
     try:
-        done = subprocess.run(
+        process = subprocess.Popen(
             ssh_argv(url),
-            input=_PING,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            timeout=ANSWER_TIMEOUT,
             start_new_session=True,  # no terminal to prompt on, no Ctrl-C of ours
-            check=False,
         )
-    except subprocess.TimeoutExpired:  # run() has killed ssh
-        raise docker.errors.DockerException(
-            f"the engine did not answer through ssh within {ANSWER_TIMEOUT} s"
-        ) from None
     except OSError as exc:
         raise docker.errors.DockerException(f"cannot run ssh: {exc}") from None
-    head, _, body = done.stdout.partition(b"\r\n\r\n")
+    try:
+        head = _answer_head(process, time.monotonic() + ANSWER_TIMEOUT)
+        if not head:
+            code = process.wait(timeout=5)
+            raise docker.errors.DockerException(
+                f"ssh exited with {code} before the engine answered"
+            )
+    except subprocess.TimeoutExpired:
+        raise docker.errors.DockerException("ssh did not exit after the engine hung up") from None
+    finally:
+        if process.poll() is None:
+            process.kill()  # done with it, answered or not (dial-stdio need not exit by itself)
+        process.wait()
+        for pipe in (process.stdin, process.stdout):
+            with contextlib.suppress(OSError):  # stdin's unsent ping, if ssh died early
+                if pipe:
+                    pipe.close()
     status = head.split(b"\r\n", 1)[0].decode("latin-1")
-    if not head:
-        raise docker.errors.DockerException(
-            f"ssh exited with {done.returncode} before the engine answered"
-        )
-    if status.split()[1:2] != ["200"] or not body.startswith(b"OK"):
+    if status.split()[1:2] != ["200"]:
         raise docker.errors.DockerException(f"the engine answered the ping with {status!r}")
+
+
+def _answer_head(process: subprocess.Popen[bytes], deadline: float) -> bytes:
+    """The HTTP head the engine sent back (b"" if ssh closed first); raises at the deadline.
+    Reads the pipe's descriptor directly, so select() sees every byte not yet read."""
+    assert process.stdin and process.stdout
+    with contextlib.suppress(OSError):  # an ssh that already failed: its exit code tells
+        process.stdin.write(_PING)
+        process.stdin.close()
+    answer = b""
+    while b"\r\n\r\n" not in answer and len(answer) < _MAX_HEAD:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise docker.errors.DockerException(
+                f"the engine did not answer through ssh within {ANSWER_TIMEOUT} s"
+            )
+        ready, _, _ = select.select([process.stdout.fileno()], [], [], left)
+        if ready:
+            chunk = os.read(process.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.partition(b"\r\n\r\n")[0]
 
 
 class _Socket(sshconn.SSHSocket):

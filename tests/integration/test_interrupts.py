@@ -21,13 +21,18 @@ from tests.helpers import ROOT, leftover_containers, run_cli, start_cli, write_v
 
 
 def run_until(recipe: Path, out: Path, stage: str, delay: float, sig: int) -> tuple[int, str]:
-    """Start a run, wait until it announces `stage`, wait `delay` s, send `sig`; wait for exit."""
+    """Start a run, wait until it announces `stage`, wait `delay` s, send `sig`; wait for exit.
+    Every cache off (a warm compiler cache and configured tree make configure and compile take
+    a second or two, and the signal would land in a later stage); and the run must not have
+    started the next stage, or the test no longer interrupts the one it names."""
     plan, _ = load_plan(recipe, Overrides())
     stages = stage_names(plan)
     number = f"[{stages.index(stage) + 1}/{len(stages)}] {stage}"
+    following = f"[{stages.index(stage) + 2}/{len(stages)}] "
     process = start_cli(
-        "run", str(recipe), "--no-cache", "--output", str(out), "--log-format", "json"
-    )
+        "run", str(recipe), "--no-cache", "--no-ccache", "--output", str(out),
+        "--log-format", "json",
+    )  # fmt: skip
     assert process.stderr is not None
     seen = []
     for line in process.stderr:
@@ -44,6 +49,7 @@ def run_until(recipe: Path, out: Path, stage: str, delay: float, sig: int) -> tu
         process.wait()
         pytest.fail(f"the run ended before {stage}: {''.join(seen)[-3000:]}")
     rest = process.stderr.read()
+    assert following not in rest, f"the signal landed after {stage} had ended: {rest[-3000:]}"
     return process.wait(timeout=300), "".join(seen) + rest
 
 

@@ -48,6 +48,15 @@ def test_an_ok_ping_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     engine_ssh.ping("ssh://builder@host")
 
 
+def test_an_answer_is_enough_even_if_ssh_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dial-stdio need not exit when the engine hangs up: the answer is what counts."""
+    fake_ssh(tmp_path, monkeypatch, r"printf 'HTTP/1.1 200 OK\r\n\r\nOK'; exec sleep 60")
+    monkeypatch.setattr(engine_ssh, "ANSWER_TIMEOUT", 20)
+    engine_ssh.ping("ssh://builder@host")  # waiting for ssh to exit would end at the deadline
+
+
 @pytest.mark.parametrize(
     ("script", "message"),
     [
