@@ -49,16 +49,22 @@ def ssh_argv(url: str) -> list[str]:
     return [*argv, "--", parts.hostname, DIAL]
 
 
+def start_ssh(url: str) -> subprocess.Popen[bytes]:
+    """ssh to the engine's dial-stdio, its stdin and stdout ours; its stderr (what ssh says on
+    failure) the user's."""
+    return subprocess.Popen(
+        ssh_argv(url),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,  # no terminal to prompt on, no Ctrl-C of ours
+    )
+
+
 def ping(url: str) -> None:
     """Ask the engine for /_ping through ssh; raise (docker-py's error type) unless it answers
     200 within ANSWER_TIMEOUT. What ssh says on failure goes to our stderr as it is."""
     try:
-        process = subprocess.Popen(
-            ssh_argv(url),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,  # no terminal to prompt on, no Ctrl-C of ours
-        )
+        process = start_ssh(url)
     except OSError as exc:
         raise docker.errors.DockerException(f"cannot run ssh: {exc}") from None
     try:
@@ -116,12 +122,7 @@ class _Socket(sshconn.SSHSocket):
         self.proc = None
 
     def connect(self, **kwargs: object) -> None:
-        self.proc = subprocess.Popen(
-            ssh_argv(self.url),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
+        self.proc = start_ssh(self.url)
 
 
 class _Connection(sshconn.SSHConnection):
