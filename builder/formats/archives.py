@@ -26,6 +26,22 @@ class TarballInfo:
     top_dir: str | None  # the single directory all members live in, if there is one
     newest_mtime: int
     version: str = ""  # the top-level VERSION file's first line (QEMU's version)
+    fsfreeze_hook: str = ""  # QEMU's scripts/qemu-guest-agent/fsfreeze-hook, when it has one
+
+
+# QEMU's own fsfreeze hook script, which the packages ship as /etc/qemu/fsfreeze-hook.
+FSFREEZE_HOOK = "scripts/qemu-guest-agent/fsfreeze-hook"
+MAX_HOOK_BYTES = 64 * 1024
+
+
+def hook_text(data: bytes) -> str:
+    """The hook's text when it is a small shell script, else "" (nothing of it is shipped)."""
+    if len(data) > MAX_HOOK_BYTES or not data.startswith(b"#!/bin/sh"):
+        return ""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
 
 
 def _refusal(member: tarfile.TarInfo, dest: str) -> str | None:
@@ -50,6 +66,7 @@ def inspect_tarball(path: Path, *, what: str) -> TarballInfo:
     newest = 0
     count = 0
     version = ""
+    hook = ""
     try:
         with tarfile.open(path, mode="r:*") as tar:
             for member in tar:
@@ -64,6 +81,9 @@ def inspect_tarball(path: Path, *, what: str) -> TarballInfo:
                 if name.split("/")[-1] == "VERSION" and name.count("/") <= 1 and member.isfile():
                     data = tar.extractfile(member).read(64)  # type: ignore[union-attr]
                     version = data.decode(errors="replace").strip().splitlines()[0][:40]
+                if member.isfile() and name.split("/", 1)[-1] == FSFREEZE_HOOK:
+                    data = tar.extractfile(member).read(MAX_HOOK_BYTES + 1)  # type: ignore[union-attr]
+                    hook = hook_text(data)
                 head, sep, _ = name.partition("/")
                 loose_files |= not sep and not member.isdir()
                 tops.add(head)
@@ -72,7 +92,9 @@ def inspect_tarball(path: Path, *, what: str) -> TarballInfo:
     if count == 0:
         raise InputError(f"{what} {path}: the archive is empty")
     top = next(iter(tops)) if len(tops) == 1 and not loose_files else None
-    return TarballInfo(members=count, top_dir=top, newest_mtime=newest, version=version)
+    return TarballInfo(
+        members=count, top_dir=top, newest_mtime=newest, version=version, fsfreeze_hook=hook
+    )
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from pathlib import PurePosixPath
 from builder.formats import service_files as sf
 
 ARCH_DEB, ARCH_RPM = "amd64", "x86_64"
+# The hook script and the agent's config file, as the package sources name them.
+HOOK_NAME, CONF_NAME = "fsfreeze-hook", "qemu-ga.conf"
 # What both Debian (policy 5.6.1, 5.6.12) and RPM accept.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}$")
 VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+~]{0,62}$")
@@ -45,6 +47,7 @@ class PackageSpec:
     exec_path: str
     qemu_version: str
     source_date_epoch: int
+    fsfreeze_hook: str  # QEMU's own hook script, from the source built
 
     @property
     def deb_file(self) -> str:
@@ -136,6 +139,7 @@ License: GPL-2
  version 2 can be found in /usr/share/common-licenses/GPL-2.
 """
     sbin = str(PurePosixPath(spec.exec_path).parent).lstrip("/")
+    conf_dir = sf.CONF_DIR.lstrip("/")
     rules = f"""\
 #!/usr/bin/make -f
 # The agent comes built, static and stripped: nothing to configure, build, strip or scan.
@@ -156,13 +160,25 @@ override_dh_installinit:
 override_dh_installudev:
 \tdh_installudev --name={unit}
 """
-    postinst = """\
+    postinst = f"""\
 #!/bin/sh
 set -e
 #DEBHELPER#
-# Start the agent now if this guest has its port (udev starts it at every boot).
-if [ "$1" = configure ] && [ -d /run/systemd/system ] && command -v udevadm >/dev/null; then
-    udevadm trigger --subsystem-match=virtio-ports --action=add || true
+if [ "$1" = configure ]; then
+    if [ -d /run/systemd/system ]; then
+        # An upgrade: the running agent restarts on the new binary.
+        if [ -n "$2" ]; then
+            deb-systemd-invoke try-restart {unit}.service >/dev/null || true
+        fi
+        # Start the agent now if this guest has its port (udev starts it at every boot).
+        if command -v udevadm >/dev/null; then
+            udevadm trigger --subsystem-match=virtio-ports --action=add || true
+        fi
+    elif [ -x /etc/init.d/{unit} ]; then
+        # sysvinit: start it now, or restart it on the new binary (the script does nothing
+        # on a guest without the port; in an image builder's chroot, policy-rc.d stops it).
+        invoke-rc.d {unit} restart || true
+    fi
 fi
 exit 0
 """
@@ -176,6 +192,16 @@ if [ "$1" = remove ]; then
     elif [ -x /etc/init.d/{unit} ]; then
         invoke-rc.d {unit} stop || true
     fi
+fi
+#DEBHELPER#
+exit 0
+"""
+    # What the agent and QEMU's hook wrote: purge leaves nothing of ours behind.
+    postrm = f"""\
+#!/bin/sh
+set -e
+if [ "$1" = purge ]; then
+    rm -f {sf.STATE_FILE} {sf.PID_FILE} {sf.HOOK_LOG}
 fi
 #DEBHELPER#
 exit 0
@@ -198,14 +224,21 @@ exit 0
         "debian/copyright": (copyright_, 0o644),
         "debian/rules": (rules, 0o755),
         "debian/source/format": ("3.0 (native)\n", 0o644),
-        f"debian/{name}.install": (f"{spec.binary_name} {sbin}\n", 0o644),
+        f"debian/{name}.install": (
+            f"{spec.binary_name} {sbin}\n{HOOK_NAME} {conf_dir}\n{CONF_NAME} {conf_dir}\n",
+            0o644,
+        ),
+        f"debian/{name}.dirs": (f"{sf.HOOK_DIR.lstrip('/')}\n", 0o644),
         f"debian/{name}.postinst": (postinst, 0o755),
         f"debian/{name}.prerm": (prerm, 0o755),
+        f"debian/{name}.postrm": (postrm, 0o755),
         f"debian/{name}.lintian-overrides": (overrides, 0o644),
         f"{prefix}.service": (spec.file(sf.SYSTEMD), 0o644),
         f"{prefix}.init": (spec.file(sf.SYSVINIT), 0o755),
         f"{prefix}.default": (spec.file(sf.DEFAULTS), 0o644),
         f"{prefix}.udev": (spec.file(sf.UDEV_RULE), 0o644),
+        HOOK_NAME: (spec.fsfreeze_hook, 0o755),
+        CONF_NAME: (spec.file(sf.QGA_CONF), 0o644),
     }
 
 
@@ -215,6 +248,8 @@ RPM_FILES = (
     ("udev", f"/usr/lib/udev/rules.d/{sf.UDEV_RULE_NAME}", 0o644),
     ("init", f"/etc/rc.d/init.d/{sf.SERVICE_NAME}", 0o755),
     ("sysconfig", f"/etc/sysconfig/{sf.SERVICE_NAME}", 0o644),
+    (HOOK_NAME, sf.HOOK, 0o755),
+    (CONF_NAME, sf.CONF_FILE, 0o644),
 )
 
 
@@ -253,6 +288,7 @@ Conflicts: qemu-guest-agent
 %install
 install -D -m 0755 %{{_sourcedir}}/{spec.binary_name} %{{buildroot}}{spec.exec_path}
 {installs}
+install -d -m 0755 %{{buildroot}}{sf.HOOK_DIR}
 
 %post
 if [ "$1" -eq 1 ] && command -v systemctl >/dev/null 2>&1; then
@@ -271,6 +307,14 @@ fi
 %postun
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
+    # An upgrade: the running agent restarts on the new binary.
+    if [ "$1" -ge 1 ]; then
+        systemctl try-restart {unit}.service >/dev/null 2>&1 || :
+    fi
+fi
+# Erased: what the agent and QEMU's hook wrote goes too.
+if [ "$1" -eq 0 ]; then
+    rm -f {sf.STATE_FILE} {sf.PID_FILE} {sf.HOOK_LOG}
 fi
 
 %files
@@ -280,13 +324,23 @@ fi
 /usr/lib/udev/rules.d/{sf.UDEV_RULE_NAME}
 /etc/rc.d/init.d/{unit}
 %config(noreplace) /etc/sysconfig/{unit}
+%dir {sf.CONF_DIR}
+%config(noreplace) {sf.HOOK}
+%config(noreplace) {sf.CONF_FILE}
+%dir {sf.HOOK_DIR}
 
 %changelog
 * {_date(spec.source_date_epoch, "%a %b %d %Y")} {spec.maintainer} - {spec.version}-{spec.revision}
 - Built by qga-builder from QEMU {spec.qemu_version}.
 """
     files = {f"{spec.name}.spec": (text, 0o644)}
-    templates = {"unit": sf.SYSTEMD, "udev": sf.UDEV_RULE, "init": sf.SYSVINIT}
+    templates = {
+        "unit": sf.SYSTEMD,
+        "udev": sf.UDEV_RULE,
+        "init": sf.SYSVINIT,
+        "sysconfig": sf.DEFAULTS,
+        CONF_NAME: sf.QGA_CONF,
+    }
     for key, _, mode in RPM_FILES:
-        files[key] = (spec.file(templates.get(key, sf.DEFAULTS)), mode)
+        files[key] = (spec.file(templates[key]) if key in templates else spec.fsfreeze_hook, mode)
     return files

@@ -26,6 +26,9 @@ Install (as root, from this directory):
   install -D -m 0644 {unit}.service /usr/lib/systemd/system/{unit}.service
   install -D -m 0644 {rule} /usr/lib/udev/rules.d/{rule}
   install -D -m 0644 {unit}.default /etc/default/{unit}
+  install -D -m 0644 qemu-ga.conf {conf}
+  install -D -m 0755 fsfreeze-hook {hook}
+  install -d -m 0755 {hook}.d
   systemctl daemon-reload && udevadm trigger --subsystem-match=virtio-ports --action=add
 
 Without systemd: install {unit}.init as /etc/init.d/{unit} (sysvinit) or
@@ -35,6 +38,9 @@ The agent starts when the guest has the virtio-serial port {port}
 (QEMU: -device virtio-serial -device virtserialport,name={port},...)
 and stops when it goes. Check: systemctl status {unit}
 Extra arguments: DAEMON_ARGS in /etc/default/{unit}.
+The agent keeps its state in /var/run and reads {conf} (which enables
+QEMU's fsfreeze hook: scripts in {hook}.d/ run around a filesystem freeze),
+wherever the binary lies.
 Verify the files: sha256sum -c SHA256SUMS
 """
 
@@ -47,8 +53,10 @@ def contents(spec: PackageSpec, binary: bytes) -> dict[str, tuple[bytes, int]]:
         f"{unit}.init": (sf.SYSVINIT, 0o755),
         f"{unit}.conf": (sf.UPSTART, 0o644),
         f"{unit}.default": (sf.DEFAULTS, 0o644),
+        "qemu-ga.conf": (sf.QGA_CONF, 0o644),
     }
     files = {name: (spec.file(t).encode(), mode) for name, (t, mode) in text.items()}
+    files["fsfreeze-hook"] = (spec.fsfreeze_hook.encode(), 0o755)
     files[spec.binary_name] = (binary, 0o755)
     readme = README.format(
         stem=spec.tarball_stem,
@@ -58,6 +66,8 @@ def contents(spec: PackageSpec, binary: bytes) -> dict[str, tuple[bytes, int]]:
         unit=unit,
         rule=sf.UDEV_RULE_NAME,
         port=sf.PORT_NAME,
+        conf=sf.CONF_FILE,
+        hook=sf.HOOK,
     )
     files["README"] = (readme.encode(), 0o644)
     sums = {name: sha256_bytes(data) for name, (data, _) in files.items()}

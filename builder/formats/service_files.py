@@ -18,6 +18,17 @@ DEVICE_UNIT = r"dev-virtio\x2dports-org.qemu.guest_agent.0.device"
 SERVICE_NAME = "qemu-guest-agent"
 UDEV_RULE_NAME = f"60-{SERVICE_NAME}.rules"
 
+# The paths compiled into the agent (configure --prefix=/usr --sysconfdir=/etc
+# --localstatedir=/var, as Debian builds it): they do not move with the binary.
+STATE_DIR = "/var/run"
+PID_FILE = f"{STATE_DIR}/qemu-ga.pid"
+STATE_FILE = f"{STATE_DIR}/qga.state"
+CONF_DIR = "/etc/qemu"
+CONF_FILE = f"{CONF_DIR}/qemu-ga.conf"
+HOOK = f"{CONF_DIR}/fsfreeze-hook"
+HOOK_DIR = f"{HOOK}.d"
+HOOK_LOG = "/var/log/qga-fsfreeze-hook.log"  # written by QEMU's hook script
+
 SYSTEMD = f"""\
 [Unit]
 Description=QEMU Guest Agent (patched: guest-exec-status streams output)
@@ -56,7 +67,7 @@ SYSVINIT = f"""\
 
 PATH=/sbin:/usr/sbin:/bin:/usr/bin
 DAEMON={{exec_path}}
-PIDFILE=/run/{SERVICE_NAME}.pid
+PIDFILE={PID_FILE}
 PORT={PORT_PATH}
 DAEMON_ARGS=""
 
@@ -80,12 +91,19 @@ start)
         exit 0
     fi
     running && exit 0
+    # The agent writes its pid to $PIDFILE, the path built into it.
     # shellcheck disable=SC2086 # DAEMON_ARGS holds several arguments
-    "$DAEMON" --daemonize --pidfile="$PIDFILE" $DAEMON_ARGS
+    "$DAEMON" --daemonize $DAEMON_ARGS
     ;;
 stop)
     if running; then
-        kill "$(cat "$PIDFILE")"
+        pid=$(cat "$PIDFILE")
+        kill "$pid"
+        # Wait for it to go, so that a restart does not find it still running.
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.5
+        done
     fi
     rm -f "$PIDFILE"
     ;;
@@ -130,6 +148,17 @@ UDEV_RULE = f"""\
 # Start the QEMU Guest Agent's systemd unit when its virtio port appears.
 SUBSYSTEM=="virtio-ports", ATTR{{name}}=="{PORT_NAME}", \\
   TAG+="systemd", ENV{{SYSTEMD_WANTS}}="{SERVICE_NAME}.service"
+"""
+
+# The agent reads CONF_FILE when it is there: the packages ship it to enable QEMU's fsfreeze
+# hook (the scripts in HOOK_DIR run around guest-fsfreeze-freeze and -thaw) with no flag, for
+# systemd, sysvinit and upstart alike.
+QGA_CONF = f"""\
+# Read by the QEMU Guest Agent at start ({{exec_path}} -D shows the settings in effect).
+[general]
+# QEMU's hook: runs the executables in {HOOK_DIR}/ with "freeze" before the
+# filesystems are frozen and "thaw" after they are thawed (log: {HOOK_LOG}).
+fsfreeze-hook={HOOK}
 """
 
 DEFAULTS = f"""\

@@ -132,6 +132,23 @@ def version(layout: Layout, artifact_name: str) -> Command:
     return Command((f"{layout.artifacts}/{artifact_name}", "--version"))
 
 
+PATHS_MARK = "== qga-builder: agent copied to "
+
+
+def agent_paths(layout: Layout, artifact_name: str) -> Command:
+    """`qemu-ga -D -F` (its settings, the default fsfreeze hook among them) where it was built
+    and from a copy under another directory, as a tarball user's /opt/x: built-in paths must
+    not move with the binary. No config file is there, so the defaults show."""
+    agent = shlex.quote(f"{layout.artifacts}/{artifact_name}")
+    elsewhere = f"{layout.exchange}/paths-check/opt/x"
+    return _sh(
+        f"mkdir -p {elsewhere} && cp {agent} {elsewhere}/qemu-ga"
+        f" && echo '{PATHS_MARK}{layout.artifacts}' && {agent} -D -F"
+        f" && echo '{PATHS_MARK}{elsewhere}' && {elsewhere}/qemu-ga -D -F"
+        f" && rm -rf {layout.exchange}/paths-check"
+    )
+
+
 def package_inventory() -> Command:
     """Every installed package as `name<TAB>version<TAB>arch`: dpkg on Debian/Ubuntu, rpm on
     Fedora."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from builder.config.layout import BUILD_UID
 from builder.config.plan import Plan
-from builder.errors import ArtifactError, RecipeError
+from builder.errors import ArtifactError, InputError, RecipeError
 from builder.formats import archives, package_sources, release_tarball
 from builder.formats import service_files as sf
 from builder.formats.checksums import sha256_file
@@ -39,10 +39,11 @@ DEFAULT_EXEC_PATH = "/usr/sbin/qemu-ga-patched-static"
 
 
 def package_spec(
-    plan: Plan, qemu_version: str, source_date_epoch: int
+    plan: Plan, qemu_version: str, source_date_epoch: int, fsfreeze_hook: str
 ) -> package_sources.PackageSpec:
-    """The package's fields; a version made from the QEMU version is checked here, as soon as
-    the version is known (the recipe's own fields were checked at `validate`)."""
+    """The package's fields; a version made from the QEMU version, and the source's hook
+    script, are checked here, as soon as they are known (before the compile; the recipe's own
+    fields were checked at `validate`)."""
     assert plan.package is not None
     version = plan.package.version or f"{qemu_version}+qga1"
     problem = package_sources.version_problem(version)
@@ -52,6 +53,12 @@ def package_spec(
             f"{problem}",
             hint="set package.version in the recipe",
         )
+    if not fsfreeze_hook:
+        raise InputError(
+            f"source: it has no {archives.FSFREEZE_HOOK} (a small shell script), which the "
+            "packages ship as the agent's fsfreeze hook",
+            hint="build a QEMU source tree or release tarball as upstream ships it",
+        )
     return package_sources.PackageSpec(
         name=plan.package.name,
         version=version,
@@ -60,13 +67,14 @@ def package_spec(
         exec_path=plan.service_exec_path or DEFAULT_EXEC_PATH,
         qemu_version=qemu_version,
         source_date_epoch=source_date_epoch,
+        fsfreeze_hook=fsfreeze_hook,
     )
 
 
 def make_packages(ctx: RunContext, output: StepOutput) -> None:
     plan = ctx.plan
     assert plan.package is not None
-    spec = package_spec(plan, ctx.qemu_version, ctx.source_date_epoch)
+    spec = package_spec(plan, ctx.qemu_version, ctx.source_date_epoch, ctx.source.fsfreeze_hook)
     agent = next(a for a in plan.artifacts if a.kind == "static-elf")
     binary = (ctx.staging / agent.name).read_bytes()
     made: list[tuple[str, str]] = []
@@ -222,6 +230,8 @@ def _check_deb(path: Path, spec: package_sources.PackageSpec, binary: bytes) -> 
         f"usr/lib/udev/rules.d/{sf.UDEV_RULE_NAME}": spec.file(sf.UDEV_RULE).encode(),
         f"etc/init.d/{sf.SERVICE_NAME}": spec.file(sf.SYSVINIT).encode(),
         f"etc/default/{sf.SERVICE_NAME}": spec.file(sf.DEFAULTS).encode(),
+        sf.CONF_FILE.lstrip("/"): spec.file(sf.QGA_CONF).encode(),
+        sf.HOOK.lstrip("/"): spec.fsfreeze_hook.encode(),
     }
     for name, data in wanted_files.items():
         if deb.data.get(name) != data:
@@ -230,7 +240,12 @@ def _check_deb(path: Path, spec: package_sources.PackageSpec, binary: bytes) -> 
     if owners != {(0, 0)}:
         problems.append(f"members owned by {sorted(owners)}, expected root only")
     conffiles = set(deb.conffiles)
-    for conffile in (f"/etc/default/{sf.SERVICE_NAME}", f"/etc/init.d/{sf.SERVICE_NAME}"):
+    for conffile in (
+        f"/etc/default/{sf.SERVICE_NAME}",
+        f"/etc/init.d/{sf.SERVICE_NAME}",
+        sf.CONF_FILE,
+        sf.HOOK,
+    ):
         if conffile not in conffiles:
             problems.append(f"{conffile} is not a conffile")
     if problems:
@@ -258,7 +273,8 @@ def _check_rpm(path: Path, spec: package_sources.PackageSpec) -> None:
         problems.append(f"files missing: {', '.join(missing)}")
     if set(tags.get("fileusername", [])) != {"root"}:  # type: ignore[arg-type]
         problems.append("files not owned by root")
-    if f"/etc/sysconfig/{sf.SERVICE_NAME}" not in rpm.config_files:
-        problems.append(f"/etc/sysconfig/{sf.SERVICE_NAME} is not %config")
+    for config in (f"/etc/sysconfig/{sf.SERVICE_NAME}", sf.CONF_FILE, sf.HOOK):
+        if config not in rpm.config_files:
+            problems.append(f"{config} is not %config")
     if problems:
         raise ArtifactError(f"{path.name}: " + "; ".join(problems))

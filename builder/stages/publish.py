@@ -110,6 +110,8 @@ def manifest(ctx: RunContext) -> dict:
     result["host"]["docker_daemon"] = ctx.engine.describe()  # how reached, which daemon
     result["build"]["ccache"] = ctx.ccache  # None: not used (--no-ccache, or no ccache there)
     result["build"]["configured_tree"] = ctx.configure_reuse  # None: configure always ran
+    if ctx.agent_paths:
+        result["agent_paths"] = ctx.agent_paths  # the static agent's built-in paths
     if ctx.vm_report is not None:
         result["vm_test"] = ctx.vm_report
     if ctx.msi_contents:

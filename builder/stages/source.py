@@ -22,7 +22,14 @@ from typing import Any
 from builder.config import settings
 from builder.config.plan import SourcePlan
 from builder.errors import HostToolError, InputError
-from builder.formats.archives import TarballInfo, inspect_tarball, tar_directory
+from builder.formats.archives import (
+    FSFREEZE_HOOK,
+    MAX_HOOK_BYTES,
+    TarballInfo,
+    hook_text,
+    inspect_tarball,
+    tar_directory,
+)
 from builder.formats.checksums import sha256_bytes, sha256_file, verify_digest
 from builder.host import debian
 from builder.host.cache import Cache
@@ -38,6 +45,7 @@ class PreparedSource:
     sha256: str  # of `archive`
     newest_mtime: int  # default SOURCE_DATE_EPOCH
     version: str = ""  # the source's VERSION (empty: it has none)
+    fsfreeze_hook: str = ""  # QEMU's fsfreeze hook script (empty: the source has none)
     record: dict[str, Any] = field(default_factory=dict)  # what the manifest says about it
     temporary: bool = False  # archive made for this run, delete after use
 
@@ -62,7 +70,7 @@ def prepare_source(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSou
 
 def _checked_tarball(path: Path, sha256: str, cache: Cache, what: str) -> TarballInfo:
     """Inspect a tarball's members once per digest; the verdict is cached under its sha256."""
-    marker = cache.checked / f"v2-{sha256}.json"  # v2: with the VERSION
+    marker = cache.checked / f"v3-{sha256}.json"  # v3: with the VERSION and fsfreeze hook
     if marker.is_file():
         return TarballInfo(**json.loads(marker.read_text()))
     info = inspect_tarball(path, what=what)
@@ -78,6 +86,7 @@ def _from_tarball(path: Path, sha256: str, record: dict[str, Any], cache: Cache)
         sha256=sha256,
         newest_mtime=info.newest_mtime,
         version=info.version,
+        fsfreeze_hook=info.fsfreeze_hook,
         record={**record, "sha256": sha256, "top_dir": info.top_dir, "members": info.members},
     )
 
@@ -339,6 +348,7 @@ def _tree(root: Path, record: dict[str, Any], cache: Cache, log: LineSink) -> Pr
         sha256=digest,
         newest_mtime=newest,
         version=_tree_version(root),
+        fsfreeze_hook=_tree_hook(root),
         record={**record, "tree_tar_sha256": digest},
         temporary=True,
     )
@@ -350,6 +360,14 @@ def _tree_version(root: Path) -> str:
         return ""
     lines = path.read_text(errors="replace")[:64].strip().splitlines()
     return lines[0][:40] if lines else ""
+
+
+def _tree_hook(root: Path) -> str:
+    path = root / FSFREEZE_HOOK
+    if not path.is_file() or path.is_symlink():
+        return ""
+    with path.open("rb") as handle:
+        return hook_text(handle.read(MAX_HOOK_BYTES + 1))
 
 
 def fetch(ctx: RunContext, output: StepOutput) -> None:

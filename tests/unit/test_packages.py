@@ -21,6 +21,7 @@ from builder.formats.packages import PackageFormatError, read_deb, read_rpm
 from builder.stages.package import package_spec
 from tests.helpers import DEFAULT_RECIPE, WINDOWS_RECIPE, absolutize, load_default
 
+HOOK = "#!/bin/sh\n# QEMU's fsfreeze hook, as a test stands it in\nexit 0\n"
 SPEC = package_sources.PackageSpec(
     name="qemu-ga-patched",
     version="10.0.13+qga1",
@@ -29,6 +30,7 @@ SPEC = package_sources.PackageSpec(
     exec_path="/usr/sbin/qemu-ga-patched-static",
     qemu_version="10.0.13",
     source_date_epoch=1700000000,
+    fsfreeze_hook=HOOK,
 )
 
 
@@ -116,11 +118,11 @@ def test_package_settings_without_a_package_artifact_are_refused() -> None:
 
 def test_a_version_made_from_an_odd_qemu_version_is_refused_clearly() -> None:
     plan, _ = load_plan(DEFAULT_RECIPE, Overrides())
-    assert package_spec(plan, "10.0.13", 1).version == "10.0.13+qga1"
+    assert package_spec(plan, "10.0.13", 1, HOOK).version == "10.0.13+qga1"
     with pytest.raises(
         RecipeError, match=r"package.version: made from the QEMU version '10.0-rc1'"
     ):
-        package_spec(plan, "10.0-rc1", 1)
+        package_spec(plan, "10.0-rc1", 1, HOOK)
 
 
 # --- rendered files -------------------------------------------------------------------------
@@ -162,9 +164,21 @@ def test_debian_tree_names_version_conflicts_and_scripts() -> None:
     assert tree["debian/changelog"][0].startswith("qemu-ga-patched (10.0.13+qga1-1) ")
     assert "Tue, 14 Nov 2023 22:13:20 +0000" in tree["debian/changelog"][0]
     assert "--no-start" in tree["debian/rules"][0] and tree["debian/rules"][1] == 0o755
-    assert tree["debian/qemu-ga-patched.install"][0] == "qemu-ga-patched-static usr/sbin\n"
-    assert "#DEBHELPER#" in tree["debian/qemu-ga-patched.postinst"][0]
+    assert tree["debian/qemu-ga-patched.install"][0] == (
+        "qemu-ga-patched-static usr/sbin\nfsfreeze-hook etc/qemu\nqemu-ga.conf etc/qemu\n"
+    )
+    assert tree["debian/qemu-ga-patched.dirs"][0] == "etc/qemu/fsfreeze-hook.d\n"
+    assert tree["fsfreeze-hook"] == (HOOK, 0o755)  # QEMU's own, from the source
+    assert "fsfreeze-hook=/etc/qemu/fsfreeze-hook\n" in tree["qemu-ga.conf"][0]
+    postinst = tree["debian/qemu-ga-patched.postinst"][0]
+    assert "#DEBHELPER#" in postinst
+    # An upgrade restarts the running agent (systemd) and sysvinit starts it at once.
+    assert "deb-systemd-invoke try-restart qemu-guest-agent.service" in postinst
+    assert "invoke-rc.d qemu-guest-agent restart" in postinst
     assert "deb-systemd-invoke stop" in tree["debian/qemu-ga-patched.prerm"][0]
+    # Purge removes what the agent and the hook wrote.
+    postrm = tree["debian/qemu-ga-patched.postrm"][0]
+    assert "/var/run/qga.state /var/run/qemu-ga.pid /var/log/qga-fsfreeze-hook.log" in postrm
     for line in control.splitlines():
         assert len(line) <= 80, line  # lintian: extended-description-line-too-long
 
@@ -179,8 +193,13 @@ def test_rpm_spec_is_reproducible_and_installs_the_same_files() -> None:
         "%global _buildhost qga-builder",
         "%global use_source_date_epoch_as_buildtime 1",
         "%config(noreplace) /etc/sysconfig/qemu-guest-agent",
+        "%config(noreplace) /etc/qemu/qemu-ga.conf",
+        "%config(noreplace) /etc/qemu/fsfreeze-hook",
+        "%dir /etc/qemu/fsfreeze-hook.d",
+        "systemctl try-restart qemu-guest-agent.service",
     ):
         assert line in spec
+    assert sources["fsfreeze-hook"] == (HOOK, 0o755)
     assert sources["unit"][0] == sf.render(sf.SYSTEMD, SPEC.exec_path)
     assert sources["init"][1] == 0o755
 
@@ -344,6 +363,8 @@ def _agent_deb(tmp_path: Path, leave_out: str = "") -> Path:
         f"/usr/lib/udev/rules.d/{sf.UDEV_RULE_NAME}": (SPEC.file(sf.UDEV_RULE), 0o644),
         f"/etc/init.d/{sf.SERVICE_NAME}": (SPEC.file(sf.SYSVINIT), 0o755),
         f"/etc/default/{sf.SERVICE_NAME}": (SPEC.file(sf.DEFAULTS), 0o644),
+        sf.CONF_FILE: (SPEC.file(sf.QGA_CONF), 0o644),
+        sf.HOOK: (HOOK, 0o755),
     }
     for name, (data, mode) in files.items():
         if name == leave_out:
@@ -360,6 +381,7 @@ def _agent_deb(tmp_path: Path, leave_out: str = "") -> Path:
     )
     (root / "DEBIAN" / "conffiles").write_text(
         f"/etc/default/{sf.SERVICE_NAME}\n/etc/init.d/{sf.SERVICE_NAME}\n"
+        f"{sf.CONF_FILE}\n{sf.HOOK}\n"
     )
     out = tmp_path / SPEC.deb_file
     subprocess.run(

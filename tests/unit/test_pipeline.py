@@ -28,6 +28,7 @@ from builder.commands.common import load_plan
 from builder.config.layout import Variation
 from builder.config.overrides import Overrides
 from builder.engine import ImageRecord
+from builder.stages.container_commands import PATHS_MARK
 from builder.errors import InputError, Interrupted, PatchError, StepError
 from builder.host.cache import Cache
 from builder.log import LineSink
@@ -114,6 +115,10 @@ class FakeContainer:
             return "inventory", [*lines, "gcc\t14.2.0-19\tamd64"], 0
         if "/ccache/configured" in script or script.startswith("tar -xf /work/qemu/configured"):
             return self._configured_tree(script)
+        if PATHS_MARK in script:  # `qemu-ga -D -F` where built and from a copy elsewhere
+            settings = ["statedir=/var/run", "pidfile=/var/run/qemu-ga.pid"]
+            settings.append("fsfreeze-hook=/etc/qemu/fsfreeze-hook")
+            return "agent-paths", [PATHS_MARK + "a", *settings, PATHS_MARK + "b", *settings], 0
         if script.startswith("mkdir -p"):
             return "prepare", [], 0
         if script.startswith("tar -xf"):
@@ -278,7 +283,7 @@ def test_a_run_goes_through_every_stage_in_order(setup) -> None:
     kinds = [e[1] for e in engine.events if e[0] == "run"]
     assert kinds == [
         "inventory", "ccache-probe", "prepare", "unpack", "patch", "ccache-stats", "configure",
-        "configured-store", "compile", "ccache-stats", "install", "version",
+        "configured-store", "compile", "ccache-stats", "install", "version", "agent-paths",
     ]  # fmt: skip
     # One container, unprivileged and offline, made after the image and gone before publish.
     assert [e[0] for e in engine.events if e[0] in ("pull", "build", "container", "removed")] == [
