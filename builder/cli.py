@@ -174,30 +174,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "vm-test",
         parents=[common],
-        help="boot a built Linux agent in a VM and run the agent contract over virtio-serial",
+        help="install an output's packages in booted Debian guests and check the agent there",
     )
     p.add_argument(
         "output_dir",
         type=Path,
         metavar="OUTPUT_DIR",
-        help="an output directory (or the agent binary itself)",
+        help="an output directory (with --fast, also the agent binary itself)",
+    )
+    p.add_argument(
+        "--scenarios",
+        metavar="LIST",
+        help="comma-separated, of: systemd, no-port, replace, sysvinit, rpm (default: all)",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="instead: boot the bare agent in a busybox initramfs, started by hand (no package)",
     )
     p.add_argument(
         "--agent",
         default="qemu-ga-patched-static",
-        help="the agent's file name in OUTPUT_DIR (default: qemu-ga-patched-static)",
+        help="with --fast: the agent's file name in OUTPUT_DIR (default: qemu-ga-patched-static)",
     )
     p.add_argument(
         "--port-name",
         default="org.qemu.guest_agent.0",
-        help="name of the host's virtserialport (the guest looks for org.qemu.guest_agent.0)",
+        help="with --fast: name of the host's virtserialport (the guest looks for "
+        "org.qemu.guest_agent.0)",
     )
     p.add_argument(
         "--boot-deadline",
         type=float,
         default=90.0,
         metavar="SECONDS",
-        help="how long to wait for the agent's first answer (default 90)",
+        help="with --fast: how long to wait for the agent's first answer (default 90)",
     )
     p.set_defaults(handler=_handler("vm_test", "cmd_vm_test"))
 

@@ -317,11 +317,13 @@ class Engine:
         hostname: str | None = None,
         volumes: Mapping[str, str] | None = None,
         tmpfs: Mapping[str, str] | None = None,
+        cap_add: tuple[str, ...] = (),
     ) -> Iterator[BuildContainer]:
         """A container that sleeps while we exec steps into it, removed on every exit path;
         `volumes` maps a named volume (never a host path) to where it is mounted, `tmpfs` a
         path to the options of a tmpfs mounted there (memory, counted in the container's
-        limit; the archive API cannot reach into it)."""
+        limit; the archive API cannot reach into it). Every capability is dropped but those
+        named in `cap_add` (only the guest disk's maker asks for one: reading every file)."""
         name = f"qga-builder-{self.run_id}-{uuid.uuid4().hex[:6]}"
         binds = {volume: {"bind": path, "mode": "rw"} for volume, path in (volumes or {}).items()}
         if any(not _VOLUME_NAME.match(volume) for volume in binds):  # a host path: never
@@ -331,6 +333,7 @@ class Engine:
             tmpfs=dict(tmpfs) if tmpfs else None,
             network_mode="bridge" if network else "none",
             cap_drop=["ALL"],
+            cap_add=list(cap_add) or None,
             security_opt=["no-new-privileges"],
             privileged=False,
             init=True,

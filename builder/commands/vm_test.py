@@ -1,22 +1,85 @@
-"""`qga-builder vm-test OUTPUT_DIR`: boot a built Linux agent in a VM and run the contract."""
+"""`qga-builder vm-test OUTPUT_DIR`: install the output's packages in booted Debian guests and
+check the agent as users run it (every scenario of `agent.guest_test` by default); `--fast`
+boots the bare agent in a busybox initramfs instead. The report goes into the directory's
+manifest.json and is printed as JSON."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from builder import log
+from builder.agent import guest_test
 from builder.agent.contract_in_vm import run_vm_test
 from builder.commands.common import print_json
-from builder.errors import VmTestError
+from builder.errors import UsageError, VmTestError
 from builder.formats.manifest import MANIFEST_NAME
 from builder.host.cache import Cache
 from builder.host.files import replace_file
+from builder.log import Progress
 
 
 def cmd_vm_test(args: argparse.Namespace) -> int:
     directory: Path = args.output_dir
+    if args.fast:
+        return _fast(args, directory)
+    scenarios = _scenarios(args.scenarios)
+    if not directory.is_dir() or not (directory / MANIFEST_NAME).is_file():
+        raise VmTestError(f"{directory} is not an output directory of `run` (no {MANIFEST_NAME})")
+    from builder.engine import Engine
+    from builder.stages import vm_test
+
+    deb, rpm = vm_test.manifest_packages(directory)
+    if deb is None:
+        raise VmTestError(
+            f"{directory} holds no .deb: vm-test installs the package into a booted guest",
+            hint="build a recipe with a `kind: deb` artifact, or check the bare agent: --fast",
+        )
+    if "rpm" in scenarios and rpm is None:
+        raise VmTestError(f"{directory} holds no .rpm for the rpm scenario", hint="--scenarios")
+    cache = Cache.default()
+    progress = Progress(total=1, log_dir=cache.runs / f"vm-test-{directory.name}")
+    with progress.step("vm-test") as output:
+        report = vm_test.guest_report(
+            Engine(), cache, deb, rpm, scenarios, upgrade=True, output=output
+        )
+    _record(directory / MANIFEST_NAME, report)
+    print_json(report)
+    if not report["passed"]:
+        raise VmTestError(
+            "the packaged agent failed in a booted guest: "
+            + ", ".join(
+                f"{s['name']} ({', '.join(c['name'] for c in s['checks'] if not c['passed'])})"
+                for s in report["scenarios"]
+                if not s["passed"]
+            )
+        )
+    return 0
+
+
+def _scenarios(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return guest_test.SCENARIOS
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in guest_test.SCENARIOS]
+    if unknown or not names:
+        raise UsageError(
+            f"--scenarios: unknown {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(guest_test.SCENARIOS)}"
+        )
+    return names
+
+
+def _record(manifest_path: Path, result: dict[str, Any]) -> None:
+    if manifest_path.is_file() and not manifest_path.is_symlink():
+        manifest = json.loads(manifest_path.read_text())
+        manifest["vm_test"] = result
+        replace_file(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def _fast(args: argparse.Namespace, directory: Path) -> int:
     agent = directory / args.agent if directory.is_dir() else directory
     logger = log.get_logger()
     report = run_vm_test(
@@ -26,12 +89,8 @@ def cmd_vm_test(args: argparse.Namespace) -> int:
         port_name=args.port_name,
         boot_deadline=args.boot_deadline,
     )
-    result = report.as_dict()
-    manifest_path = agent.parent / MANIFEST_NAME
-    if manifest_path.is_file() and not manifest_path.is_symlink():
-        manifest = json.loads(manifest_path.read_text())
-        manifest["vm_test"] = result
-        replace_file(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
+    result = report.as_dict() | {"mode": "initramfs"}
+    _record(agent.parent / MANIFEST_NAME, result)
     print_json(result)
     if not report.passed:
         raise VmTestError("the agent failed in the VM: " + ", ".join(result["scenarios_failed"]))

@@ -91,6 +91,7 @@ class ContainerEngine(Protocol):
         hostname: str | None = None,
         volumes: Mapping[str, str] | None = None,
         tmpfs: Mapping[str, str] | None = None,
+        cap_add: tuple[str, ...] = (),
     ) -> AbstractContextManager[Container]: ...
 
     def server_version(self) -> str: ...

@@ -25,9 +25,10 @@ from builder.formats import service_files as sf
 from builder.formats.checksums import sha256_file
 from builder.formats.manifest import Artifact
 from builder.formats.packages import PackageFormatError, read_deb, read_rpm
+from builder.host.cache import Cache
 from builder.log import StepOutput
 from builder.stages import container_commands
-from builder.stages.context import Container, RunContext
+from builder.stages.context import Container, ContainerEngine, RunContext
 from builder.stages.tool_box import ASSETS, TRIXIE, ToolBox
 
 PACKAGES = ("dpkg-dev", "debhelper", "rpm", "lintian", "systemd")
@@ -84,7 +85,7 @@ def make_packages(ctx: RunContext, output: StepOutput) -> None:
         made.append((name, "tarball"))
     wanted = [k for k in ("deb", "rpm") if k in plan.package.kinds]
     if wanted:
-        made += _build_in_box(ctx, spec, binary, wanted, output)
+        made += build_in_box(ctx.engine, ctx.cache, spec, binary, wanted, ctx.staging, output)
     for name, kind in made:
         path = ctx.staging / name
         digest, size = sha256_file(path), path.stat().st_size
@@ -143,13 +144,16 @@ def _script(spec: package_sources.PackageSpec, wanted: list[str]) -> str:
     return "\n".join(steps) + "\n"
 
 
-def _build_in_box(
-    ctx: RunContext,
+def build_in_box(
+    engine: ContainerEngine,
+    cache: Cache,
     spec: package_sources.PackageSpec,
     binary: bytes,
     wanted: list[str],
+    dest: Path,
     output: StepOutput,
 ) -> list[tuple[str, str]]:
+    """Make the .deb and/or .rpm in the packager box; check them; leave them in `dest`."""
     files: dict[str, tuple[bytes, int]] = {"build.sh": (_script(spec, wanted).encode(), 0o755)}
     for rel, (text, mode) in package_sources.debian_tree(spec).items():
         files[f"deb/src/{rel}"] = (text.encode(), mode)
@@ -157,12 +161,12 @@ def _build_in_box(
     for rel, (text, mode) in package_sources.rpm_sources(spec).items():
         files[f"rpm/{rel}"] = (text.encode(), mode)
     files[f"rpm/{spec.binary_name}"] = (binary, 0o755)
-    with BOX.open(ctx.engine, ctx.cache, output) as box:
-        box.put_archive(WORK, _tar_of(files, ctx.source_date_epoch))
+    with BOX.open(engine, cache, output) as box:
+        box.put_archive(WORK, _tar_of(files, spec.source_date_epoch))
         code = box.run(
             ["sh", f"{WORK}/build.sh"],
             on_line=output.line,
-            env=container_commands.environment(ctx.source_date_epoch),
+            env=container_commands.environment(spec.source_date_epoch),
             workdir=WORK,
         )
         if code != 0:
@@ -171,13 +175,13 @@ def _build_in_box(
                 f"  last lines of its log:\n{output.tail_text()}",
                 hint=f"full log: {output.log_path}",
             )
-        names = _copy_out(box, ctx, len(binary), output)
+        names = _copy_out(box, dest, len(binary), output)
     made = []
     if "deb" in wanted:
-        _check_deb(ctx.staging / _only(names, spec.deb_file), spec, binary)
+        _check_deb(dest / _only(names, spec.deb_file), spec, binary)
         made.append((spec.deb_file, "deb"))
     if "rpm" in wanted:
-        _check_rpm(ctx.staging / _only(names, spec.rpm_file), spec)
+        _check_rpm(dest / _only(names, spec.rpm_file), spec)
         made.append((spec.rpm_file, "rpm"))
     return made
 
@@ -188,8 +192,8 @@ def _only(names: list[str], expected: str) -> str:
     return expected
 
 
-def _copy_out(box: Container, ctx: RunContext, binary_size: int, output: StepOutput) -> list[str]:
-    with tempfile.TemporaryDirectory(prefix="qga-packages-", dir=ctx.staging) as scratch:
+def _copy_out(box: Container, dest: Path, binary_size: int, output: StepOutput) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="qga-packages-", dir=dest) as scratch:
         landing = Path(scratch)
         archives.safe_extract(
             box.get_archive(f"{WORK}/out"),
@@ -200,7 +204,7 @@ def _copy_out(box: Container, ctx: RunContext, binary_size: int, output: StepOut
         names = []
         for path in sorted((landing / "out").iterdir()):
             if path.is_file() and path.name.endswith((".deb", ".rpm")):
-                path.rename(ctx.staging / path.name)
+                path.rename(dest / path.name)
                 names.append(path.name)
     output.line(f"copied out of the packager box: {', '.join(names)}")
     return names

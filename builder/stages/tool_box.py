@@ -15,7 +15,7 @@ from builder.formats.checksums import sha256_bytes, sha256_json
 from builder.host.cache import Cache
 from builder.log import StepOutput
 from builder.stages.base_image import ensure_base
-from builder.stages.build_image import ensure_build_image
+from builder.stages.build_image import BuildImage, ensure_build_image
 from builder.stages.context import Container, ContainerEngine
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -33,10 +33,11 @@ class ToolBox:
     dockerfile: Path
     packages: tuple[str, ...]
     memory: str
+    extra_args: tuple[tuple[str, str], ...] = ()  # more build args (the guest's INIT)
 
     def image_plan(self) -> ImagePlan:
         digest = sha256_bytes(self.dockerfile.read_bytes())
-        build_args = (("PACKAGES", " ".join(self.packages)),)
+        build_args = (("PACKAGES", " ".join(self.packages)), *self.extra_args)
         inputs = {"dockerfile": digest, "base": TRIXIE.reference, "build_args": build_args}
         return ImagePlan(
             dockerfile=self.dockerfile,
@@ -47,14 +48,18 @@ class ToolBox:
             inputs_hash=sha256_json(inputs),
         )
 
+    def image(self, engine: ContainerEngine, cache: Cache, output: StepOutput) -> BuildImage:
+        """The image, made if missing (and its debootstrapped base)."""
+        base = ensure_base(engine, TRIXIE, cache, output.line)
+        return ensure_build_image(
+            engine, self.image_plan(), base.image_id, self.name, cache, output
+        )
+
     def open(
         self, engine: ContainerEngine, cache: Cache, output: StepOutput
     ) -> AbstractContextManager[Container]:
         """The image (made if missing) and a fresh container from it."""
-        base = ensure_base(engine, TRIXIE, cache, output.line)
-        image = ensure_build_image(
-            engine, self.image_plan(), base.image_id, self.name, cache, output
-        )
+        image = self.image(engine, cache, output)
         return engine.container(
             image.image_id,
             labels={LABEL_RECIPE: self.name},

@@ -1,69 +1,161 @@
-"""Stage `vm-test` (recipes with `vm_test: true`): boot the built static agent in a throw-away
-VM and run the agent contract over virtio-serial before anything is published.
+"""Stage `vm-test` (recipes with `vm_test: true`), and what `qga-builder vm-test` runs: the
+built packages installed in booted Debian guests (`agent.guest_test`), the way users install
+them, before anything is published. The run's stage boots the systemd guest once (install on
+a running guest, the agent started by udev/systemd, its paths, the contract, the fsfreeze hook,
+a reboot, removal and purge); the command runs every scenario (also no port, replacing
+Debian's agent, an upgrade, sysvinit, rpm).
 
-When the run made a .deb, the VM's initramfs carries the package's installed file tree and the
-agent is started from where the package puts it (e.g. /usr/sbin/qemu-ga-patched-static), so the
-test covers the packaged agent and its path, not only the bare binary."""
+The old check, which boots a busybox initramfs and starts the bare agent by hand, stays as the
+fast mode (`vm-test --fast`, and the stage of a recipe that makes no .deb)."""
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from builder.agent import guest_test
 from builder.agent.contract_in_vm import run_vm_test
 from builder.errors import VmTestError
+from builder.formats import package_sources
+from builder.formats import service_files as sf
 from builder.formats.packages import PackageFormatError, read_deb
+from builder.host.cache import Cache
 from builder.log import StepOutput
-from builder.stages.context import RunContext
+from builder.stages import guest_image, package
+from builder.stages.context import ContainerEngine, RunContext
 
-CPIO_DIR, CPIO_FILE = 0o040000, 0o100000
+STAGE_SCENARIOS = ("systemd",)
 
 
 def boot_and_test(ctx: RunContext, output: StepOutput) -> None:
     agents = [a for a in ctx.plan.artifacts if a.kind == "static-elf"]
     if not agents:
         raise VmTestError("vm_test: the recipe has no static-elf artifact to boot")
-    installed: dict[str, Any] = {}
-    debs = [a for a in ctx.artifacts if a.kind == "deb"]
-    if debs:
-        installed = _deb_tree(ctx, debs[0].name)
-        output.line(f"the VM starts the agent from {debs[0].name}: {installed['agent_path']}")
-    report = run_vm_test(
-        ctx.staging / agents[0].name,
-        ctx.cache,
-        output.line,
-        tree=installed.get("tree"),
-        agent_path=installed.get("agent_path", "/sbin/qemu-ga"),
+    debs = [ctx.staging / a.name for a in ctx.artifacts if a.kind == "deb"]
+    if not debs:
+        output.line("no .deb in this run: the fast check (the bare agent in an initramfs)")
+        report = run_vm_test(ctx.staging / agents[0].name, ctx.cache, output.line)
+        ctx.vm_report = report.as_dict() | {"mode": "initramfs"}
+        if not report.passed:
+            raise VmTestError(
+                "the agent failed in the VM: " + ", ".join(ctx.vm_report["scenarios_failed"]),
+                hint=f"full log: {output.log_path}",
+            )
+        return
+    ctx.vm_report = guest_report(
+        ctx.engine, ctx.cache, debs[0], None, STAGE_SCENARIOS, upgrade=False, output=output
     )
-    if not report.passed:
-        failed = ", ".join(s.name for s in report.scenarios if not s.passed)
+    _raise_if_failed(ctx.vm_report, output)
+
+
+def _raise_if_failed(report: dict[str, Any], output: StepOutput) -> None:
+    if not report["passed"]:
+        failed = [
+            f"{s['name']}: {c['name']}: {c['detail'].splitlines()[0] if c['detail'] else ''}"
+            for s in report["scenarios"]
+            for c in s["checks"]
+            if not c["passed"]
+        ]
         raise VmTestError(
-            f"the agent failed in the VM: {failed}", hint=f"full log: {output.log_path}"
+            "the packaged agent failed in the booted guest:\n  " + "\n  ".join(failed),
+            hint=f"full log: {output.log_path}",
         )
-    ctx.vm_report = report.as_dict()
-    if debs:
-        ctx.vm_report["installed_from"] = {
-            "package": debs[0].name,
-            "agent_path": installed["agent_path"],
+
+
+def guest_report(
+    engine: ContainerEngine,
+    cache: Cache,
+    deb: Path,
+    rpm: Path | None,
+    scenarios: tuple[str, ...],
+    *,
+    upgrade: bool,
+    output: StepOutput,
+) -> dict[str, Any]:
+    """Run `scenarios` on booted guests; the record the manifest keeps."""
+    with tempfile.TemporaryDirectory(prefix="qga-guest-") as scratch:
+        packages = guest_test.Packages(deb=deb, rpm=rpm, exec_path=_exec_path(deb))
+        if upgrade and {"systemd", "rpm"} & set(scenarios):
+            packages = _with_upgrades(engine, cache, packages, Path(scratch), output)
+        guests = {
+            init: guest_image.ensure_guest(engine, cache, init, output)
+            for init in sorted({guest_test.GUEST_OF.get(name, "systemd") for name in scenarios})
         }
+        reports = [
+            guest_test.run_scenario(
+                name, guests[guest_test.GUEST_OF.get(name, "systemd")], packages, output.line
+            )
+            for name in scenarios
+        ]
+    main = next((r for r in reports if r.boot_to_answer_seconds is not None), None)
+    return {
+        "mode": "guest",
+        "passed": all(r.passed for r in reports),
+        "installed_from": deb.name,
+        "boot_to_answer_seconds": main.boot_to_answer_seconds if main else None,
+        "guests": {init: g.record() for init, g in guests.items()},
+        "scenarios": [r.as_dict() for r in reports],
+        "scenarios_passed": [r.name for r in reports if r.passed],
+        "scenarios_failed": [r.name for r in reports if not r.passed],
+    }
 
 
-def _deb_tree(ctx: RunContext, name: str) -> dict[str, Any]:
-    """The .deb's data tree as initramfs entries, and where it installs the agent."""
-    from builder.stages.package import DEFAULT_EXEC_PATH
-
+def _exec_path(deb: Path) -> str:
     try:
-        deb = read_deb(ctx.staging / name)
+        data = read_deb(deb).data
     except PackageFormatError as exc:
-        raise VmTestError(f"{name}: {exc}") from None
-    tree = []
-    for entry in deb.entries:
-        if not entry.path:
-            continue
-        if entry.kind == "dir":
-            tree.append((entry.path, CPIO_DIR | (entry.mode & 0o7777), b""))
-        elif entry.kind == "file":
-            tree.append((entry.path, CPIO_FILE | (entry.mode & 0o7777), deb.data[entry.path]))
-    agent_path = ctx.plan.service_exec_path or DEFAULT_EXEC_PATH
-    if agent_path.lstrip("/") not in deb.data:
-        raise VmTestError(f"{name} does not install the agent at {agent_path}")
-    return {"tree": tree, "agent_path": agent_path}
+        raise VmTestError(f"{deb.name}: {exc}") from None
+    agents = [path for path in data if path.startswith(("usr/sbin/", "usr/bin/"))]
+    if len(agents) != 1:
+        raise VmTestError(f"{deb.name}: expected one agent under /usr/sbin, found {agents}")
+    return "/" + agents[0]
+
+
+def _with_upgrades(
+    engine: ContainerEngine,
+    cache: Cache,
+    packages: guest_test.Packages,
+    scratch: Path,
+    output: StepOutput,
+) -> guest_test.Packages:
+    """The same agent packaged again with a higher revision, by the packager box, as a second
+    build would: what `dpkg -i` and `rpm -U` upgrade to."""
+    assert packages.deb is not None
+    deb = read_deb(packages.deb)
+    control = deb.control
+    version, _, revision = control["Version"].rpartition("-")
+    exec_path = packages.exec_path
+    spec = package_sources.PackageSpec(
+        name=control["Package"],
+        version=version,
+        revision=f"{revision}.1",
+        maintainer=control["Maintainer"],
+        exec_path=exec_path,
+        qemu_version=version.split("+")[0],
+        source_date_epoch=int(deb.entries[0].mtime) if deb.entries else 0,
+        fsfreeze_hook=deb.data[sf.HOOK.lstrip("/")].decode(),
+    )
+    output.line(f"packaging the same agent as {spec.version}-{spec.revision} for the upgrade")
+    kinds = ["deb"] + (["rpm"] if packages.rpm is not None else [])
+    binary = deb.data[exec_path.lstrip("/")]
+    package.build_in_box(engine, cache, spec, binary, kinds, scratch, output)
+    return guest_test.Packages(
+        deb=packages.deb,
+        rpm=packages.rpm,
+        deb_upgrade=scratch / spec.deb_file,
+        rpm_upgrade=scratch / spec.rpm_file if packages.rpm is not None else None,
+        exec_path=exec_path,
+    )
+
+
+def manifest_packages(directory: Path) -> tuple[Path | None, Path | None]:
+    """The .deb and .rpm an output directory's manifest lists."""
+    manifest = json.loads((directory / "manifest.json").read_text())
+    found: dict[str, Path] = {}
+    for artifact in manifest.get("artifacts", []):
+        kind, name = artifact.get("kind"), str(artifact.get("name", ""))
+        if kind in ("deb", "rpm") and "/" not in name and (directory / name).is_file():
+            found[kind] = directory / name
+    return found.get("deb"), found.get("rpm")

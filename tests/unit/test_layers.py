@@ -34,6 +34,7 @@ LAYERS = {
     "builder.engine_ssh": 3,
     "builder.engine_records": 0,
     "builder.agent.contract_in_vm": 4,
+    "builder.agent.guest_test": 4,
     "builder.stages": 5,
     "builder.pipeline": 6,
     "builder.commands": 7,

@@ -28,11 +28,11 @@ from builder.commands.common import load_plan
 from builder.config.layout import Variation
 from builder.config.overrides import Overrides
 from builder.engine import ImageRecord
-from builder.stages.container_commands import PATHS_MARK
 from builder.errors import InputError, Interrupted, PatchError, StepError
 from builder.host.cache import Cache
 from builder.log import LineSink
 from builder.stages import output_dir
+from builder.stages.container_commands import PATHS_MARK
 from tests.helpers import ROOT
 
 QEMU_VERSION = "10.0.13"

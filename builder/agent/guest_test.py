@@ -1,0 +1,451 @@
+"""The built packages in booted Debian guests, the way users install them: `dpkg -i` (or
+`rpm -i`) in the guest, and the init system and udev start the agent on its virtio port.
+Nothing is started by hand: the host only talks to the agent on the port, and a scenario's
+script in the guest (run at boot by the guest's scenario runner) installs, removes and looks.
+
+Scenarios, each one boot (reboots inside it are the guest's own):
+- systemd: installed on a running guest with the port, the agent starts at once (udev); it is
+  the unit's MainPID, its built-in paths are the distribution's wherever the binary lies, it
+  reads /etc/qemu/qemu-ga.conf, keeps the contract (output streams through guest-exec-status),
+  freezes and thaws the root with the hook's scripts run; upgraded to a newer package it
+  restarts on the new binary and keeps a conffile the user edited; after a reboot systemd
+  starts it again; `dpkg -r` leaves no agent process, `dpkg -P` leaves the tree as before.
+- no-port: installed on a guest without the port: no agent process, no restart loop.
+- replace: the guest first runs Debian's own qemu-guest-agent; ours replaces it and answers.
+- sysvinit: a sysvinit-core guest: the init script starts it, also at boot; remove, purge.
+- rpm: the .rpm with Debian's rpm (--nodeps; its scriptlets run): start, upgrade, reboot,
+  erase leaves the tree as before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.agent import contract
+from builder.agent.client import AgentClient, AgentError
+from builder.formats import service_files as sf
+from builder.host import guest_vm
+from builder.log import LineSink
+
+SCENARIOS = ("systemd", "no-port", "replace", "sysvinit", "rpm")
+GUEST_OF = {"sysvinit": "sysvinit"}  # the others boot the systemd guest
+STEP = 180.0  # a guest step under TCG (a boot, an install) gets this long
+
+LIB = f"""\
+say() {{ echo "QGA-SCENARIO $*"; }}
+phase() {{ cat /var/lib/qga-scenario/phase 2>/dev/null || echo 0; }}
+set_phase() {{ mkdir -p /var/lib/qga-scenario && echo "$1" > /var/lib/qga-scenario/phase && sync; }}
+# Every path of the root file system with its type, mode and owner; what changes anyway
+# (package databases, logs, caches, systemd's own state) is left out.
+snapshot() {{
+    find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \\
+        -o -path /var/tmp -o -path /var/log -o -path /var/cache -o -path /var/lib/dpkg \\
+        -o -path /var/lib/rpm -o -path /var/lib/qga-scenario -o -path /opt/x \\
+        -o -path /var/lib/systemd/random-seed -o -path /var/lib/systemd/timers \\
+        -o -path /var/lib/systemd/catalog -o -path /var/lib/systemd/coredump \\
+        -o -path /var/lib/systemd/pstore -o -path /var/lib/systemd/credential.secret \\
+        -o -path /etc/ld.so.cache -o -path /root \\) -prune -o -printf '%p %y %m %u:%g\\n' | sort
+}}
+hello() {{
+    say hello "kernel=$(uname -r) init=$(cat /proc/1/comm)" \\
+        "systemd=$(systemctl --version 2>/dev/null | sed -n '1s/^systemd //p' | cut -d' ' -f1)"
+}}
+# After removal: is any agent left, and what of ours is in the tree (diff to before).
+leftovers() {{
+    sleep 3
+    if pgrep -f "$AGENT" >/dev/null; then
+        say removed agent-still-running
+    else
+        say removed no-agent-process
+    fi
+}}
+compare() {{
+    snapshot > /var/lib/qga-scenario/after.txt
+    diff /var/lib/qga-scenario/before.txt /var/lib/qga-scenario/after.txt | grep '^[<>]' |
+        while read -r line; do say diff "$line"; done
+    for f in {sf.STATE_FILE} {sf.PID_FILE}; do [ -e "$f" ] && say diff "> $f"; done
+    say compared done
+}}
+"""
+
+# Phase 0 of each scenario, at the first boot: what the guest does before the host talks.
+FIRST_BOOT = {
+    "systemd": "snapshot > /var/lib/qga-scenario/before.txt\n"
+    "dpkg -i /run/qga-scenario/v1.deb; say installed $?\n",
+    "no-port": "dpkg -i /run/qga-scenario/v1.deb; say installed $?\nsleep 10\n"
+    'say state "$(systemctl show -p ActiveState --value qemu-guest-agent)'
+    " $(systemctl show -p NRestarts --value qemu-guest-agent)"
+    ' $(pgrep -c -f "$AGENT")"\nsay finished\nsystemctl poweroff\n',
+    "replace": "dpkg -i /opt/qga-test/qemu-guest-agent_*.deb; say installed $?\n",
+    "sysvinit": "snapshot > /var/lib/qga-scenario/before.txt\n"
+    "dpkg -i /run/qga-scenario/v1.deb; say installed $?\n",
+    "rpm": "mkdir -p /etc/sysconfig /etc/rc.d/init.d  # as RPM-family guests have them\n"
+    "snapshot > /var/lib/qga-scenario/before.txt\n"
+    "rpm -i --nodeps /run/qga-scenario/v1.rpm; say installed $?\n",
+}
+FINISH = {
+    "systemd": "dpkg -r qemu-ga-patched; leftovers\ndpkg -P qemu-ga-patched; say purged $?\n"
+    "compare\nsay finished\nsystemctl poweroff\n",
+    "sysvinit": "dpkg -r qemu-ga-patched; leftovers\ndpkg -P qemu-ga-patched; say purged $?\n"
+    "compare\nsay finished\npoweroff\n",
+    "rpm": "rpm -e qemu-ga-patched; say erased $?\nleftovers\ncompare\nsay finished\n"
+    "systemctl poweroff\n",
+}
+
+
+def scenario_script(name: str) -> str:
+    first = FIRST_BOOT[name]
+    return (
+        f"#!/bin/sh\n. /run/qga-scenario/lib.sh\nhello\n"
+        f'if [ "$(phase)" = 0 ]; then\n  set_phase 1\n{first}else\n  say booted again\nfi\n'
+    )
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass
+class ScenarioReport:
+    name: str
+    guest: dict[str, Any]
+    checks: list[Check] = field(default_factory=list)
+    boot_to_answer_seconds: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(check.passed for check in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "guest": self.guest,
+            "boot_to_answer_seconds": self.boot_to_answer_seconds,
+            "seconds": self.seconds,
+            "checks": [check.__dict__ for check in self.checks],
+        }
+
+
+@dataclass(frozen=True)
+class Packages:
+    deb: Path | None
+    rpm: Path | None
+    deb_upgrade: Path | None = None  # the same agent packaged with a higher version
+    rpm_upgrade: Path | None = None
+    exec_path: str = "/usr/sbin/qemu-ga-patched-static"
+
+
+class Failed(AssertionError):
+    pass
+
+
+def _expect(ok: bool, message: str) -> None:
+    if not ok:
+        raise Failed(message)
+
+
+class Session:
+    """One guest boot: its agent client (reconnected as the agent restarts) and its report."""
+
+    def __init__(self, guest: guest_vm.RunningGuest, report: ScenarioReport, log: LineSink):
+        self.guest, self.report, self.log = guest, report, log
+        self.client: AgentClient | None = None
+
+    def check(self, name: str, step: Callable[[], str]) -> bool:
+        try:
+            detail = step()
+            self.report.checks.append(Check(name, True, detail))
+        except (Failed, AssertionError, AgentError, OSError) as exc:
+            self.report.checks.append(
+                Check(name, False, f"{exc}\nlast console lines:\n{self.guest.console_tail()}")
+            )
+        last = self.report.checks[-1]
+        self.log(
+            f"{self.report.name}: {name}: {'passed' if last.passed else 'FAILED'}: "
+            f"{last.detail.splitlines()[0] if last.detail else ''}"
+        )
+        return last.passed
+
+    def answer(self, timeout: float = STEP) -> AgentClient:
+        """A client the agent answers (guest-sync), connecting again while it restarts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.client is None:
+                    self.client = AgentClient.connect_unix(str(self.guest.socket), timeout=5)
+                self.client.sync(timeout=min(10.0, max(1.0, deadline - time.monotonic())))
+                return self.client
+            except (AgentError, OSError) as exc:
+                if self.client is not None:
+                    self.client.close()
+                    self.client = None
+                if time.monotonic() > deadline or self.guest.process.poll() is not None:
+                    raise Failed(
+                        f"the agent did not answer within {timeout:.0f} s ({exc})"
+                    ) from None
+
+    def sh(self, script: str, timeout: float = 60.0) -> str:
+        result = self.answer().run("/bin/sh", ["-c", script], timeout=timeout)
+        out = result.stdout.decode(errors="replace")
+        _expect(
+            result.exitcode == 0,
+            f"`{script[:80]}` exited {result.exitcode}: {out[-300:]}"
+            f"{result.stderr.decode(errors='replace')[-300:]}",
+        )
+        return out
+
+    def identity(self, pid_from: str) -> dict[str, str]:
+        """Who answers: the guest-exec child's parent, its binary, and what the init system
+        says the agent's pid is."""
+        out = self.sh(
+            f'echo "ppid=$PPID"; echo "exe=$(readlink /proc/$PPID/exe)"; echo "main=$({pid_from})"'
+        )
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def detach(self, command: str, systemd: bool = True) -> None:
+        """Start a command in the guest that outlives the agent (which it stops)."""
+        if systemd:
+            self.sh(f"systemd-run --no-block --collect --unit=qga-{int(time.time())} {command}")
+        else:
+            self.sh(f"setsid nohup {command} >/dev/null 2>&1 < /dev/null &")
+
+
+SYSTEMD_MAIN = f"systemctl show -p MainPID --value {sf.SERVICE_NAME}"
+SYSV_MAIN = f"cat {sf.PID_FILE}"
+
+
+def _is_ours(ident: dict[str, str], exec_path: str) -> str:
+    _expect(ident.get("exe") == exec_path, f"the agent answering is {ident.get('exe')}")
+    _expect(
+        ident.get("ppid") == ident.get("main"),
+        f"the answering agent (pid {ident.get('ppid')}) is not the service's ({ident.get('main')})",
+    )
+    return f"{exec_path}, pid {ident['ppid']} is the service's"
+
+
+def _paths(session: Session, exec_path: str) -> str:
+    out = session.sh(
+        f"{exec_path} -D; echo ==; mkdir -p /opt/x && cp {exec_path} /opt/x/qemu-ga && "
+        f"/opt/x/qemu-ga -D; rm -rf /opt/x; echo ==; test -e {sf.STATE_FILE} && echo state"
+    )
+    here, elsewhere, state = out.split("==\n")
+    settings = dict(line.split("=", 1) for line in here.splitlines() if "=" in line)
+    _expect(here == elsewhere, f"-D differs from /opt/x:\n{here}\n{elsewhere}")
+    want = {"statedir": sf.STATE_DIR, "pidfile": sf.PID_FILE, "fsfreeze-hook": sf.HOOK}
+    for key, value in want.items():  # fsfreeze-hook comes from /etc/qemu/qemu-ga.conf
+        _expect(settings.get(key) == value, f"{key} is {settings.get(key)}, expected {value}")
+    _expect("state" in state, f"no {sf.STATE_FILE}")
+    return f"statedir {sf.STATE_DIR}, hook {sf.HOOK} from {sf.CONF_FILE}, same from /opt/x"
+
+
+def _contract(session: Session) -> str:
+    client = session.answer()
+    info = client.execute("guest-info")
+    osinfo = client.execute("guest-get-osinfo")
+    _expect(osinfo.get("id") == "debian", f"guest-get-osinfo says {osinfo}")
+    seen = [f"{info['version']} on {osinfo.get('pretty-name')}"]
+    for scenario in (contract.partial_output, contract.chunks_concatenate, contract.exit_codes):
+        seen.append(f"{scenario.__name__}: {scenario(client)}")
+    return "; ".join(seen)
+
+
+def _fsfreeze(session: Session) -> str:
+    hook = f"{sf.HOOK_DIR}/qga-test"
+    session.sh(
+        f"printf '#!/bin/sh\\necho \"$1\" >> /run/qga-hook.log\\n' > {hook} && chmod 755 {hook}"
+        " && rm -f /run/qga-hook.log"
+    )
+    client = session.answer()
+    frozen = client.execute("guest-fsfreeze-freeze", timeout=60)
+    status = client.execute("guest-fsfreeze-status")
+    thawed = client.execute("guest-fsfreeze-thaw", timeout=60)
+    after = client.execute("guest-fsfreeze-status")
+    ran = session.sh(f"cat /run/qga-hook.log; rm -f {hook}").split()
+    _expect(frozen >= 1 and status == "frozen", f"freeze: {frozen} file systems, {status}")
+    _expect(thawed >= 1 and after == "thawed", f"thaw: {thawed} file systems, {after}")
+    _expect(ran == ["freeze", "thaw"], f"the hook's scripts ran with {ran}")
+    return f"{frozen} file system frozen and thawed, hook scripts ran: {' '.join(ran)}"
+
+
+def _upgrade(session: Session, command: str, main: str, exec_path: str) -> str:
+    before = session.identity(main)
+    session.sh("echo '# kept by the upgrade' >> " + _defaults(command))
+    session.detach(command)
+    deadline = time.monotonic() + STEP
+    while True:
+        time.sleep(2)
+        try:
+            ident = session.identity(main)
+        except (Failed, AgentError, OSError):
+            ident = {}
+        if ident.get("main") not in (None, "", "0", before.get("main")):
+            break
+        _expect(time.monotonic() < deadline, "the agent did not restart after the upgrade")
+    _is_ours(ident, exec_path)
+    kept = session.sh(f"grep -c 'kept by the upgrade' {_defaults(command)} || true").strip()
+    _expect(kept == "1", f"the edited conffile was not kept ({_defaults(command)})")
+    return (
+        f"restarted: pid {before.get('main')} -> {ident['main']}, on the new binary; "
+        f"edited conffile kept"
+    )
+
+
+def _defaults(command: str) -> str:
+    return (
+        f"/etc/sysconfig/{sf.SERVICE_NAME}"
+        if "rpm" in command
+        else f"/etc/default/{sf.SERVICE_NAME}"
+    )
+
+
+def _reboot(session: Session, reboot: str, main: str, exec_path: str) -> str:
+    session.detach(reboot, systemd=reboot.startswith("systemctl"))
+    started = time.monotonic()
+    time.sleep(3)
+    if session.client is not None:
+        session.client.close()
+        session.client = None
+    session.answer()
+    session.report.boot_to_answer_seconds = round(time.monotonic() - started, 1)
+    return f"answered {session.report.boot_to_answer_seconds} s after the reboot; " + _is_ours(
+        session.identity(main), exec_path
+    )
+
+
+def _finish(session: Session, name: str) -> str:
+    session.detach("sh /run/qga-scenario/finish.sh", systemd=name != "sysvinit")
+    _expect(session.guest.wait_for("finished", STEP) is not None, "the guest did not finish")
+    session.guest.wait_exit(30)
+    marks = session.guest.markers()
+    removed = [text for word, text in marks if word == "removed"]
+    diff = [text for word, text in marks if word == "diff"]
+    _expect(removed == ["no-agent-process"], f"after removal: {removed}")
+    _expect(not diff, "the tree differs from before the install:\n" + "\n".join(diff[:40]))
+    return "no agent process after removal; nothing of ours left in the tree"
+
+
+def run_scenario(name: str, guest: Any, packages: Packages, log: LineSink) -> ScenarioReport:
+    """Boot `guest` (a stages.guest_image.GuestImage) once for scenario `name`."""
+    report = ScenarioReport(name, guest.record() | {"packages": len(guest.packages)})
+    lib = f"AGENT={packages.exec_path}\n{LIB}"
+    files = {"lib.sh": lib.encode(), "scenario.sh": scenario_script(name).encode()}
+    files["finish.sh"] = FINISH.get(name, "say finished\n").encode()
+    for key, path in (
+        ("v1.deb", packages.deb),
+        ("v2.deb", packages.deb_upgrade),
+        ("v1.rpm", packages.rpm),
+        ("v2.rpm", packages.rpm_upgrade),
+    ):
+        if path is not None:
+            files[key] = path.read_bytes()
+    files["finish.sh"] = b". /run/qga-scenario/lib.sh\n" + files["finish.sh"]
+    started = time.monotonic()
+    exec_path = packages.exec_path
+    with guest_vm.boot(
+        guest.kernel, guest.initrd, guest.disk, guest_vm.payload_tar(files), port=name != "no-port"
+    ) as running:
+        log(f"{name}: booting {guest.init} guest ({guest.kernel.name}, TCG)")
+        session = Session(running, report, log)
+        try:
+            _drive(name, session, packages, exec_path)
+        finally:
+            if session.client is not None:
+                session.client.close()
+        hello = running.wait_for("hello", 1) or ""
+        report.guest["booted"] = hello
+    report.seconds = round(time.monotonic() - started, 1)
+    return report
+
+
+def _drive(name: str, session: Session, packages: Packages, exec_path: str) -> None:
+    guest = session.guest
+    if name == "no-port":
+        session.check("no-agent-without-port", lambda: _no_port(guest))
+        return
+    installed = guest.wait_for("installed", STEP)
+    if not session.check("installed", lambda: _installed(installed)):
+        return
+    if name == "replace":
+        session.check("debian-agent-answers", lambda: _expect_debian(session))
+        session.detach("dpkg -i /run/qga-scenario/v1.deb")
+        session.check("ours-replaces-it", lambda: _replaced(session, exec_path))
+        session.detach("systemctl poweroff")
+        return
+    main = SYSV_MAIN if name == "sysvinit" else SYSTEMD_MAIN
+    first = time.monotonic()
+    if not session.check("starts-on-install", lambda: _is_ours(session.identity(main), exec_path)):
+        return
+    log_wait = round(time.monotonic() - first, 1)
+    session.log(f"{name}: the agent answered {log_wait} s after the install was reported")
+    if name == "systemd":
+        session.check("distribution-paths", lambda: _paths(session, exec_path))
+        session.check("contract", lambda: _contract(session))
+        session.check("fsfreeze-hook", lambda: _fsfreeze(session))
+    else:
+        session.check("contract", lambda: _contract(session))
+    upgrade = {"systemd": packages.deb_upgrade, "rpm": packages.rpm_upgrade}.get(name)
+    if upgrade is not None:
+        tool = "rpm -U --nodeps" if name == "rpm" else "dpkg -i"
+        session.check(
+            "upgrade",
+            lambda: _upgrade(
+                session,
+                f"{tool} /run/qga-scenario/{'v2.rpm' if name == 'rpm' else 'v2.deb'}",
+                main,
+                exec_path,
+            ),
+        )
+    reboot = "reboot" if name == "sysvinit" else "systemctl reboot"
+    session.check("starts-at-boot", lambda: _reboot(session, reboot, main, exec_path))
+    session.check("removed-and-purged", lambda: _finish(session, name))
+
+
+def _installed(text: str | None) -> str:
+    _expect(text is not None, "the guest never reported the install")
+    _expect(text == "0", f"the install exited with {text}")
+    return "installed in the running guest"
+
+
+def _no_port(guest: guest_vm.RunningGuest) -> str:
+    state = guest.wait_for("state", STEP)
+    _expect(state is not None, "the guest never reported the agent's state")
+    assert state is not None
+    active, restarts, processes = [*state.split(), "?", "?", "?"][:3]
+    _expect(
+        active == "inactive" and restarts == "0" and processes == "0",
+        f"without the port: ActiveState={active}, NRestarts={restarts}, "
+        f"{processes} agent processes",
+    )
+    guest.wait_exit(60)
+    return "inactive, never restarted, no agent process"
+
+
+def _expect_debian(session: Session) -> str:
+    ident = session.identity(SYSTEMD_MAIN)
+    _expect(ident.get("exe") == "/usr/sbin/qemu-ga", f"the agent answering is {ident}")
+    return "Debian's qemu-guest-agent answers (/usr/sbin/qemu-ga)"
+
+
+def _replaced(session: Session, exec_path: str) -> str:
+    deadline = time.monotonic() + STEP
+    while True:
+        time.sleep(2)
+        try:
+            ident = session.identity(SYSTEMD_MAIN)
+        except (Failed, AgentError, OSError):
+            ident = {}
+        if ident.get("exe") == exec_path:
+            break
+        _expect(time.monotonic() < deadline, f"ours never answered (last: {ident})")
+    state = session.sh("dpkg-query -W -f='${db:Status-Abbrev}' qemu-guest-agent || true")
+    _expect(not state.startswith("ii"), f"Debian's agent is still installed ({state})")
+    return _is_ours(ident, exec_path) + f"; Debian's qemu-guest-agent: {state.strip()}"

@@ -1,0 +1,137 @@
+"""A booted Debian guest for `vm-test`: its own kernel and initramfs, its ext4 disk (opened
+with snapshot=on, so the cached disk never changes), a second read-only disk holding the
+scenario (a tar its runner unpacks), the agent's virtio-serial port when asked for, the serial
+console in a file. qemu-system-x86_64 with TCG (KVM does not work here), killed by its pid.
+
+The guest reports on the console in lines `QGA-SCENARIO <word> <text>`; `markers` reads them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.host.virtual_machine import AGENT_PORT, qemu_binary
+
+MARK = "QGA-SCENARIO "
+CMDLINE = (
+    "root=/dev/vda rw console=ttyS0 panic=-1 quiet systemd.firstboot=off "
+    "systemd.wants=qga-scenario.service qga.scenario"
+)
+
+
+def payload_tar(files: Mapping[str, bytes]) -> bytes:
+    """The scenario disk: a plain tar (its size a multiple of 512, as a disk's must be)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@dataclass
+class RunningGuest:
+    process: subprocess.Popen[bytes]
+    socket: Path
+    console: Path
+    started: float
+
+    def text(self) -> str:
+        try:
+            return self.console.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def markers(self) -> list[tuple[str, str]]:
+        """(word, text) of every QGA-SCENARIO line the guest printed, in order."""
+        found = []
+        for line in self.text().splitlines():
+            at = line.find(MARK)
+            if at >= 0:
+                word, _, rest = line[at + len(MARK) :].strip().partition(" ")
+                found.append((word, rest))
+        return found
+
+    def wait_for(self, word: str, timeout: float) -> str | None:
+        """The text of the first marker `word`, or None when the guest did not print it in
+        time (or stopped)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for found, rest in self.markers():
+                if found == word:
+                    return rest
+            if self.process.poll() is not None:
+                return None
+            time.sleep(0.2)
+        return None
+
+    def wait_exit(self, timeout: float) -> bool:
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def console_tail(self, lines: int = 25) -> str:
+        return "\n".join(self.text().splitlines()[-lines:]) or "(no console output)"
+
+
+@contextmanager
+def boot(
+    kernel: Path,
+    initrd: Path,
+    disk: Path,
+    payload: bytes,
+    *,
+    port: bool = True,
+    memory_mb: int = 1024,
+    cpus: int = 2,
+) -> Iterator[RunningGuest]:
+    """Start the guest; a reboot in the guest restarts it, a poweroff ends qemu."""
+    qemu = qemu_binary()
+    workdir = Path(tempfile.mkdtemp(prefix="qgaguest-", dir="/tmp"))  # short: socket path
+    (workdir / "payload.tar").write_bytes(payload)
+    socket_path, console = workdir / "qga.sock", workdir / "console.log"
+    command = [
+        qemu,
+        *("-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "max"),
+        *("-smp", str(cpus), "-m", str(memory_mb), "-nodefaults", "-display", "none"),
+        *("-kernel", str(kernel), "-initrd", str(initrd), "-append", CMDLINE),
+        *("-drive", f"file={disk},format=raw,if=virtio,snapshot=on"),
+        *("-drive", f"file={workdir / 'payload.tar'},format=raw,if=virtio,readonly=on"),
+        *("-serial", f"file:{console}"),
+    ]
+    if port:
+        command += [
+            *("-chardev", f"socket,id=qga0,path={socket_path},server=on,wait=off"),
+            *("-device", "virtio-serial-pci,id=vs0"),
+            *("-device", f"virtserialport,bus=vs0.0,chardev=qga0,name={AGENT_PORT}"),
+        ]
+    with (workdir / "qemu.log").open("wb") as qemu_log:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=qemu_log,
+            start_new_session=True,
+        )
+    try:
+        yield RunningGuest(process, socket_path, console, time.monotonic())
+    finally:
+        if process.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
