@@ -48,7 +48,7 @@ snapshot() {{
         -o -path /var/lib/systemd/random-seed -o -path /var/lib/systemd/timers \\
         -o -path /var/lib/systemd/catalog -o -path /var/lib/systemd/coredump \\
         -o -path /var/lib/systemd/pstore -o -path /var/lib/systemd/credential.secret \\
-        -o -path /etc/ld.so.cache -o -path /root \\) -prune -o -printf '%p %y %m %u:%g\\n' | sort
+        -o -path /etc/ld.so.cache -o -path /root \\) -prune -o -printf '%p %y %m %U:%G\\n' | sort
 }}
 hello() {{
     say hello "kernel=$(uname -r) init=$(cat /proc/1/comm)" \\
@@ -347,7 +347,8 @@ def run_scenario(name: str, guest: Any, packages: Packages, log: LineSink) -> Sc
     ):
         if path is not None:
             files[key] = path.read_bytes()
-    files["finish.sh"] = b". /run/qga-scenario/lib.sh\n" + files["finish.sh"]
+    # Started by systemd-run (or setsid): its output would go to the journal, not the console.
+    files["finish.sh"] = b"exec >/dev/ttyS0 2>&1\n. /run/qga-scenario/lib.sh\n" + files["finish.sh"]
     started = time.monotonic()
     exec_path = packages.exec_path
     with guest_vm.boot(

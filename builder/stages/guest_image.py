@@ -59,13 +59,21 @@ FILES = ("disk.img", "vmlinuz", "initrd.img", "packages.txt")
 MAX_DISK_BYTES = 4 << 30
 # The tree as a tar (mount points added empty), then the disk made from it, sized to fit.
 MAKE_DISK = f"""\
-mkdir -p /qga-image/mnt/proc /qga-image/mnt/sys /qga-image/mnt/dev /qga-image/mnt/run {OUT}
+mkdir -p /qga-image/mnt/proc /qga-image/mnt/sys /qga-image/mnt/dev /qga-image/mnt/run \\
+    /qga-image/mnt/etc {OUT}
 chmod 0555 /qga-image/mnt/proc /qga-image/mnt/sys
+# The engine mounts its own hostname, hosts and resolv.conf over the image's: the guest's.
+echo qga-guest > /qga-image/mnt/etc/hostname
+printf '127.0.0.1 localhost\\n127.0.1.1 qga-guest\\n' > /qga-image/mnt/etc/hosts
+: > /qga-image/mnt/etc/resolv.conf
 tar --numeric-owner --owner=0 --group=0 -C /qga-image/mnt -cf /qga-image/root.tar \\
     ./proc ./sys ./dev ./run
 tar --one-file-system --numeric-owner --xattrs -C / --exclude=./qga-image --exclude=./proc \\
     --exclude=./sys --exclude=./dev --exclude=./run --exclude=./.dockerenv \\
+    --exclude=./etc/hostname --exclude=./etc/hosts --exclude=./etc/resolv.conf \\
     -rf /qga-image/root.tar .
+tar --numeric-owner --owner=0 --group=0 -C /qga-image/mnt -rf /qga-image/root.tar \\
+    ./etc/hostname ./etc/hosts ./etc/resolv.conf
 size=$(( $(du -sm /qga-image/root.tar | cut -f1) * 13 / 10 + 256 ))
 mkfs.ext4 -q -F -L qga-root -d /qga-image/root.tar {OUT}/disk.img "${{size}}M"
 rm -f /qga-image/root.tar
