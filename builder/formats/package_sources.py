@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from builder.formats import service_files as sf
+from builder.formats.architecture import ARCHITECTURE, DEBIAN_ARCHITECTURE
 
-ARCH_DEB, ARCH_RPM = "amd64", "x86_64"
+ARCH_DEB, ARCH_RPM = DEBIAN_ARCHITECTURE, ARCHITECTURE  # one machine: formats/architecture.py
 # What both Debian (policy 5.6.1, 5.6.12) and RPM accept.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,62}$")
 VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+~]{0,62}$")
