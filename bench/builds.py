@@ -34,6 +34,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
+PACKAGE_KINDS = ("deb", "rpm", "tarball")  # made by the package stage, after the build
 PY = sys.executable
 
 
@@ -54,8 +55,10 @@ def cli(*args: str, env: dict[str, str] | None = None) -> float:
 
 
 def variant(work: Path, source: str, name: str, cpus: float | None = None, **changes: Any) -> Path:
-    """A copy of a recipe with absolute paths, VM test off, and `changes` applied."""
+    """A copy of a recipe with absolute paths, VM test off, no packages (the hand script makes
+    none, and the benchmarks measure the build), and `changes` applied."""
     data = yaml.safe_load((RECIPES / source).read_text())
+    data["artifacts"] = [a for a in data["artifacts"] if a.get("kind") not in PACKAGE_KINDS]
     data["environment"]["dockerfile"] = str((RECIPES / data["environment"]["dockerfile"]).resolve())
     for patch in data.get("patches", []):
         patch["path"] = str((RECIPES / patch["path"]).resolve())

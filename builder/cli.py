@@ -194,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--agent",
-        default="qemu-ga-patched-static",
-        help="with --fast: the agent's file name in OUTPUT_DIR (default: qemu-ga-patched-static)",
+        default=None,
+        help="with --fast: the agent's file name in OUTPUT_DIR (default: the static-elf "
+        "artifact its manifest.json names, else qemu-ga-patched-static)",
     )
     p.add_argument(
         "--port-name",

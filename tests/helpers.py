@@ -3,6 +3,7 @@ runs it (a subprocess of `python -m builder`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -65,6 +66,14 @@ def write_variant(directory: Path, name: str, *, explicit: bool = False, **chang
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def artifact_of(directory: Path, kind: str) -> Path:
+    """The one artifact of `kind` in an output directory, found in its manifest.json (release
+    recipes put the version and machine in their names)."""
+    listed = json.loads((directory / "manifest.json").read_text())["artifacts"]
+    (name,) = [artifact["name"] for artifact in listed if artifact["kind"] == kind]
+    return directory / name
 
 
 @dataclass(frozen=True)

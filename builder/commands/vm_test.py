@@ -20,6 +20,29 @@ from builder.host.cache import Cache
 from builder.host.files import replace_file
 from builder.log import Progress
 
+DEFAULT_AGENT = "qemu-ga-patched-static"  # the default recipe's name for it
+
+
+def agent_in(directory: Path, name: str | None) -> Path:
+    """The agent to boot: NAME in the directory; without one, the static-elf artifact its
+    manifest.json names (release recipes put the version in it), else the default name."""
+    return directory / (name or _listed_agent(directory / MANIFEST_NAME) or DEFAULT_AGENT)
+
+
+def _listed_agent(manifest_path: Path) -> str | None:
+    """The static-elf artifact a manifest lists (None: no readable manifest, or none)."""
+    if not manifest_path.is_file() or manifest_path.is_symlink():
+        return None
+    try:
+        listed = json.loads(manifest_path.read_text()).get("artifacts")
+    except (OSError, ValueError, AttributeError):
+        return None
+    for artifact in listed if isinstance(listed, list) else ():
+        if isinstance(artifact, dict) and artifact.get("kind") == "static-elf":
+            name = artifact.get("name")
+            return name if isinstance(name, str) and "/" not in name else None
+    return None
+
 
 def cmd_vm_test(args: argparse.Namespace) -> int:
     directory: Path = args.output_dir
@@ -80,7 +103,7 @@ def _record(manifest_path: Path, result: dict[str, Any]) -> None:
 
 
 def _fast(args: argparse.Namespace, directory: Path) -> int:
-    agent = directory / args.agent if directory.is_dir() else directory
+    agent = agent_in(directory, args.agent) if directory.is_dir() else directory
     logger = log.get_logger()
     report = run_vm_test(
         agent,

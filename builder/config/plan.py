@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from builder import __version__
 from builder.config.package_fields import PACKAGE_KINDS, Package
-from builder.config.recipe import Recipe
+from builder.config.recipe import (
+    VERSION_PLACEHOLDER,
+    Recipe,
+    artifact_name_problem,
+    names_problem,
+)
 from builder.errors import InputError, RecipeError
 from builder.formats.checksums import sha256_bytes, sha256_json
 
@@ -80,10 +85,13 @@ class PatchPlan:
         return self.path.name
 
 
+RELEASE_SUFFIX = "+qga1"  # the default release version is the QEMU version and this
+
+
 @dataclass(frozen=True)
 class ArtifactPlan:
     path: str
-    name: str
+    name: str  # may hold `{version}` (the recipe's template); see resolve_artifacts
     kind: str
     strip: bool
 
@@ -126,6 +134,12 @@ class Plan:
     # Left to the source's QEMU series (recipes without `patches`): e.g. patches, base, ...
     series_decides: tuple[str, ...] = ()
     package: PackagePlan | None = None
+
+    def release_version(self, qemu_version: str) -> str:
+        """The version of the packages and of `{version}` in artifact names: package.version
+        when the recipe sets it, else the QEMU version + "+qga1"."""
+        fixed = self.package.version if self.package is not None else None
+        return fixed or f"{qemu_version}{RELEASE_SUFFIX}"
 
     @property
     def strip_tool(self) -> str:
@@ -361,6 +375,29 @@ def make_plan(
         series_decides=series_decides(recipe),
         package=package_plan(recipe),
     )
+
+
+def resolve_artifacts(plan: Plan, qemu_version: str) -> tuple[ArtifactPlan, ...]:
+    """The plan's artifacts with `{version}` in their names replaced by the release version,
+    each name checked again (a long version can make one too long, or two alike)."""
+    if not any(VERSION_PLACEHOLDER in artifact.name for artifact in plan.artifacts):
+        return plan.artifacts
+    version = plan.release_version(qemu_version)
+    resolved = []
+    for artifact in plan.artifacts:
+        name = artifact.name.replace(VERSION_PLACEHOLDER, version)
+        problem = artifact_name_problem(name)
+        if problem:
+            raise RecipeError(
+                f"{plan.recipe_path}: artifacts: name {artifact.name!r} with version {version}: "
+                f"{problem}",
+                hint="shorten the artifact's name in the recipe",
+            )
+        resolved.append(replace(artifact, name=name))
+    problem = names_problem([artifact.name for artifact in resolved])
+    if problem:
+        raise RecipeError(f"{plan.recipe_path}: artifacts: with version {version}: {problem}")
+    return tuple(resolved)
 
 
 def package_plan(recipe: Recipe) -> PackagePlan | None:

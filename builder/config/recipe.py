@@ -22,6 +22,12 @@ from pydantic import (
     model_validator,
 )
 
+from builder.config.artifact_fields import (
+    VERSION_PLACEHOLDER,
+    Artifact,
+    artifact_name_problem,
+    names_problem,
+)
 from builder.config.package_fields import PACKAGE_KINDS, Package
 from builder.errors import RecipeError
 
@@ -30,21 +36,6 @@ MAX_NESTING = 32
 TOOL_BUILD_ARGS = frozenset({"BASE_IMAGE", "PACKAGES"})
 # Configure options the `msi:` fields own.
 MSI_FLAGS = ("--qemu-ga-manufacturer", "--qemu-ga-distro", "--qemu-ga-version")
-# Files and directories the tool writes into an output directory (or a release) itself.
-RESERVED_NAMES = frozenset(
-    {
-        "SHA256SUMS",
-        "manifest.json",
-        "logs",
-        "provenance.intoto.json",
-        "release.json",
-        "manifests",
-        "provenance.intoto.jsonl",
-        "qemu-guest-agent.service",
-        "qemu-guest-agent.init",
-        "qemu-guest-agent.conf",
-    }
-)
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")]
 ShortText = Annotated[str, Field(min_length=1, max_length=4096)]
@@ -215,47 +206,19 @@ class Build(Model):
     )
 
 
-class Artifact(Model):
-    path: Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-][A-Za-z0-9._/+-]{0,255}$")] | None = Field(
-        None, description="path in the build directory (not for deb, rpm, tarball)"
-    )
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_+][A-Za-z0-9._+-]{0,127}$")] | None = Field(
-        None,
-        description="file name in the output directory (not starting with . or -); deb, rpm "
-        "and tarball are named by the tool from `package:`",
-    )
-    kind: Literal["static-elf", "pe", "msi", "file", "deb", "rpm", "tarball"] = Field(
-        "file",
-        description="static-elf: a static, stripped ELF that prints its version; pe: a Windows "
-        "executable or DLL; msi: an installer whose contents are checked; file: anything; "
-        "deb, rpm, tarball: packages of the recipe's static-elf agent (Linux)",
-    )
-    strip: bool = True
-
-    @model_validator(mode="after")
-    def _no_escape(self) -> Artifact:
-        if self.kind in PACKAGE_KINDS:
-            if self.path is not None or self.name is not None:
-                raise ValueError(
-                    f"a {self.kind} artifact takes no path or name: the tool makes it from the "
-                    "static-elf artifact and names it from `package:`"
-                )
-            return self
-        if self.path is None or self.name is None:
-            raise ValueError(f"a {self.kind} artifact needs a path and a name")
-        if ".." in self.path.split("/"):
-            raise ValueError("path must stay inside the build directory")
-        return self
-
-
 class Services(Model):
     """Service definitions written beside the binary (from the seed page)."""
 
     kinds: list[Literal["systemd", "sysvinit", "upstart"]] = Field(
-        default_factory=lambda: ["systemd", "sysvinit", "upstart"], max_length=3
+        default_factory=lambda: ["systemd", "sysvinit", "upstart"],
+        max_length=3,
+        description="the loose service files written beside the binary; [] for none (the "
+        "deb, rpm and tarball carry their own, with exec_path)",
     )
-    exec_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]{1,255}$")] = (
-        "/usr/sbin/qemu-ga-patched-static"
+    exec_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]{1,255}$")] = Field(
+        "/usr/sbin/qemu-ga-patched-static",
+        description="where the service files (loose and packaged) run the agent from, and "
+        "where the packages install it",
     )
 
 
@@ -341,18 +304,24 @@ class Recipe(Model):
                 raise ValueError(f"the {kind} artifact is listed twice")
         return self
 
+    @model_validator(mode="after")
+    def _names_with_a_fixed_version(self) -> Recipe:
+        """With package.version set, `{version}` is known now: check the names it makes."""
+        version = self.package.version if self.package else None
+        if version:
+            names = [a.name for a in self.artifacts if a.name and VERSION_PLACEHOLDER in a.name]
+            for name in names:
+                problem = artifact_name_problem(name.replace(VERSION_PLACEHOLDER, version))
+                if problem:
+                    raise ValueError(f"artifacts: name {name!r} with package.version: {problem}")
+        return self
+
     @field_validator("artifacts")
     @classmethod
     def _distinct_outputs(cls, artifacts: list[Artifact]) -> list[Artifact]:
-        seen: set[str] = set()
-        for artifact in artifacts:
-            if artifact.name is None:
-                continue
-            if artifact.name in RESERVED_NAMES:
-                raise ValueError(f"artifact name {artifact.name!r} is reserved for the tool")
-            if artifact.name in seen:
-                raise ValueError(f"artifact name {artifact.name!r} is used twice")
-            seen.add(artifact.name)
+        problem = names_problem([a.name for a in artifacts if a.name is not None])
+        if problem:
+            raise ValueError(problem)
         return artifacts
 
 

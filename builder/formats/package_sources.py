@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from builder.formats import service_files as sf
+from builder.formats.architecture import ARCHITECTURE, DEBIAN_ARCHITECTURE
 
-ARCH_DEB, ARCH_RPM = "amd64", "x86_64"
+ARCH_DEB, ARCH_RPM = DEBIAN_ARCHITECTURE, ARCHITECTURE  # one machine: formats/architecture.py
 # The hook script and the agent's config file, as the package sources name them.
 HOOK_NAME, CONF_NAME = "fsfreeze-hook", "qemu-ga.conf"
 # What both Debian (policy 5.6.1, 5.6.12) and RPM accept.

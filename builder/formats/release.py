@@ -6,7 +6,8 @@ Layout of a release directory:
     <artifact>...                 every artifact of every input (one copy of a shared file)
     manifests/<recipe>.json       each input's manifest.json, as it was
     provenance.intoto.jsonl       each input's in-toto statement, one per line (JSON Lines)
-    release.json                  the inputs: recipes, cache keys, source digests, artifacts
+    release.json                  the inputs: recipes (series, target, architecture), cache
+                                  keys, source digests, artifacts
     SHA256SUMS                    every file above (`sha256sum -c SHA256SUMS` checks them all)
 
 Everything here is pure: records in (already read, bounded), records or a `Problem` out.
@@ -217,20 +218,28 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and len(value) <= 256 else None
 
 
+def _record(manifest: dict[str, Any], key: str) -> dict[str, Any]:
+    """One section of an input's manifest; {} when it is missing or not an object."""
+    value = manifest.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def release_record(inputs: list[ReleaseInput], merged: Merged) -> dict[str, Any]:
     """release.json: what went into the release; no time or host path, so the same inputs give
     the same bytes."""
     recipes = []
     for each in sorted(inputs, key=lambda item: item.recipe):
         manifest = each.manifest
-        source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
-        tool = manifest.get("tool") if isinstance(manifest.get("tool"), dict) else {}
+        source, tool, series = (_record(manifest, key) for key in ("source", "tool", "series"))
         recipes.append(
             {
                 "name": each.recipe,
                 "recipe_sha256": _text(manifest["recipe"].get("sha256")),
                 "cache_key": _text(manifest.get("cache_key")),
                 "qemu_version": _text(manifest.get("qemu_version")),
+                "series": _text(series.get("series")),
+                "target": _text(manifest.get("target")),
+                "architecture": _text(manifest.get("architecture")),
                 "source": {
                     key: source[key]
                     for key in ("kind", "package", "version", "url", "tag", "commit", "sha256")

@@ -83,5 +83,5 @@ def ccache_counts(lines: list[str]) -> dict[str, int]:
 
 def install(ctx: RunContext, output: StepOutput) -> None:
     """Stage `install`: artifacts to their final names, stripped, checksummed inside."""
-    command = container_commands.install(ctx.layout, ctx.plan.artifacts, ctx.plan.strip_tool)
+    command = container_commands.install(ctx.layout, ctx.artifact_plans, ctx.plan.strip_tool)
     ctx.run_step(command, output)

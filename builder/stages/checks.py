@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from builder.config.plan import ArtifactPlan
@@ -34,7 +34,7 @@ AMD64 = 0x8664
 
 
 def check(ctx: RunContext, output: StepOutput) -> None:
-    for artifact in ctx.plan.artifacts:
+    for artifact in ctx.artifact_plans:
         path = ctx.staging / artifact.name
         if artifact.kind == "static-elf":
             detail = check_static_elf(ctx, artifact, path, output)
@@ -179,9 +179,12 @@ def check_msi(ctx: RunContext, artifact: ArtifactPlan, output: StepOutput) -> di
         ctx.built_product_codes[artifact.name] = properties["ProductCode"]
         agent = extracted.get(msi.AGENT_EXE)
         assert agent is not None  # msi.check guarantees it
-        shipped_exe = ctx.staging / msi.AGENT_EXE
-        if shipped_exe.is_file() and sha256_file(shipped_exe) != sha256_file(agent):
-            raise ArtifactError(f"{msi.AGENT_EXE} in the output differs from the one in the MSI")
+        for shipped in shipped_agents(ctx):
+            if sha256_file(ctx.staging / shipped.name) != sha256_file(agent):
+                raise ArtifactError(
+                    f"{shipped.name} ({shipped.path}) in the output differs from the "
+                    f"{msi.AGENT_EXE} in the MSI"
+                )
         files = {name: sha256_file(path) for name, path in sorted(extracted.items())}
         with wine_box.wine_box(ctx.engine, ctx.cache, output) as box:
             printed = run_version(box, agent.parent, output)
@@ -200,6 +203,16 @@ def check_msi(ctx: RunContext, artifact: ArtifactPlan, output: StepOutput) -> di
             "install_check": install,
             "upgrade_code": properties.get("UpgradeCode"),
         }
+
+
+def shipped_agents(ctx: RunContext) -> list[ArtifactPlan]:
+    """The pe artifacts that are the agent the MSI ships (built as qemu-ga.exe), whatever
+    name they are published under (collect has put each in the staging directory)."""
+    return [
+        artifact
+        for artifact in ctx.artifact_plans
+        if artifact.kind == "pe" and PurePosixPath(artifact.path).name == msi.AGENT_EXE
+    ]
 
 
 def run_version(box: wine_box.WineBox, directory: Path, output: StepOutput) -> str:

@@ -17,7 +17,7 @@ from builder.stages.context import RunContext
 def collect(ctx: RunContext, output: StepOutput) -> None:
     staging, layout = ctx.staging, ctx.layout
     landing = staging / ".collect"
-    count = len(ctx.plan.artifacts)
+    count = len(ctx.artifact_plans)
     archives.safe_extract(
         ctx.container.get_archive(layout.artifacts),
         landing,
@@ -35,7 +35,7 @@ def collect(ctx: RunContext, output: StepOutput) -> None:
     )
     inside = parse_sha256sums((sums_dir / Path(layout.checksums).name).read_text())
     shutil.rmtree(sums_dir)
-    for artifact in ctx.plan.artifacts:
+    for artifact in ctx.artifact_plans:
         copied = landing / "artifacts" / artifact.name
         if not copied.is_file():
             raise ArtifactError(f"artifact {artifact.name} ({artifact.path}) was not produced")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from builder.config.layout import Layout, Variation
-from builder.config.plan import ImagePlan, PatchPlan, Plan
+from builder.config.plan import ArtifactPlan, ImagePlan, PatchPlan, Plan
 from builder.engine import ImageRecord
 from builder.errors import StepError
 from builder.formats.manifest import Artifact
@@ -129,6 +129,9 @@ class RunContext:
     patch_plans: tuple[PatchPlan, ...] = ()
     configure_flags: tuple[str, ...] = ()
     run_key: str = ""  # the plan's cache key, with the series' choices when it made any
+    # The plan's artifacts with `{version}` in their names resolved: every stage after
+    # `series` builds, checks and publishes these names (stage `series` sets them).
+    artifact_plans: tuple[ArtifactPlan, ...] = ()
     series_record: dict[str, Any] = field(default_factory=dict)
     # Learned by the stages, in order:
     source: Any = None  # stages.source.PreparedSource
@@ -155,6 +158,7 @@ class RunContext:
         self.patch_plans = self.patch_plans or self.plan.patches
         self.configure_flags = self.configure_flags or self.plan.configure_flags
         self.run_key = self.run_key or self.plan.cache_key
+        self.artifact_plans = self.artifact_plans or self.plan.artifacts
 
     @property
     def layout(self) -> Layout:

@@ -16,7 +16,7 @@ from builder.stages.context import RunContext
 
 
 def make_reproducible(ctx: RunContext, output: StepOutput) -> None:
-    for artifact in ctx.plan.artifacts:
+    for artifact in ctx.artifact_plans:
         if artifact.kind != "msi":
             continue
         path = ctx.staging / artifact.name

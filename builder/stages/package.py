@@ -46,7 +46,7 @@ def package_spec(
     script, are checked here, as soon as they are known (before the compile; the recipe's own
     fields were checked at `validate`)."""
     assert plan.package is not None
-    version = plan.package.version or f"{qemu_version}+qga1"
+    version = plan.release_version(qemu_version)
     problem = package_sources.version_problem(version)
     if problem:
         raise RecipeError(
@@ -76,7 +76,7 @@ def make_packages(ctx: RunContext, output: StepOutput) -> None:
     plan = ctx.plan
     assert plan.package is not None
     spec = package_spec(plan, ctx.qemu_version, ctx.source_date_epoch, ctx.source.fsfreeze_hook)
-    agent = next(a for a in plan.artifacts if a.kind == "static-elf")
+    agent = next(a for a in ctx.artifact_plans if a.kind == "static-elf")
     binary = (ctx.staging / agent.name).read_bytes()
     made: list[tuple[str, str]] = []
     if "tarball" in plan.package.kinds:

@@ -8,6 +8,7 @@ import shutil
 from datetime import UTC, datetime
 
 from builder.formats import provenance, redact
+from builder.formats.architecture import ARCHITECTURE
 from builder.formats.checksums import format_sha256sums, sha256_file
 from builder.formats.manifest import (
     LOGS_DIR,
@@ -55,6 +56,10 @@ def _publish_cached(ctx: RunContext, output: StepOutput) -> None:
     ctx.artifacts = [Artifact(**item) for item in hit.manifest.get("artifacts", [])]
     ctx.manifest = {
         **hit.manifest,
+        # What it was built for, also when the entry predates these fields (same plan key,
+        # same target; one architecture so far).
+        "target": hit.manifest.get("target", ctx.plan.target),
+        "architecture": hit.manifest.get("architecture", ARCHITECTURE),
         "cache": ctx.cache_record,
         "timings_seconds": ctx.progress.timings,
         "started": iso(ctx.started),

@@ -18,7 +18,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError
 
-from builder.config.plan import ImagePlan, PatchPlan, Plan, debootstrap_base, image_plan
+from builder.config.plan import (
+    ImagePlan,
+    PatchPlan,
+    Plan,
+    debootstrap_base,
+    image_plan,
+    resolve_artifacts,
+)
 from builder.config.recipe import Model, Sha256, parse_yaml
 from builder.errors import HostToolError, InputError, PatchError
 from builder.formats.checksums import sha256_file, sha256_json
@@ -165,6 +172,11 @@ def resolve(ctx: RunContext, output: StepOutput) -> None:
     ctx.configure_flags, ctx.run_key = choice.configure_flags, choice.run_key
     ctx.series_record = choice.record
     output.line(choice.summary)
+    # The QEMU version is known here, before any container: `{version}` in names resolved.
+    ctx.artifact_plans = resolve_artifacts(ctx.plan, ctx.source.version)
+    for template, artifact in zip(ctx.plan.artifacts, ctx.artifact_plans, strict=True):
+        if template.name != artifact.name:
+            output.line(f"artifact {template.name} is published as {artifact.name}")
 
 
 def _packages(build_args: tuple[tuple[str, str], ...]) -> list[str]:

@@ -29,7 +29,7 @@ CPIO_DIR, CPIO_FILE = 0o040000, 0o100000
 
 
 def boot_and_test(ctx: RunContext, output: StepOutput) -> None:
-    agents = [a for a in ctx.plan.artifacts if a.kind == "static-elf"]
+    agents = [a for a in ctx.artifact_plans if a.kind == "static-elf"]
     if not agents:
         raise VmTestError("vm_test: the recipe has no static-elf artifact to boot")
     installed: dict[str, Any] = {}

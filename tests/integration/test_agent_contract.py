@@ -21,6 +21,7 @@ from tests.agents import (
     firewheel_sees_output_while_running,
     poll,
 )
+from tests.helpers import artifact_of
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def patched_agent(patched_build: Path, short_tmp: Path) -> Iterator[RunningAgent
 
 @pytest.fixture
 def unpatched_agent(unpatched_build: Path, short_tmp: Path) -> Iterator[RunningAgent]:
-    agent = RunningAgent(unpatched_build / "qemu-ga-patched-static", short_tmp)
+    agent = RunningAgent(artifact_of(unpatched_build, "static-elf"), short_tmp)
     yield agent
     agent.stop()
 
@@ -57,7 +58,7 @@ def test_unpatched_agent_holds_output_until_exit(unpatched_agent: RunningAgent) 
 @pytest.fixture
 def firewheel(patched_build: Path, unpatched_build: Path, short_tmp: Path, request):
     build = patched_build if request.param == "patched" else unpatched_build
-    with firewheel_driver(build / "qemu-ga-patched-static", short_tmp) as driver:
+    with firewheel_driver(artifact_of(build, "static-elf"), short_tmp) as driver:
         yield driver
 
 

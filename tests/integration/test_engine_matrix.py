@@ -10,8 +10,12 @@ import time
 from pathlib import Path
 
 from builder.engine import LABEL_RECIPE, LABEL_TOOL, Engine
-from tests.helpers import leftover_containers, run_cli, start_cli, write_variant
+from tests.helpers import leftover_containers, load_explicit, run_cli, start_cli, write_variant
 from tests.second_engine import SecondEngine
+
+# The agent only, without packages: packaging would make the packager box on the second engine
+# too (minutes), which these tests are not about.
+AGENT_ONLY = load_explicit()["artifacts"][:1]
 
 
 def ours(engine: Engine, names: set[str]) -> list[str]:
@@ -27,7 +31,9 @@ def test_a_matrix_over_two_engines(
     tmp_path: Path, engine: Engine, second_engine: SecondEngine
 ) -> None:
     recipes = [
-        write_variant(tmp_path / "recipes", name, explicit=True, vm_test=False)
+        write_variant(
+            tmp_path / "recipes", name, explicit=True, vm_test=False, artifacts=AGENT_ONLY
+        )
         for name in ("engines-a", "engines-b")
     ]
     root = tmp_path / "out"
@@ -46,7 +52,9 @@ def test_a_matrix_over_two_engines(
 
 
 def test_a_build_whose_engine_dies_is_retried_on_the_other(tmp_path: Path, engine: Engine) -> None:
-    recipe = write_variant(tmp_path / "recipes", "engines-lost", explicit=True, vm_test=False)
+    recipe = write_variant(
+        tmp_path / "recipes", "engines-lost", explicit=True, vm_test=False, artifacts=AGENT_ONLY
+    )
     root = tmp_path / "out"
     with SecondEngine() as doomed, Engine(doomed.unix_url) as second:
         log_path = tmp_path / "matrix.log"

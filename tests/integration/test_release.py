@@ -1,6 +1,7 @@
 """`release` on real builds (the session's: no build of its own): the Linux and Windows outputs
-merged through the CLI, checked by GNU sha256sum; the patched and unpatched Linux agents, which
-share a file name with different bytes, refused as a conflict."""
+merged through the CLI, checked by GNU sha256sum; the patched and unpatched Linux builds, whose
+packages share file names with different bytes, refused as a conflict. (The example workflow's
+whole release matrix: test_example_release.py.)"""
 
 from __future__ import annotations
 
@@ -9,21 +10,25 @@ import subprocess
 from pathlib import Path
 
 from builder.formats.checksums import parse_sha256sums
-from tests.helpers import run_cli
+from tests.helpers import artifact_of, run_cli
 
 
 def test_real_outputs_merge_into_a_release(
     linux_builds: dict[str, Path], windows_build: Path, tmp_path: Path
 ) -> None:
     patched_build, unpatched_build = linux_builds["patched"], linux_builds["unpatched"]
-    # The unpatched twin names its agent as the patched one does: same name, other bytes.
+    # The unpatched twin (the 10.0 release recipe without the patch) makes packages of the
+    # default's names and version, around another agent: same names, other bytes.
     conflict = run_cli(
         "release", str(patched_build), str(unpatched_build), "--output", str(tmp_path / "r")
     )
     assert conflict.returncode == 3, conflict.stderr
-    assert f"{patched_build} and {unpatched_build} both hold qemu-ga-patched-static" in (
-        conflict.stderr
-    )
+    packages = [artifact_of(unpatched_build, kind).name for kind in ("deb", "rpm", "tarball")]
+    assert any(
+        f"{patched_build} and {unpatched_build} both hold {name} with different content"
+        in conflict.stderr
+        for name in packages
+    ), conflict.stderr
     assert "Traceback" not in conflict.stderr and list(tmp_path.iterdir()) == []
 
     target = tmp_path / "release"

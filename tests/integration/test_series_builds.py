@@ -21,7 +21,7 @@ from tests.agents import (
     firewheel_loses_nothing,
     firewheel_sees_output_while_running,
 )
-from tests.helpers import OLD_SERIES
+from tests.helpers import OLD_SERIES, artifact_of
 
 SUITES = {"10.2": "trixie", "7.2": "bookworm", "5.2": "bullseye"}
 
@@ -74,7 +74,7 @@ def test_every_series_serves_firewheels_driver(
 def test_upstream_7_2_holds_output_and_reports_truncation_wrongly(
     unpatched_old_build: Path, short_tmp: Path
 ) -> None:
-    agent = RunningAgent(unpatched_old_build / "qemu-ga-patched-static", short_tmp)
+    agent = RunningAgent(artifact_of(unpatched_old_build, "static-elf"), short_tmp)
     try:
         with pytest.raises(AssertionError, match="no output while running"):
             contract.partial_output(agent.client)

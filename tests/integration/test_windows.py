@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from builder.formats.checksums import parse_sha256sums, sha256_file
-from tests.helpers import RECIPES, leftover_containers, localize, run_cli
+from tests.helpers import RECIPES, artifact_of, leftover_containers, localize, run_cli
 
 WINDOWS_RECIPE = RECIPES / "windows-msi.yaml"
 EXPECTED_FILES = {
@@ -131,6 +131,8 @@ def test_qemu_10_2_for_windows(windows_102_build: Path) -> None:
     """10.2's MSI holds the same files, and its qemu-ga.exe ran under wine in the box."""
     manifest = json.loads((windows_102_build / "manifest.json").read_text())
     assert manifest["qemu_version"] == "10.2.2"
-    assert set(manifest["msi_contents"]["qemu-ga-x86_64.msi"]["files"]) == EXPECTED_FILES
+    msi = artifact_of(windows_102_build, "msi").name  # the recipe puts the version in it
+    assert msi == "qemu-ga-patched-10.2.2+qga1-windows-x86_64.msi"
+    assert set(manifest["msi_contents"][msi]["files"]) == EXPECTED_FILES
     log = next((windows_102_build / "logs").glob("*-check.log")).read_text()
     assert "wine: QEMU Guest Agent 10.2.2" in log

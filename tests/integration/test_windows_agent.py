@@ -25,6 +25,7 @@ from builder.host.cache import Cache
 from builder.log import StepOutput
 from builder.stages.wine_box import DRIVE_C, WORK, WineBox, wine_box
 from tests.agents import poll
+from tests.helpers import artifact_of
 
 CMD = "C:\\windows\\system32\\cmd.exe"
 
@@ -56,7 +57,7 @@ def wine_agent(
     )
     files = tmp_path_factory.mktemp("msi")
     subprocess.run(
-        ["msiextract", "-C", str(files), str(build / "qemu-ga-x86_64.msi")],
+        ["msiextract", "-C", str(files), str(artifact_of(build, "msi"))],
         check=True,
         capture_output=True,
     )

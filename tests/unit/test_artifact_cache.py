@@ -137,3 +137,16 @@ def test_locked_is_checked_on_a_hit_against_the_stored_runs_packages(setup, tmp_
     lock.write_text(toolchain.format_lock({"gcc": "14.2.0-19 amd64"}))
     again, result = _again(locked, text, cache)
     assert again.created == [] and result.manifest["cache"]["hit"] is True
+
+
+def test_an_entry_from_before_target_and_architecture_gets_them_when_served(setup) -> None:
+    """Entries stored before the manifest said what it was built for: same plan, same target."""
+    plan, text, engine, cache = setup
+    pipeline.run(plan, engine, cache, text)
+    (entry,) = _entries(cache)
+    stored = json.loads((entry / "manifest.json").read_text())
+    del stored["target"], stored["architecture"]
+    (entry / "manifest.json").write_text(json.dumps(stored, indent=2) + "\n")
+    again, served = _again(plan, text, cache)
+    assert again.created == [] and served.manifest["cache"]["hit"] is True
+    assert (served.manifest["target"], served.manifest["architecture"]) == ("linux", "x86_64")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -86,3 +87,18 @@ def test_every_error_has_an_exit_code_and_a_hint() -> None:
     for cls in classes:
         assert cls("x").hint, cls
         assert re.search(rf"\b{cls.exit_code}\b", paragraph) or cls.exit_code == 1, cls
+
+
+def test_vm_test_boots_the_agent_the_manifest_names(tmp_path: Path) -> None:
+    """Release recipes put the version in the agent's name: `vm-test DIR` finds it by kind."""
+    from builder.commands.vm_test import agent_in
+
+    assert agent_in(tmp_path, None) == tmp_path / "qemu-ga-patched-static"  # no manifest
+    name = "qemu-ga-patched-7.2.0+qga1-linux-x86_64-static"
+    artifacts = [{"name": "x.deb", "kind": "deb"}, {"name": name, "kind": "static-elf"}]
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": artifacts}))
+    assert agent_in(tmp_path, None) == tmp_path / name
+    assert agent_in(tmp_path, "mine") == tmp_path / "mine"  # --agent wins
+    escape = [{"name": "../x", "kind": "static-elf"}]  # a name from a file: never a path
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": escape}))
+    assert agent_in(tmp_path, None) == tmp_path / "qemu-ga-patched-static"

@@ -11,6 +11,10 @@ from typing import Any
 import yaml
 
 from builder.cli import build_parser, main
+from builder.commands.common import load_plan
+from builder.config.overrides import Overrides
+from builder.config.plan import resolve_artifacts
+from builder.stages.package import package_spec
 from tests.helpers import RECIPES, ROOT
 
 WORKFLOW = ROOT / "examples" / "github-actions-release.yml"
@@ -90,3 +94,41 @@ def test_only_standard_actions_pinned_to_a_major_version() -> None:
         "actions/download-artifact",
     }
     assert all(re.fullmatch(r"[a-z-]+/[a-z-]+@v\d+", u) for u in used), used
+
+
+# What each release recipe's pinned source says in its VERSION (the integration tests build them).
+QEMU_VERSIONS = {
+    "linux-static-qemu-10.0": "10.0.13",
+    "linux-static-qemu-10.2": "10.2.2",
+    "linux-static-qemu-7.2": "7.2.0",
+    "linux-static-qemu-5.2": "5.2.0",
+    "windows-msi-qemu-10.2": "10.2.2",
+}
+
+
+def published_names(recipe: str) -> tuple[list[str], list[str]]:
+    """(the recipe's own artifacts, its packages) under the names a build gives them."""
+    plan, _ = load_plan(RECIPES / f"{recipe}.yaml", Overrides())
+    qemu = QEMU_VERSIONS[recipe]
+    own = [artifact.name for artifact in resolve_artifacts(plan, qemu)]
+    if plan.package is None:
+        return own, []
+    spec = package_spec(plan, qemu, 0, "#!/bin/sh\n")  # the hook does not name files
+    return own, [spec.deb_file, spec.rpm_file, f"{spec.tarball_stem}.tar.gz"]
+
+
+def test_the_matrix_publishes_each_file_under_a_name_of_its_own() -> None:
+    """What the fan-in merges: no two recipes of the matrix name a file alike (so `release`
+    never finds a conflict), and each name says its version and machine."""
+    owners: dict[str, str] = {}
+    for recipe in load()["jobs"]["build"]["strategy"]["matrix"]["recipe"]:
+        own, packages = published_names(recipe)
+        version = f"{QEMU_VERSIONS[recipe]}+qga1"
+        assert own and all(version in name and "x86_64" in name for name in own), own
+        assert all(version in name for name in packages), packages
+        for name in own + packages:
+            assert name not in owners, f"{recipe} and {owners.get(name)} both publish {name}"
+            owners[name] = recipe
+    assert "qemu-ga-patched-7.2.0+qga1-linux-x86_64-static" in owners
+    assert "qemu-ga-patched-10.2.2+qga1-windows-x86_64.msi" in owners
+    assert "qemu-ga-patched_5.2.0+qga1-1_amd64.deb" in owners

@@ -164,3 +164,21 @@ def test_service_and_vss_registration_are_required() -> None:
     result = check(parse_table(FILE_TABLE), [], [], infos)
     assert "the MSI does not install the QEMU-GA service" in result.problems
     assert "qga-vss.dll is shipped but no custom action registers it" in result.problems
+
+
+def test_the_agent_beside_the_msi_is_compared_whatever_its_published_name() -> None:
+    """The check compares the MSI's qemu-ga.exe with the pe artifact built as qemu-ga.exe,
+    also when a release recipe publishes it under a versioned name."""
+    from types import SimpleNamespace
+
+    from builder.config.plan import ArtifactPlan
+    from builder.stages.checks import shipped_agents
+
+    exe = "qemu-ga-patched-10.2.2+qga1-windows-x86_64.exe"
+    plans = (
+        ArtifactPlan("qga/qemu-ga-x86_64.msi", "qemu-ga-patched-10.2.2+qga1.msi", "msi", False),
+        ArtifactPlan("qga/qemu-ga.exe", exe, "pe", False),
+        ArtifactPlan("qga/vss-win32/qga-vss.dll", "qga-vss.dll", "pe", False),
+    )
+    found = shipped_agents(SimpleNamespace(artifact_plans=plans))  # type: ignore[arg-type]
+    assert [artifact.name for artifact in found] == [exe]

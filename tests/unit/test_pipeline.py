@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import re
+import shlex
 import signal
 import struct
 import tarfile
@@ -136,14 +137,23 @@ class FakeContainer:
         if argv[:1] == ["ninja"]:
             return "compile", ["[1/1] Linking qemu-ga"], 0
         if script.startswith("install -m 0755"):
-            root = script.split("/artifacts/", 1)[0].split()[-1]
-            self.files[f"{root}/artifacts/qemu-ga-patched-static"] = AGENT
-            digest = hashlib.sha256(AGENT).hexdigest()
-            self.files[f"{root}/artifacts.sha256"] = f"{digest}  qemu-ga-patched-static\n".encode()
-            return "install", [], 0
+            return self._install(script)
         if argv[-1:] == ["--version"]:
             return "version", [f"QEMU Guest Agent {QEMU_VERSION}"], 0
         raise AssertionError(f"unexpected command {argv}")
+
+    def _install(self, script: str) -> tuple[str, list[str], int]:
+        """Each `install -m 0755 SRC DEST` line puts the agent at DEST; then the checksums."""
+        sums = []
+        for line in script.splitlines():
+            words = shlex.split(line)
+            if words[:3] == ["install", "-m", "0755"]:
+                root, name = words[-1].split("/artifacts/")
+                self.files[words[-1]] = AGENT
+                self.engine.installed.append(name)
+                sums.append(f"{_digest(AGENT)}  {name}\n")
+        self.files[f"{root}/artifacts.sha256"] = "".join(sums).encode()
+        return "install", [], 0
 
     def _configured_tree(self, script: str) -> tuple[str, list[str], int]:
         """The configure cache's archives, kept by the engine (its volume outlives containers)."""
@@ -183,6 +193,7 @@ class FakeEngine:
         self.exit_codes: dict[str, int] = {}
         self.unpacked = b""
         self.patched: list[bytes] = []
+        self.installed: list[str] = []  # artifact names the install step was given
         self.configured_trees: dict[str, bytes] = {}  # the cache volume's configured trees
 
     def image_id(self, reference: str) -> str | None:
@@ -326,6 +337,38 @@ def test_each_stage_hands_the_next_what_it_learned(setup) -> None:
     assert manifest["environment"]["packages"] == {"gcc": "14.2.0-19 amd64"}
     assert manifest["environment"]["distribution"] == "Debian GNU/Linux 13 (trixie)"
     assert manifest["host"]["docker_server"] == "fake-engine"
+
+
+def test_version_in_artifact_names_is_resolved_before_the_build(setup) -> None:
+    """`{version}` becomes the QEMU version + "+qga1" in stage `series`; install, collect,
+    check, SHA256SUMS, the manifest and provenance all see the resolved name."""
+    _, _, engine, cache = setup
+    tmp_path = cache.root.parent
+    data = yaml.safe_load((tmp_path / "fake.yaml").read_text())
+    data["artifacts"][0]["name"] = "qemu-ga-{version}-linux-x86_64-static"
+    (tmp_path / "versioned.yaml").write_text(yaml.safe_dump(data))
+    plan, text = load_plan(tmp_path / "versioned.yaml", Overrides(output=tmp_path / "v"))
+    assert plan.artifacts[0].name == "qemu-ga-{version}-linux-x86_64-static"
+    result = pipeline.run(plan, engine, cache, text)
+    name = f"qemu-ga-{QEMU_VERSION}+qga1-linux-x86_64-static"
+    assert engine.installed == [name]
+    out = result.output_dir
+    assert (out / name).read_bytes() == AGENT
+    assert not any("{" in path.name for path in out.iterdir())
+    agent = next(a for a in result.manifest["artifacts"] if a["kind"] == "static-elf")
+    assert agent["name"] == name and agent["detail"].startswith("ELF64 static")
+    assert f"{agent['sha256']}  {name}" in (out / "SHA256SUMS").read_text()
+    statement = json.loads((out / "provenance.intoto.json").read_text())
+    assert name in [subject["name"] for subject in statement["subject"]]
+    log = next(result.log_dir.glob("*-series.log")).read_text()
+    assert f"artifact qemu-ga-{{version}}-linux-x86_64-static is published as {name}" in log
+
+
+def test_the_manifest_says_what_the_build_is_for(setup) -> None:
+    plan, text, engine, cache = setup
+    manifest = pipeline.run(plan, engine, cache, text).manifest
+    assert (manifest["target"], manifest["architecture"]) == ("linux", "x86_64")
+    assert manifest["series"]["series"] == "10.0"
 
 
 def _assert_nothing_left(plan, engine: FakeEngine, cache: Cache) -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from builder.commands.common import load_plan
 from builder.config.overrides import UPSTREAM_GIT_URL, Overrides, apply_overrides
-from builder.config.plan import make_plan, project_root
+from builder.config.plan import make_plan, project_root, resolve_artifacts
 from builder.config.recipe import validate_recipe
 from builder.errors import RecipeError, UsageError
+from builder.stages.package import package_spec
 from tests.helpers import RECIPES, absolutize, load_default, load_explicit, localize
 
 
@@ -236,3 +239,60 @@ def test_a_debootstrap_base_is_named_by_every_input(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/os-release").symlink_to("/etc/shadow")  # a link out is not followed
     assert os_release(tmp_path) == "Debian GNU/Linux 13"
+
+
+def test_version_in_names_is_the_qemu_version_plus_qga1() -> None:
+    plan = plan_of(absolutize(load_explicit()), RECIPES / "linux-static-qemu-10.0.yaml")
+    assert plan.artifacts[0].name == "qemu-ga-patched-{version}-linux-x86_64-static"  # template
+    assert plan.release_version("10.0.13") == "10.0.13+qga1"
+    resolved = resolve_artifacts(plan, "10.0.13")
+    assert [a.name for a in resolved] == ["qemu-ga-patched-10.0.13+qga1-linux-x86_64-static"]
+    assert resolved[0] == replace(plan.artifacts[0], name=resolved[0].name)  # nothing else
+
+
+def test_version_in_names_is_package_version_when_the_recipe_sets_it() -> None:
+    data = absolutize(load_explicit())
+    data["package"] = {"version": "10.0.13+acme2"}
+    plan = plan_of(data, RECIPES / "linux-static-qemu-10.0.yaml")
+    assert package_spec(plan, "10.0.13", 1, "#!/bin/sh\n").version == plan.release_version(
+        "10.0.13"
+    )
+    assert [a.name for a in resolve_artifacts(plan, "10.0.13")] == [
+        "qemu-ga-patched-10.0.13+acme2-linux-x86_64-static"
+    ]
+
+
+def test_windows_names_take_the_qemu_version() -> None:
+    """A Windows recipe has no `package:`: its version is the QEMU version's default."""
+    path = RECIPES / "windows-msi-qemu-10.2.yaml"
+    plan = plan_of(absolutize(yaml.safe_load(path.read_text())), path)
+    assert [a.name for a in resolve_artifacts(plan, "10.2.2")] == [
+        "qemu-ga-patched-10.2.2+qga1-windows-x86_64.msi",
+        "qemu-ga-patched-10.2.2+qga1-windows-x86_64.exe",
+    ]
+
+
+def test_names_without_the_placeholder_are_the_plans() -> None:
+    plan = plan_of(load_default())
+    assert resolve_artifacts(plan, "10.0.13") is plan.artifacts
+
+
+def test_a_version_that_makes_a_bad_name_is_refused_naming_the_recipe() -> None:
+    data = absolutize(load_explicit())
+    data["artifacts"][0]["name"] = "q" * 120 + "-{version}"  # 133 characters resolved
+    plan = plan_of(data, RECIPES / "linux-static-qemu-10.0.yaml")
+    with pytest.raises(RecipeError) as caught:
+        resolve_artifacts(plan, "10.0.13")
+    message = caught.value.message
+    assert message.startswith(f"{RECIPES / 'linux-static-qemu-10.0.yaml'}: artifacts: name 'qqq")
+    assert "with version 10.0.13+qga1: " in message and "not a file name" in message
+
+
+def test_two_names_alike_after_the_version_are_refused() -> None:
+    data = absolutize(load_explicit())
+    agent = data["artifacts"][0]
+    data["artifacts"][1:1] = [{**agent, "name": "qemu-ga-10.0.13+qga1"}]
+    agent["name"] = "qemu-ga-{version}"
+    plan = plan_of(data, RECIPES / "linux-static-qemu-10.0.yaml")
+    with pytest.raises(RecipeError, match=r"artifact name 'qemu-ga-10\.0\.13\+qga1' is used twice"):
+        resolve_artifacts(plan, "10.0.13")

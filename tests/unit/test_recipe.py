@@ -36,8 +36,48 @@ def test_series_recipes_pin_everything(path: Path) -> None:
     assert len(recipe.source.debian.sha256) == 64
     assert recipe.environment.base.debootstrap is not None
     assert recipe.patches and all(len(p.sha256) == 64 for p in recipe.patches)
-    assert recipe.artifacts[0].name == "qemu-ga-patched-static"
-    assert recipe.artifacts[0].kind == "static-elf"
+
+
+RELEASE_RECIPES = [
+    *sorted(RECIPES.glob("linux-static-qemu-*.yaml")),
+    RECIPES / "linux-static-ubuntu.yaml",
+    RECIPES / "windows-msi-qemu-10.2.yaml",
+    RECIPES / "windows-msi-fedora.yaml",
+]
+
+
+@pytest.mark.parametrize("path", RELEASE_RECIPES, ids=lambda p: p.name)
+def test_release_recipes_name_their_files_by_version_and_machine(path: Path) -> None:
+    """Their files share one release: each name says its version, system and machine; the
+    packages are named by the tool, and no loose service file (unversioned) is written."""
+    recipe = load_recipe(path)
+    named = {a.kind: a.name for a in recipe.artifacts if a.name is not None}
+    if recipe.target == "linux":
+        assert named == {"static-elf": "qemu-ga-patched-{version}-linux-x86_64-static"}
+        assert {a.kind for a in recipe.artifacts} == {"static-elf", "deb", "rpm", "tarball"}
+        assert recipe.services is not None and recipe.services.kinds == []
+        assert recipe.services.exec_path == "/usr/sbin/qemu-ga-patched-static"
+    else:
+        assert named == {
+            "msi": "qemu-ga-patched-{version}-windows-x86_64.msi",
+            "pe": "qemu-ga-patched-{version}-windows-x86_64.exe",
+        }
+
+
+def test_the_default_recipes_keep_the_design_cards_names() -> None:
+    linux = load_recipe(RECIPES / "linux-static.yaml")
+    assert [a.name for a in linux.artifacts] == ["qemu-ga-patched-static", None, None, None]
+    assert linux.services is not None and linux.services.kinds == ["systemd", "sysvinit", "upstart"]
+    windows = load_recipe(RECIPES / "windows-msi.yaml")
+    assert [a.name for a in windows.artifacts] == ["qemu-ga-x86_64.msi", "qemu-ga.exe"]
+
+
+@pytest.mark.parametrize(
+    "name", ["{version}", "qemu-ga-{version}", "a{version}b{version}c", "qemu-ga+{version}.exe"]
+)
+def test_the_version_placeholder_is_accepted(write_recipe, name: str) -> None:
+    data = _mutate(("artifacts", 0, "name"), name)
+    assert load_recipe(write_recipe(data)).artifacts[0].name == name
 
 
 def test_ubuntu_recipe_is_pinned_by_digest() -> None:
@@ -175,6 +215,48 @@ INVALID = [
         "msi.manufacturer",
     ),
     (
+        "unknown placeholder",
+        ("artifacts", 0, "name"),
+        "qemu-ga-{arch}-static",
+        "artifacts[0].name",
+        "'{arch}': an artifact name takes no placeholder but {version}",
+    ),
+    (
+        "placeholder in another case",
+        ("artifacts", 0, "name"),
+        "qemu-ga-{Version}",
+        "artifacts[0].name",
+        "no placeholder but {version}",
+    ),
+    (
+        "unclosed placeholder",
+        ("artifacts", 0, "name"),
+        "qemu-ga-{version",
+        "artifacts[0].name",
+        "'{': an artifact name takes no placeholder",
+    ),
+    (
+        "placeholder inside a placeholder",
+        ("artifacts", 0, "name"),
+        "{ver{version}sion}",
+        "artifacts[0].name",
+        "no placeholder but {version}",
+    ),
+    (
+        "dot-name with a placeholder",
+        ("artifacts", 0, "name"),
+        ".{version}",
+        "artifacts[0].name",
+        "pattern",
+    ),
+    (
+        "placeholder names too long",
+        ("artifacts", 0, "name"),
+        "{version}" * 129,
+        "artifacts[0].name",
+        "pattern",
+    ),
+    (
         "bad package name",
         ("environment", "packages"),
         ["gcc; rm -rf /"],
@@ -195,6 +277,18 @@ def test_invalid_recipe_names_file_and_field(
     assert str(recipe_path) in message
     assert f": {field}" in message, message
     assert words in message, message
+
+
+def test_a_name_too_long_with_the_fixed_version_is_refused(write_recipe) -> None:
+    """With package.version set, what `{version}` makes is known at validate: checked there."""
+    data = _mutate(("artifacts", 0, "name"), "qemu-ga-{version}-{version}")
+    data["package"] = {"version": "10.0.13+" + "a" * 55}  # 63 characters: a valid version
+    path = write_recipe(data)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    message = str(caught.value)
+    assert f"{path}: (top level): artifacts: name 'qemu-ga-{{version}}-{{version}}'" in message
+    assert "with package.version" in message and "not a file name an artifact can have" in message
 
 
 def test_missing_file() -> None:

@@ -25,9 +25,14 @@ from builder.stages import output_dir, release_dir, release_inputs
 from builder.stages.output_dir import why_not_ours
 
 SERVICE = b"[Unit]\nDescription=QEMU Guest Agent\n"
+# windows-msi-qemu-10.2's files, named by their version and machine as the recipe names them.
+MSI = "qemu-ga-patched-10.2.2+qga1-windows-x86_64.msi"
+EXE = "qemu-ga-patched-10.2.2+qga1-windows-x86_64.exe"
 
 
-def make_output(directory: Path, recipe: str, files: dict[str, bytes]) -> Path:
+def make_output(
+    directory: Path, recipe: str, files: dict[str, bytes], *, series: str = "10.0"
+) -> Path:
     """An output directory exactly as `run` publishes one (records shaped by the tool)."""
     directory.mkdir(parents=True)
     artifacts = []
@@ -45,8 +50,11 @@ def make_output(directory: Path, recipe: str, files: dict[str, bytes]) -> Path:
         "recipe": {"name": recipe, "path": f"recipes/{recipe}.yaml", "sha256": "a" * 64},
         "cache_key": sha256_bytes(recipe.encode()),
         "qemu_version": "10.0.13",
+        "target": "windows" if recipe.startswith("windows") else "linux",
+        "architecture": "x86_64",
         "source": {"kind": "debian", "version": "1:10.0.13+ds-0+deb13u1", "sha256": "b" * 64},
         "artifacts": artifacts,
+        "series": {"version": "10.0.13", "series": series},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     statement = {
@@ -64,7 +72,8 @@ def make_output(directory: Path, recipe: str, files: dict[str, bytes]) -> Path:
 @pytest.fixture
 def outputs(tmp_path: Path) -> list[Path]:
     """Two CI jobs' outputs: a Linux recipe and a Windows one; plus a second Linux series that
-    shares the service file (same bytes) with the first."""
+    holds a file of the same name and bytes as the first (a service file, as recipes that
+    write the loose ones do)."""
     out = tmp_path / "out"
     return [
         make_output(
@@ -76,11 +85,13 @@ def outputs(tmp_path: Path) -> list[Path]:
             out / "linux-10.2",
             "linux-static-qemu-10.2",
             {"qemu-ga-10.2": b"\x7fELF 10.2", "qemu-guest-agent.service": SERVICE},
+            series="10.2",
         ),
         make_output(
             out / "windows",
             "windows-msi-qemu-10.2",
-            {"qemu-ga.exe": b"MZ exe", "qemu-ga-x86_64.msi": b"\xd0\xcf\x11\xe0 msi"},
+            {EXE: b"MZ exe", MSI: b"\xd0\xcf\x11\xe0 msi"},
+            series="10.2",
         ),
     ]
 
@@ -115,8 +126,8 @@ def test_merge_makes_one_checked_release(tmp_path: Path, outputs: list[Path]) ->
         "provenance.intoto.jsonl",
         "qemu-ga-10.0",
         "qemu-ga-10.2",
-        "qemu-ga-x86_64.msi",
-        "qemu-ga.exe",
+        EXE,
+        MSI,
         "qemu-guest-agent.service",
         "release.json",
     ]
@@ -147,11 +158,30 @@ def test_merge_makes_one_checked_release(tmp_path: Path, outputs: list[Path]) ->
     ]
     assert record["recipes"][0]["cache_key"] == sha256_bytes(b"linux-static-qemu-10.0")
     assert record["recipes"][0]["source"]["sha256"] == "b" * 64
+    assert [(r["series"], r["target"], r["architecture"]) for r in record["recipes"]] == [
+        ("10.0", "linux", "x86_64"),
+        ("10.2", "linux", "x86_64"),
+        ("10.2", "windows", "x86_64"),
+    ]
     shared = next(a for a in record["artifacts"] if a["name"] == "qemu-guest-agent.service")
     assert shared["recipes"] == ["linux-static-qemu-10.0", "linux-static-qemu-10.2"]
     assert why_not_ours(target) is None
     assert main(["verify", str(target)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [".release.lock", "out", "release"]
+
+
+def test_a_manifest_without_series_target_or_architecture_gives_none(
+    tmp_path: Path, outputs: list[Path]
+) -> None:
+    """An output written before the manifest said what it was built for is still an input."""
+    _edit_json(
+        outputs[2] / "manifest.json",
+        lambda m: [m.pop(key) for key in ("series", "target", "architecture")],
+    )
+    assert release(*outputs, "--output", tmp_path / "release") == 0
+    record = json.loads((tmp_path / "release" / "release.json").read_text())
+    windows = record["recipes"][2]
+    assert (windows["series"], windows["target"], windows["architecture"]) == (None, None, None)
 
 
 def test_the_same_inputs_give_the_same_bytes(tmp_path: Path, outputs: list[Path]) -> None:
@@ -164,7 +194,7 @@ def test_a_release_of_ours_is_replaced(tmp_path: Path, outputs: list[Path]) -> N
     target = tmp_path / "release"
     assert release(*outputs, "--output", target) == 0
     assert release(outputs[2], "--output", target) == 0
-    assert not (target / "qemu-ga-10.0").exists() and (target / "qemu-ga.exe").exists()
+    assert not (target / "qemu-ga-10.0").exists() and (target / EXE).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".release.lock", "out", "release"]
 
 
@@ -398,12 +428,12 @@ def test_an_input_changed_during_the_merge_is_caught(
 
     def merge_then_swap(inputs: list) -> object:
         merged = real_merge(inputs)
-        (outputs[2] / "qemu-ga.exe").write_bytes(b"MZ swapped")
+        (outputs[2] / EXE).write_bytes(b"MZ swapped")
         return merged
 
     monkeypatch.setattr(command, "merge", merge_then_swap)
     assert release(*outputs, "--output", tmp_path / "release") == 3
-    assert "qemu-ga.exe changed while it was being copied" in one_error(capsys)
+    assert f"{EXE} changed while it was being copied" in one_error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".release.lock", "out"]
 
 
