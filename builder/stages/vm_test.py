@@ -1,11 +1,11 @@
-"""Stage `vm-test` (recipes with `vm_test: true`) and what `qga-builder vm-test` runs.
+"""Stage `vm-test` (recipes with `vm_test: true`) and what `qga-builder vm-test` runs: the
+built packages installed in booted Debian guests (`agent.guest_test`), the way users install
+them, before anything is published. The stage boots the systemd guest once (the .deb installed
+on a running guest, the agent started by udev/systemd, its paths, the contract, the fsfreeze
+hook, removal and purge); the command runs every scenario, with a reboot and an upgrade.
 
-The command installs the built packages in booted Debian guests (`agent.guest_test`), the way
-users install them: `guest_report`. The run's stage still runs the fast check: a busybox
-initramfs carrying the .deb's installed tree, the agent started from where the package puts
-it, by hand, and the agent contract over virtio-serial (`vm-test --fast` does the same for an
-output directory). Moving the stage to the booted guest is open work (its cost in every
-build of the test suite)."""
+The old check, a busybox initramfs whose /init starts the bare agent by hand, stays as the fast
+mode: `vm-test --fast`, and the stage of a run that makes no .deb."""
 
 from __future__ import annotations
 
@@ -25,61 +25,38 @@ from builder.log import StepOutput
 from builder.stages import guest_image, package
 from builder.stages.context import ContainerEngine, RunContext
 
-CPIO_DIR, CPIO_FILE = 0o040000, 0o100000
-
 
 def boot_and_test(ctx: RunContext, output: StepOutput) -> None:
+    """The .deb in a booted guest (scenario `systemd`, without its reboot and upgrade, which
+    `vm-test` adds); a run without a .deb gets the fast check of the bare agent."""
     agents = [a for a in ctx.artifact_plans if a.kind == "static-elf"]
     if not agents:
         raise VmTestError("vm_test: the recipe has no static-elf artifact to boot")
-    installed: dict[str, Any] = {}
-    debs = [a for a in ctx.artifacts if a.kind == "deb"]
+    debs = [ctx.staging / a.name for a in ctx.artifacts if a.kind == "deb"]
     if debs:
-        installed = _deb_tree(ctx, debs[0].name)
-        output.line(f"the VM starts the agent from {debs[0].name}: {installed['agent_path']}")
-    report = run_vm_test(
-        ctx.staging / agents[0].name,
-        ctx.cache,
-        output.line,
-        tree=installed.get("tree"),
-        agent_path=installed.get("agent_path", "/sbin/qemu-ga"),
-    )
+        ctx.vm_report = guest_report(
+            ctx.engine,
+            ctx.cache,
+            debs[0],
+            None,
+            ("systemd",),
+            upgrade=False,
+            output=output,
+            reboot=False,
+        )
+        raise_if_failed(ctx.vm_report, output)
+        return
+    output.line("no .deb in this run: the fast check (the bare agent, started by hand)")
+    report = run_vm_test(ctx.staging / agents[0].name, ctx.cache, output.line)
     if not report.passed:
         failed = ", ".join(s.name for s in report.scenarios if not s.passed)
         raise VmTestError(
             f"the agent failed in the VM: {failed}", hint=f"full log: {output.log_path}"
         )
-    ctx.vm_report = report.as_dict()
-    if debs:
-        ctx.vm_report["installed_from"] = {
-            "package": debs[0].name,
-            "agent_path": installed["agent_path"],
-        }
+    ctx.vm_report = report.as_dict() | {"mode": "initramfs"}
 
 
-def _deb_tree(ctx: RunContext, name: str) -> dict[str, Any]:
-    """The .deb's data tree as initramfs entries, and where it installs the agent."""
-    from builder.stages.package import DEFAULT_EXEC_PATH
-
-    try:
-        deb = read_deb(ctx.staging / name)
-    except PackageFormatError as exc:
-        raise VmTestError(f"{name}: {exc}") from None
-    tree = []
-    for entry in deb.entries:
-        if not entry.path:
-            continue
-        if entry.kind == "dir":
-            tree.append((entry.path, CPIO_DIR | (entry.mode & 0o7777), b""))
-        elif entry.kind == "file":
-            tree.append((entry.path, CPIO_FILE | (entry.mode & 0o7777), deb.data[entry.path]))
-    agent_path = ctx.plan.service_exec_path or DEFAULT_EXEC_PATH
-    if agent_path.lstrip("/") not in deb.data:
-        raise VmTestError(f"{name} does not install the agent at {agent_path}")
-    return {"tree": tree, "agent_path": agent_path}
-
-
-def _raise_if_failed(report: dict[str, Any], output: StepOutput) -> None:
+def raise_if_failed(report: dict[str, Any], output: StepOutput) -> None:
     if not report["passed"]:
         failed = [
             f"{s['name']}: {c['name']}: {c['detail'].splitlines()[0] if c['detail'] else ''}"
@@ -102,6 +79,7 @@ def guest_report(
     *,
     upgrade: bool,
     output: StepOutput,
+    reboot: bool = True,
 ) -> dict[str, Any]:
     """Run `scenarios` on booted guests; the record the manifest keeps."""
     with tempfile.TemporaryDirectory(prefix="qga-guest-") as scratch:
@@ -114,7 +92,11 @@ def guest_report(
         }
         reports = [
             guest_test.run_scenario(
-                name, guests[guest_test.GUEST_OF.get(name, "systemd")], packages, output.line
+                name,
+                guests[guest_test.GUEST_OF.get(name, "systemd")],
+                packages,
+                output.line,
+                reboot=reboot,
             )
             for name in scenarios
         ]

@@ -113,9 +113,7 @@ def test_packages_are_published_and_recorded(patched_build: Path) -> None:
     assert {"deb", "rpm", "tarball", "static-elf"} <= kinds
     log = next((patched_build / "logs").glob("*-package.log")).read_text()
     assert "lintian: no errors" in log and "systemd-analyze verify: passed" in log
-    installed = manifest["vm_test"]["installed_from"]
-    assert installed["agent_path"] == "/usr/sbin/qemu-ga-patched-static"
-    assert installed["package"] == _one(patched_build, "_amd64.deb").name
+    assert manifest["vm_test"]["installed_from"] == _one(patched_build, "_amd64.deb").name
 
 
 def test_deb_installs_replaces_the_distributions_agent_and_purges_clean(

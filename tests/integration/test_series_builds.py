@@ -42,8 +42,12 @@ def test_the_default_recipe_builds_the_series_the_source_is(
     assert [p["name"] for p in manifest["patches"]] == list(record["patches"])
     agent = next(a for a in manifest["artifacts"] if a["kind"] == "static-elf")
     assert agent["detail"].startswith("ELF64 static")
+    # Its .deb in a booted guest: started by udev/systemd with no flag, Debian's paths.
     vm = manifest["vm_test"]
-    assert vm["passed"] and vm["scenarios_passed"] == [s.__name__ for s in contract.SCENARIOS]
+    assert vm["passed"] and vm["mode"] == "guest" and vm["scenarios_passed"] == ["systemd"]
+    checks = {c["name"] for c in vm["scenarios"][0]["checks"] if c["passed"]}
+    assert {"starts-on-install", "distribution-paths", "contract", "fsfreeze-hook"} <= checks
+    assert manifest["agent_paths"]["statedir"] == "/var/run"
 
 
 @pytest.mark.parametrize("series", OLD_SERIES)
