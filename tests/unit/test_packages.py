@@ -194,7 +194,7 @@ def test_rpm_spec_is_reproducible_and_installs_the_same_files() -> None:
         "%global use_source_date_epoch_as_buildtime 1",
         "%config(noreplace) /etc/sysconfig/qemu-guest-agent",
         "%config(noreplace) /etc/qemu/qemu-ga.conf",
-        "%config(noreplace) /etc/qemu/fsfreeze-hook",
+        "Group: System Environment/Daemons",
         "%dir /etc/qemu/fsfreeze-hook.d",
         "systemctl try-restart qemu-guest-agent.service",
     ):
@@ -409,3 +409,23 @@ def test_the_stage_refuses_a_deb_without_the_udev_rule_or_with_other_bytes(
         _check_deb(_agent_deb(tmp_path / "a", leave_out=rule), SPEC, b"\x7fELF agent")
     with pytest.raises(ArtifactError, match=f"{SPEC.exec_path} is missing or not what"):
         _check_deb(_agent_deb(tmp_path / "b"), SPEC, b"\x7fELF another agent")
+
+
+def test_the_upstart_job_starts_the_agent_with_no_flag() -> None:
+    """No upstart in Debian to run it: the job is checked as text. The agent runs in the
+    foreground (no `expect fork`), with no argument (its paths are built in), respawned, and
+    not at all on a guest without the port."""
+    job = sf.render(sf.UPSTART, "/usr/sbin/qemu-ga-patched-static")
+    stanzas = [line.split()[0] for line in job.splitlines() if line and not line[0].isspace()]
+    known = {"#", "description", "author", "start", "stop", "respawn", "pre-start", "end", "exec"}
+    assert set(stanzas) <= known, stanzas
+    assert "exec /usr/sbin/qemu-ga-patched-static\n" in job
+    assert "expect" not in job and "respawn" in stanzas
+    pre_start = job[job.index("pre-start script") : job.index("end script")]
+    assert f"[ -e {sf.PORT_PATH} ] || {{ stop; exit 0; }}" in pre_start
+
+
+def test_the_init_script_uses_the_agents_own_pid_file() -> None:
+    script = sf.render(sf.SYSVINIT, "/usr/sbin/qemu-ga-patched-static")
+    assert f"PIDFILE={sf.PID_FILE}\n" in script
+    assert '"$DAEMON" --daemonize $DAEMON_ARGS' in script  # no path flag: they are built in
