@@ -100,11 +100,19 @@ FINISH = {
 }
 
 
+# On sysvinit the runner, not the agent, starts the removal after the reboot (the host asks by
+# creating GO through the agent): a process the agent started there did not outlive it.
+GO = "/run/qga-scenario/go-finish"
+
+
 def scenario_script(name: str) -> str:
     first = FIRST_BOOT[name]
+    again = "  say booted again\n"
+    if name == "sysvinit":
+        again += f"  while [ ! -e {GO} ]; do sleep 1; done\n  exec sh /run/qga-scenario/finish.sh\n"
     return (
         f"#!/bin/sh\n. /run/qga-scenario/lib.sh\nhello\n"
-        f'if [ "$(phase)" = 0 ]; then\n  set_phase 1\n{first}else\n  say booted again\nfi\n'
+        f'if [ "$(phase)" = 0 ]; then\n  set_phase 1\n{first}else\n{again}fi\n'
     )
 
 
@@ -302,12 +310,11 @@ def _upgrade(session: Session, command: str, main: str, exec_path: str) -> str:
     )
 
 
+RPM_DEFAULTS = f"/etc/sysconfig/{sf.SERVICE_NAME}"
+
+
 def _defaults(command: str) -> str:
-    return (
-        f"/etc/sysconfig/{sf.SERVICE_NAME}"
-        if "rpm" in command
-        else f"/etc/default/{sf.SERVICE_NAME}"
-    )
+    return RPM_DEFAULTS if "rpm" in command else f"/etc/default/{sf.SERVICE_NAME}"
 
 
 def _reboot(session: Session, reboot: str, main: str, exec_path: str) -> str:
@@ -325,15 +332,24 @@ def _reboot(session: Session, reboot: str, main: str, exec_path: str) -> str:
 
 
 def _finish(session: Session, name: str) -> str:
-    session.detach("sh /run/qga-scenario/finish.sh", systemd=name != "sysvinit")
+    if name == "sysvinit":
+        session.sh(f"touch {GO}")
+    else:
+        session.detach("sh /run/qga-scenario/finish.sh")
     _expect(session.guest.wait_for("finished", STEP) is not None, "the guest did not finish")
     session.guest.wait_exit(30)
     marks = session.guest.markers()
     removed = [text for word, text in marks if word == "removed"]
     diff = [text for word, text in marks if word == "diff"]
+    # rpm keeps a %config file the user edited (the upgrade check edits it) as .rpmsave: the
+    # user's, not ours.
+    kept = [line for line in diff if line.startswith(f"> {RPM_DEFAULTS}.rpmsave ")]
+    diff = [line for line in diff if line not in kept]
     _expect(removed == ["no-agent-process"], f"after removal: {removed}")
     _expect(not diff, "the tree differs from before the install:\n" + "\n".join(diff[:40]))
-    return "no agent process after removal; nothing of ours left in the tree"
+    return "no agent process after removal; nothing of ours left in the tree" + (
+        f" (the user's edited {RPM_DEFAULTS} kept as .rpmsave, as rpm does)" if kept else ""
+    )
 
 
 def run_scenario(
