@@ -2,10 +2,8 @@
 its build matrix read from the YAML, each recipe built with the build step's own arguments into
 the layout CI's download step makes (`out/out-<recipe>/`), then the release job's own `run:`
 commands (`release`, then `sha256sum --strict -c`) with bash in that directory. Every series
-must land in one release, each file under a name of its own.
-
-The four Linux builds compile QEMU one after the other: run this under
-`flock /tmp/qga-qemu-build.lock`, like every test that builds."""
+must land in one release, each file under a name of its own. The four Linux builds run one
+after the other (never two compiles at once)."""
 
 from __future__ import annotations
 
