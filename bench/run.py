@@ -30,7 +30,7 @@ from builder.agent.client import AgentClient
 from builder.commands.common import load_plan
 from builder.config.overrides import Overrides
 from builder.host.cache import Cache
-from builder.stages.source import prepare_source
+from builder.stages.source import checked_marker, prepare_source
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +48,7 @@ def bench_source_check() -> dict[str, float]:
     plan, _ = load_plan(ROOT / "recipes" / "linux-static.yaml", Overrides())
     cache = Cache.default()
     prepare_source(plan.source, cache, lambda _: None)  # fetch once, outside the timing
-    marker = cache.checked / f"v2-{plan.source.sha256}.json"
+    marker = checked_marker(cache, plan.source.sha256)
 
     def uncached() -> None:
         marker.unlink(missing_ok=True)
@@ -107,6 +107,13 @@ def main() -> int:
 
     from bench import builds, report
 
+    only = os.environ.get("QGA_BENCH_ONLY", "")
+    if only:  # one build benchmark, merged into the last results
+        results = json.loads((report.RESULTS / "results.json").read_text())
+        results |= builds.run_all([], only=only)
+        report.write(results, f"{platform.machine()}, {os.cpu_count()} cores")
+        print((report.RESULTS / "results.md").read_text())
+        return 0
     results: dict = {}
     for name, micro in (("source-check", bench_source_check), ("agent-reply", bench_agent_reply)):
         value = micro()

@@ -222,6 +222,21 @@ class Session:
         )
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
+    def identity_when(
+        self, main: str, done: Callable[[dict[str, str]], bool], failure: str
+    ) -> dict[str, str]:
+        """Ask who answers every 2 s (through restarts) until `done` says so."""
+        deadline = time.monotonic() + STEP
+        while True:
+            time.sleep(2)
+            try:
+                ident = self.identity(main)
+            except (Failed, AgentError, OSError):
+                ident = {}
+            if done(ident):
+                return ident
+            _expect(time.monotonic() < deadline, f"{failure} (last: {ident})")
+
     def detach(self, command: str, systemd: bool = True) -> None:
         """Start a command in the guest that outlives the agent (which it stops)."""
         if systemd:
@@ -291,16 +306,11 @@ def _upgrade(session: Session, command: str, main: str, exec_path: str) -> str:
     before = session.identity(main)
     session.sh("echo '# kept by the upgrade' >> " + _defaults(command))
     session.detach(command)
-    deadline = time.monotonic() + STEP
-    while True:
-        time.sleep(2)
-        try:
-            ident = session.identity(main)
-        except (Failed, AgentError, OSError):
-            ident = {}
-        if ident.get("main") not in (None, "", "0", before.get("main")):
-            break
-        _expect(time.monotonic() < deadline, "the agent did not restart after the upgrade")
+    ident = session.identity_when(
+        main,
+        lambda now: now.get("main") not in (None, "", "0", before.get("main")),
+        "the agent did not restart after the upgrade",
+    )
     _is_ours(ident, exec_path)
     kept = session.sh(f"grep -c 'kept by the upgrade' {_defaults(command)} || true").strip()
     _expect(kept == "1", f"the edited conffile was not kept ({_defaults(command)})")
@@ -472,16 +482,9 @@ def _expect_debian(session: Session) -> str:
 
 
 def _replaced(session: Session, exec_path: str) -> str:
-    deadline = time.monotonic() + STEP
-    while True:
-        time.sleep(2)
-        try:
-            ident = session.identity(SYSTEMD_MAIN)
-        except (Failed, AgentError, OSError):
-            ident = {}
-        if ident.get("exe") == exec_path:
-            break
-        _expect(time.monotonic() < deadline, f"ours never answered (last: {ident})")
+    ident = session.identity_when(
+        SYSTEMD_MAIN, lambda now: now.get("exe") == exec_path, "ours never answered"
+    )
     state = session.sh("dpkg-query -W -f='${db:Status-Abbrev}' qemu-guest-agent || true")
     _expect(not state.startswith("ii"), f"Debian's agent is still installed ({state})")
     return _is_ours(ident, exec_path) + f"; Debian's qemu-guest-agent: {state.strip()}"

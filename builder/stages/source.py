@@ -68,9 +68,14 @@ def prepare_source(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSou
     raise AssertionError(plan.kind)
 
 
+def checked_marker(cache: Cache, sha256: str) -> Path:
+    """Where a tarball's verdict is kept (v3: with its VERSION and fsfreeze hook)."""
+    return cache.checked / f"v3-{sha256}.json"
+
+
 def _checked_tarball(path: Path, sha256: str, cache: Cache, what: str) -> TarballInfo:
     """Inspect a tarball's members once per digest; the verdict is cached under its sha256."""
-    marker = cache.checked / f"v3-{sha256}.json"  # v3: with the VERSION and fsfreeze hook
+    marker = checked_marker(cache, sha256)
     if marker.is_file():
         return TarballInfo(**json.loads(marker.read_text()))
     info = inspect_tarball(path, what=what)
