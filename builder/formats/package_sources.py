@@ -269,8 +269,10 @@ addFilter("no-documentation")
 addFilter("dangerous-command-in-%postun rm")
 # SPDX, as current RPM distributions write it; this rpmlint knows only the older names.
 addFilter("invalid-license GPL-2.0-only")
-# The init script is the package's, replaced on upgrade like the binary.
+# The init script and QEMU's hook script are the package's, replaced on upgrade like the
+# binary (a site's own freeze scripts go in /etc/qemu/fsfreeze-hook.d/, which is kept).
 addFilter("non-conffile-in-etc /etc/rc.d/init.d/")
+addFilter("non-conffile-in-etc /etc/qemu/fsfreeze-hook$")
 """
 
 

@@ -40,9 +40,7 @@ def unpack(ctx: RunContext, output: StepOutput) -> None:
     )
     ctx.qemu_version = unpacked[-1].strip() if unpacked else ""
     if ctx.plan.package is not None:  # a package version made from it: checked before the compile
-        package.package_spec(
-            ctx.plan, ctx.qemu_version, ctx.source_date_epoch, ctx.source.fsfreeze_hook
-        )
+        package.package_spec(ctx.plan, ctx.qemu_version, ctx.source_date_epoch, ctx.fsfreeze_hook)
     output.line(f"QEMU version {ctx.qemu_version}")
 
 

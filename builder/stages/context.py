@@ -147,6 +147,7 @@ class RunContext:
     artifacts: list[Artifact] = field(default_factory=list)
     msi_contents: dict[str, dict[str, Any]] = field(default_factory=dict)
     built_product_codes: dict[str, str] = field(default_factory=dict)  # MSI name -> wixl's
+    fsfreeze_hook: str = ""  # stage patches: QEMU's hook script, the run's patches applied
     agent_paths: dict[str, str] = field(default_factory=dict)  # stage check: `qemu-ga -D`
     vm_report: dict[str, Any] | None = None
     cache_hit: Any = None  # stages.artifact_cache.CacheHit: the build stages are skipped

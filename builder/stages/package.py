@@ -75,7 +75,7 @@ def package_spec(
 def make_packages(ctx: RunContext, output: StepOutput) -> None:
     plan = ctx.plan
     assert plan.package is not None
-    spec = package_spec(plan, ctx.qemu_version, ctx.source_date_epoch, ctx.source.fsfreeze_hook)
+    spec = package_spec(plan, ctx.qemu_version, ctx.source_date_epoch, ctx.fsfreeze_hook)
     agent = next(a for a in ctx.artifact_plans if a.kind == "static-elf")
     binary = (ctx.staging / agent.name).read_bytes()
     made: list[tuple[str, str]] = []

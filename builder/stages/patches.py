@@ -5,12 +5,16 @@ patches are applied inside the container, and a failure names the patch, the fil
 from __future__ import annotations
 
 import re
+import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from builder.config.layout import BUILD_UID
 from builder.config.plan import PatchPlan
 from builder.errors import InputError, PatchError
+from builder.formats.archives import FSFREEZE_HOOK
 from builder.formats.checksums import verify_bytes
 from builder.log import StepOutput
 from builder.stages import container_commands
@@ -29,6 +33,13 @@ def check(ctx: RunContext, output: StepOutput) -> None:
     ctx.checked_patches = check_patches(ctx.patch_plans)
     for checked in ctx.checked_patches:
         output.line(f"{checked.plan.name} sha256:{checked.plan.sha256} ok")
+    if ctx.plan.package is not None and ctx.source.fsfreeze_hook:
+        # The packages ship QEMU's hook script as this run builds the tree: patched.
+        ctx.fsfreeze_hook = patched_file(
+            ctx.source.fsfreeze_hook, FSFREEZE_HOOK, [c.plan.path for c in ctx.checked_patches]
+        )
+        if ctx.fsfreeze_hook != ctx.source.fsfreeze_hook:
+            output.line(f"{FSFREEZE_HOOK}: the packages ship it with the run's patches applied")
 
 
 def apply(ctx: RunContext, output: StepOutput) -> None:
@@ -95,3 +106,50 @@ def describe_failure(output: Sequence[str]) -> str:
         elif line.startswith("patch: **** "):
             problems.append(line.removeprefix("patch: **** "))
     return "; ".join(problems) or "patch failed (see the log)"
+
+
+# A unified diff's `+++` line, naming the file it changes.
+TOUCHED = re.compile(r"^\+\+\+ (?:b/)?(?P<path>[^\t\n]+)")
+
+
+def patched_file(text: str, name: str, patches: list[Path]) -> str:
+    """One file of the source (`name`, its text) with the parts of `patches` that change it
+    applied in order, on a scratch copy on the host (the package stage ships QEMU's fsfreeze
+    hook as the run built the tree). A part that does not apply stops the run."""
+    sections = [(p, _section(p.read_text(errors="replace"), name)) for p in patches]
+    sections = [(p, section) for p, section in sections if section]
+    if not sections:
+        return text
+    with tempfile.TemporaryDirectory(prefix="qga-patched-") as scratch:
+        target = Path(scratch) / name
+        target.parent.mkdir(parents=True)
+        target.write_text(text)
+        for patch, section in sections:
+            process = subprocess.run(
+                ["patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch"],
+                cwd=scratch,
+                input=section,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if process.returncode != 0:
+                raise PatchError(
+                    f"patch {patch.name} does not apply to {name}: "
+                    + describe_failure((process.stdout + process.stderr).splitlines())
+                )
+        return target.read_text()
+
+
+def _section(patch: str, name: str) -> str:
+    """The part of a unified diff that changes `name` (its ---/+++ lines and hunks)."""
+    lines, found, taking = patch.splitlines(keepends=True), [], False
+    for at, line in enumerate(lines):
+        if line.startswith("--- ") and at + 1 < len(lines) and lines[at + 1].startswith("+++ "):
+            match = TOUCHED.match(lines[at + 1])
+            taking = bool(match) and match["path"] == name  # type: ignore[index]
+        elif line.startswith("diff "):
+            taking = False
+        if taking:
+            found.append(line)
+    return "".join(found)

@@ -31,11 +31,10 @@ from builder.errors import HostToolError, InputError, PatchError
 from builder.formats.checksums import sha256_file, sha256_json
 from builder.log import StepOutput
 from builder.stages.context import RunContext
-from builder.stages.patches import describe_failure
+from builder.stages.patches import TOUCHED, describe_failure
 
 PATCHES_DIR = Path(__file__).resolve().parent.parent.parent / "patches"
 _VERSION = re.compile(r"^(?P<major>\d{1,3})\.(?P<minor>\d{1,3})(\.\d{1,4})?(-rc\d+)?$")
-_TOUCHED = re.compile(r"^\+\+\+ (?:b/)?(?P<path>[^\t\n]+)")
 MAX_VERSION_BYTES = 64
 
 
@@ -205,7 +204,7 @@ def read_version(source: Path) -> str:
 def touched_files(patch: Path) -> list[str]:
     paths = []
     for line in patch.read_text(errors="replace").splitlines():
-        match = _TOUCHED.match(line)
+        match = TOUCHED.match(line)
         if match and match["path"] != "/dev/null":
             path = match["path"]
             if path.startswith("/") or ".." in path.split("/"):

@@ -10,7 +10,7 @@ import pytest
 
 from builder.config.layout import Layout
 from builder.config.plan import PatchPlan
-from builder.errors import InputError
+from builder.errors import InputError, PatchError
 from builder.stages.container_commands import apply_patch
 from builder.stages.patches import check_patches, describe_failure
 
@@ -84,3 +84,24 @@ def test_missing_file(tmp_path: Path) -> None:
     assert "dir/file.c: not in the source tree" in describe_failure(
         (result.stdout + result.stderr).splitlines()
     )
+
+
+def test_the_hook_is_shipped_with_the_runs_patches(tmp_path: Path) -> None:
+    """Only the part of a patch that changes the hook is applied to it, on the host; a part
+    that does not apply stops the run, naming the patch."""
+    from builder.stages.patches import patched_file
+
+    name = "scripts/qemu-guest-agent/fsfreeze-hook"
+    hook = '#!/bin/sh\ntouch "$LOGFILE" &>/dev/null\nexit 0\n'
+    patch = tmp_path / "0004-hook.patch"
+    patch.write_text(
+        "Subject: two files\n---\n"
+        "--- a/qga/commands.c\n+++ b/qga/commands.c\n@@ -1 +1 @@\n-old\n+new\n"
+        f"--- a/{name}\n+++ b/{name}\n@@ -1,3 +1,3 @@\n #!/bin/sh\n"
+        '-touch "$LOGFILE" &>/dev/null\n+touch "$LOGFILE" >/dev/null 2>&1\n exit 0\n'
+    )
+    fixed = patched_file(hook, name, [patch])
+    assert fixed == '#!/bin/sh\ntouch "$LOGFILE" >/dev/null 2>&1\nexit 0\n'
+    assert patched_file(hook, name, []) == hook
+    with pytest.raises(PatchError, match=r"0004-hook.patch does not apply to scripts/"):
+        patched_file("#!/bin/sh\nsomething else\n", name, [patch])
