@@ -42,8 +42,8 @@ def step_run(job: dict[str, Any], pattern: str) -> str:
 
 
 def build_arguments(recipe: str, output: Path) -> list[str]:
-    """The build step's arguments after `python -m builder`, for this recipe; `--output` is
-    where CI's download step puts that job's artifact (out/out-<recipe>/), not the runner's."""
+    """The build step's arguments after `python -m builder`, for this recipe; `--output` is a
+    directory of this test's (each CI job builds on a runner of its own)."""
     command = step_run(workflow()["jobs"]["build"], r"builder run ")
     words = shlex.split(command.replace(MATRIX_VALUE, recipe))
     args = words[words.index("builder") + 1 :]
@@ -82,16 +82,20 @@ def downloaded(windows_102_build: Path, tmp_path_factory: pytest.TempPathFactory
     """The release job's working directory after its download step: out/out-<recipe>/ for
     every recipe of the matrix."""
     work = tmp_path_factory.mktemp("example-release")
+    runners = tmp_path_factory.mktemp("runners")  # each job's own checkout: out/<recipe>/
     recipes = workflow()["jobs"]["build"]["strategy"]["matrix"]["recipe"]
     for recipe in recipes:  # one build at a time: never two compiles at once
-        output = work / "out" / f"out-{recipe}"
+        built = runners / recipe
         if recipe == "windows-msi-qemu-10.2":
             # The session already built this very recipe (recipes/windows-msi-qemu-10.2.yaml,
             # in the windows_102_build fixture): its output is this job's output.
-            shutil.copytree(windows_102_build, output, symlinks=True)
-            continue
-        result = run_cli(*build_arguments(recipe, output))
-        assert result.returncode == 0, f"{recipe}:\n{result.stderr[-4000:]}"
+            built = windows_102_build
+        else:
+            result = run_cli(*build_arguments(recipe, built))
+            assert result.returncode == 0, f"{recipe}:\n{result.stderr[-4000:]}"
+        # The upload and download steps carry the output directory alone (not the run's lock
+        # file beside it) to out/out-<recipe>/.
+        shutil.copytree(built, work / "out" / f"out-{recipe}", symlinks=True)
     link_python(work)
     return work
 
