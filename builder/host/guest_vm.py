@@ -68,14 +68,16 @@ class RunningGuest:
         """The text of the first marker `word`, or None when the guest did not print it in
         time (or stopped)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
+            # Whether qemu has ended is asked first: a guest that prints its last marker and
+            # powers off between the two questions is still read to the end.
+            ended = self.process.poll() is not None
             for found, rest in self.markers():
                 if found == word:
                     return rest
-            if self.process.poll() is not None:
+            if ended or time.monotonic() > deadline:
                 return None
             time.sleep(0.2)
-        return None
 
     def wait_exit(self, timeout: float) -> bool:
         try:

@@ -112,3 +112,19 @@ def test_console_markers_are_read_in_order(tmp_path: Path) -> None:
     )
     guest = guest_vm.RunningGuest(process=None, socket=tmp_path, console=console, started=0)  # type: ignore[arg-type]
     assert guest.markers() == [("hello", "kernel=6.12"), ("diff", "> /etc/qemu"), ("finished", "")]
+
+
+def test_a_marker_printed_just_before_poweroff_is_read(tmp_path: Path) -> None:
+    """qemu may end between one read of the console and the next: the last read comes after
+    the guest is known to be gone."""
+    console = tmp_path / "console.log"
+    console.write_text("QGA-SCENARIO hello\n")
+
+    class Ending:
+        def poll(self) -> int:
+            console.write_text("QGA-SCENARIO hello\nQGA-SCENARIO finished\n")  # then it ends
+            return 0
+
+    guest = guest_vm.RunningGuest(process=Ending(), socket=tmp_path, console=console, started=0)  # type: ignore[arg-type]
+    assert guest.wait_for("finished", 5) == ""
+    assert guest.wait_for("never", 5) is None
