@@ -184,6 +184,10 @@ def test_rpm_metadata_and_install_into_a_root(patched_build: Path, packager_box:
     listed = packager_box.ok(f"rpm --dbpath /tmp/db -qlp /tmp/{rpm.name}").split()
     assert sorted(listed) == sorted(
         [
+            "/etc/qemu",
+            "/etc/qemu/fsfreeze-hook",
+            "/etc/qemu/fsfreeze-hook.d",
+            "/etc/qemu/qemu-ga.conf",
             "/etc/rc.d/init.d/qemu-guest-agent",
             "/etc/sysconfig/qemu-guest-agent",
             UNIT,
