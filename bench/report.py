@@ -71,7 +71,11 @@ def chart(results: dict[str, Any]) -> None:
     versus = results.get("builder-vs-hand")
     if not versus:
         return
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # `make bench` installs it; bench/run.py run by hand may lack it
+        print("stages.png not drawn: matplotlib is not installed (make bench installs it)")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
