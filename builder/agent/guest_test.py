@@ -264,10 +264,9 @@ def _paths(session: Session, exec_path: str) -> str:
         f"/opt/x/qemu-ga -D; rm -rf /opt/x; echo ==; test -e {sf.STATE_FILE} && echo state"
     )
     here, elsewhere, state = out.split("==\n")
-    settings = dict(line.split("=", 1) for line in here.splitlines() if "=" in line)
+    settings = sf.dumped_settings(here.splitlines())
     _expect(here == elsewhere, f"-D differs from /opt/x:\n{here}\n{elsewhere}")
-    want = {"statedir": sf.STATE_DIR, "pidfile": sf.PID_FILE, "fsfreeze-hook": sf.HOOK}
-    for key, value in want.items():  # fsfreeze-hook comes from /etc/qemu/qemu-ga.conf
+    for key, value in sf.AGENT_PATHS.items():  # fsfreeze-hook comes from qemu-ga.conf
         _expect(settings.get(key) == value, f"{key} is {settings.get(key)}, expected {value}")
     _expect("state" in state, f"no {sf.STATE_FILE}")
     return f"statedir {sf.STATE_DIR}, hook {sf.HOOK} from {sf.CONF_FILE}, same from /opt/x"
@@ -380,7 +379,10 @@ def run_scenario(
     report = ScenarioReport(name, guest.record() | {"packages": len(guest.packages)})
     lib = f"AGENT={packages.exec_path}\n{LIB}"
     files = {"lib.sh": lib.encode(), "scenario.sh": scenario_script(name).encode()}
-    files["finish.sh"] = FINISH.get(name, "say finished\n").encode()
+    # Started by systemd-run (or setsid): its output would go to the journal, not the console.
+    steps = FINISH.get(name, "say finished\n")
+    finish = f"exec >/dev/console 2>&1\n. /run/qga-scenario/lib.sh\n{steps}"
+    files["finish.sh"] = finish.encode()
     for key, path in (
         ("v1.deb", packages.deb),
         ("v2.deb", packages.deb_upgrade),
@@ -389,10 +391,6 @@ def run_scenario(
     ):
         if path is not None:
             files[key] = path.read_bytes()
-    # Started by systemd-run (or setsid): its output would go to the journal, not the console.
-    files["finish.sh"] = (
-        b"exec >/dev/console 2>&1\n. /run/qga-scenario/lib.sh\n" + files["finish.sh"]
-    )
     started = time.monotonic()
     exec_path = packages.exec_path
     with guest_vm.boot(

@@ -28,6 +28,19 @@ CONF_FILE = f"{CONF_DIR}/qemu-ga.conf"
 HOOK = f"{CONF_DIR}/fsfreeze-hook"
 HOOK_DIR = f"{HOOK}.d"
 HOOK_LOG = "/var/log/qga-fsfreeze-hook.log"  # written by QEMU's hook script
+# What `qemu-ga -D -F` must show for the units, init scripts and conffile to fit the agent.
+AGENT_PATHS = {"statedir": STATE_DIR, "pidfile": PID_FILE, "fsfreeze-hook": HOOK}
+
+
+def dumped_settings(lines: list[str]) -> dict[str, str]:
+    """The `key=value` lines of `qemu-ga -D` (its [general] header and the rest skipped)."""
+    settings = {}
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if sep:
+            settings[key.strip()] = value.strip()
+    return settings
+
 
 SYSTEMD = f"""\
 [Unit]

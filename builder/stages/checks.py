@@ -79,29 +79,23 @@ def check_static_elf(
     return elf.describe()
 
 
-# What the packages' units, init scripts and conffile rely on (service_files).
-DISTRIBUTION_PATHS = {"statedir": sf.STATE_DIR, "pidfile": sf.PID_FILE, "fsfreeze-hook": sf.HOOK}
-
-
 def check_agent_paths(ctx: RunContext, artifact: ArtifactPlan, output: StepOutput) -> dict:
     """The agent's built-in paths (`-D -F`, run in the build container) are the same wherever
     its binary lies; a recipe that ships service files or packages needs the distribution's."""
     lines = ctx.run_step(container_commands.agent_paths(ctx.layout, artifact.name), output)
-    settings: list[dict[str, str]] = []
+    sections: list[list[str]] = []  # one per place the agent ran from
     for line in lines:
         if line.startswith(container_commands.PATHS_MARK):
-            settings.append({})
-        elif settings and "=" in line:
-            key, _, value = line.partition("=")
-            settings[-1][key.strip()] = value.strip()
-    paths = (
-        {key: value for key, value in settings[0].items() if key in DISTRIBUTION_PATHS}
-        if (len(settings) == 2)
-        else {}
-    )
-    if len(settings) != 2 or not paths:
+            sections.append([])
+        elif sections:
+            sections[-1].append(line)
+    if len(sections) != 2:
         raise ArtifactError(f"artifact {artifact.name} -D printed no settings")
-    moved = sorted(k for k in DISTRIBUTION_PATHS if settings[0].get(k) != settings[1].get(k))
+    settings = [sf.dumped_settings(section) for section in sections]
+    paths = {key: value for key, value in settings[0].items() if key in sf.AGENT_PATHS}
+    if not paths:
+        raise ArtifactError(f"artifact {artifact.name} -D printed no settings")
+    moved = sorted(k for k in sf.AGENT_PATHS if settings[0].get(k) != settings[1].get(k))
     if moved:
         raise ArtifactError(
             f"artifact {artifact.name}: its built-in paths move with the binary ("
@@ -112,11 +106,11 @@ def check_agent_paths(ctx: RunContext, artifact: ArtifactPlan, output: StepOutpu
             hint="configure with --prefix=/usr --sysconfdir=/etc --localstatedir=/var",
         )
     if ctx.plan.package is not None or ctx.plan.service_kinds:
-        wrong = sorted(k for k, want in DISTRIBUTION_PATHS.items() if paths.get(k) != want)
+        wrong = sorted(k for k, want in sf.AGENT_PATHS.items() if paths.get(k) != want)
         if wrong:
             raise ArtifactError(
                 f"artifact {artifact.name}: the packages and service files expect "
-                + ", ".join(f"{k}={DISTRIBUTION_PATHS[k]}" for k in wrong)
+                + ", ".join(f"{k}={sf.AGENT_PATHS[k]}" for k in wrong)
                 + ", the agent has "
                 + ", ".join(f"{k}={paths.get(k)}" for k in wrong),
                 hint="configure with --prefix=/usr --sysconfdir=/etc --localstatedir=/var",

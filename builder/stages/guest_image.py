@@ -104,7 +104,14 @@ class GuestImage:
         return self.root / "initrd.img"
 
     def record(self) -> dict[str, Any]:
-        kernel = next((v for k, v in self.packages.items() if k.startswith("linux-image-6")), "")
+        kernel = next(  # the versioned kernel package linux-image-amd64 depends on
+            (
+                v
+                for k, v in self.packages.items()
+                if k.startswith("linux-image-") and k != "linux-image-amd64"
+            ),
+            "",
+        )
         return {
             "init": self.init,
             "image_id": self.key,
