@@ -63,6 +63,15 @@ leftovers() {{
         say removed no-agent-process
     fi
 }}
+# When the agent is not running 30 s after the install, the console says why (a failed
+# check carries the console's last lines).
+explain_later() {{
+    (sleep 30; pgrep -f "$AGENT" >/dev/null && exit 0
+     say unit "$(systemctl show -p ActiveState -p SubState -p NRestarts -p Result \
+         {sf.SERVICE_NAME} 2>&1 | tr '\n' ' ')"
+     journalctl -b -u {sf.SERVICE_NAME} -n 15 --no-pager 2>&1 |
+         while read -r line; do say journal "$line"; done) &
+}}
 compare() {{
     snapshot > /var/lib/qga-scenario/after.txt
     diff /var/lib/qga-scenario/before.txt /var/lib/qga-scenario/after.txt | grep '^[<>]' |
@@ -75,7 +84,7 @@ compare() {{
 # Phase 0 of each scenario, at the first boot: what the guest does before the host talks.
 FIRST_BOOT = {
     "systemd": "snapshot > /var/lib/qga-scenario/before.txt\n"
-    "dpkg -i /run/qga-scenario/v1.deb; say installed $?\n",
+    "dpkg -i /run/qga-scenario/v1.deb; say installed $?\nexplain_later\n",
     "no-port": "dpkg -i /run/qga-scenario/v1.deb; say installed $?\nsleep 10\n"
     'say state "$(systemctl show -p ActiveState --value qemu-guest-agent)'
     " $(systemctl show -p NRestarts --value qemu-guest-agent)"
@@ -88,7 +97,7 @@ FIRST_BOOT = {
     "dpkg -i /run/qga-scenario/v1.deb; say installed $?\n",
     "rpm": "mkdir -p /etc/sysconfig /etc/rc.d/init.d  # as RPM-family guests have them\n"
     "snapshot > /var/lib/qga-scenario/before.txt\n"
-    "rpm -i --nodeps /run/qga-scenario/v1.rpm; say installed $?\n",
+    "rpm -i --nodeps /run/qga-scenario/v1.rpm; say installed $?\nexplain_later\n",
 }
 FINISH = {
     "systemd": "dpkg -r qemu-ga-patched; leftovers\ndpkg -P qemu-ga-patched; say purged $?\n"
@@ -180,10 +189,9 @@ class Session:
                 Check(name, False, f"{exc}\nlast console lines:\n{self.guest.console_tail()}")
             )
         last = self.report.checks[-1]
-        self.log(
-            f"{self.report.name}: {name}: {'passed' if last.passed else 'FAILED'}: "
-            f"{last.detail.splitlines()[0] if last.detail else ''}"
-        )
+        # A failure is logged whole: the console's last lines say what the guest saw.
+        shown = last.detail if not last.passed else (last.detail.splitlines() or [""])[0]
+        self.log(f"{self.report.name}: {name}: {'passed' if last.passed else 'FAILED'}: {shown}")
         return last.passed
 
     def answer(self, timeout: float = STEP) -> AgentClient:

@@ -172,8 +172,13 @@ if [ "$1" = configure ]; then
             deb-systemd-invoke try-restart {unit}.service >/dev/null || true
         fi
         # Start the agent now if this guest has its port (udev starts it at every boot).
+        # Started by name too: a re-triggered "add" of a device systemd already knows
+        # does not always start what the device wants.
         if command -v udevadm >/dev/null; then
             udevadm trigger --subsystem-match=virtio-ports --action=add || true
+        fi
+        if [ -e {sf.PORT_PATH} ]; then
+            deb-systemd-invoke start {unit}.service >/dev/null || true
         fi
     elif [ -x /etc/init.d/{unit} ]; then
         # sysvinit: start it now, or restart it on the new binary (the script does nothing
@@ -321,6 +326,10 @@ fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
     udevadm trigger --subsystem-match=virtio-ports --action=add >/dev/null 2>&1 || :
+    # Started by name too: a re-triggered "add" does not always start what the device wants.
+    if [ -e {sf.PORT_PATH} ]; then
+        systemctl start {unit}.service >/dev/null 2>&1 || :
+    fi
 fi
 
 %preun
