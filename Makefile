@@ -11,8 +11,8 @@ PYTEST_ARGS ?=
 help:
 	@echo "make build        build $(RECIPE) into out/ (sets everything up first)"
 	@echo "make test         run the whole test suite (unit + integration)"
-	@echo "make unit         unit tests only (no Docker)"
-	@echo "make lint         ruff"
+	@echo "make unit         unit tests only (no Docker, no root once set up)"
+	@echo "make lint         ruff (no Docker)"
 	@echo "make schema       write the recipe JSON Schema to recipe.schema.json"
 	@echo "make clean        remove leftovers of crashed runs and the out/ directory"
 	@echo "make bench        run the benchmarks in bench/"
@@ -28,14 +28,15 @@ test:
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
 unit:
-	scripts/setup.sh
+	scripts/setup.sh --unit
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
 
 integration:
 	scripts/setup.sh --test
 	$(PY) -m pytest $(PYTEST_ARGS) tests/integration
 
-lint: setup
+lint:
+	scripts/setup.sh --lint
 	$(VENV)/bin/ruff check builder tests bench
 	$(VENV)/bin/ruff format --check builder tests bench
 

@@ -1,20 +1,48 @@
 #!/usr/bin/env bash
 # Idempotent set-up for qga-builder on a Debian/Ubuntu host; `make build` and `make test` call it.
-#   scripts/setup.sh            virtualenv + Docker engine + host tools for builds
+#   scripts/setup.sh            virtualenv + Docker engine + host tools + the first base image
 #   scripts/setup.sh --test     the same, plus what the test suite needs
+#   scripts/setup.sh --unit     virtualenv + the host tools the unit tests call (no Docker)
+#   scripts/setup.sh --lint     virtualenv only (no Docker)
+# Only installing packages, starting dockerd and making the first base image need root (run it
+# once with sudo); after that, everything works for a user in the `docker` group, and a
+# second run as that user only checks.
 # Windows builds need nothing more: wine runs in a container of the tool's own, never here.
 # Each part checks first and says what it does; nothing is done twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+MODE=${1:-build}
+case "$MODE" in
+    build|--test|--unit|--lint) ;;
+    *) printf 'setup: unknown option %s (use --test, --unit or --lint)\n' "$MODE" >&2; exit 2 ;;
+esac
 WANT_TEST=0
-[[ "${1:-}" == "--test" ]] && WANT_TEST=1
+[[ "$MODE" == "--test" ]] && WANT_TEST=1
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/qga-builder-dockerd.log}
 
 say() { printf 'setup: %s\n' "$*" >&2; }
-as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo "$@"
+    else
+        say "this step needs root: $*"
+        say "run \`sudo scripts/setup.sh ${MODE#build}\` once, then your command again as yourself"
+        exit 1
+    fi
+}
+# The virtualenv belongs to whoever asked with sudo, not to root.
+as_user() {
+    if [[ $(id -u) -eq 0 && -n "${SUDO_USER:-}" && "${SUDO_USER}" != root ]]; then
+        runuser -u "$SUDO_USER" -- "$@"
+    else
+        "$@"
+    fi
+}
 
 APT_UPDATED=0
 apt_install() {
@@ -34,18 +62,28 @@ apt_install() {
         "${missing[@]}" >/dev/null
 }
 
-# 1. Python virtualenv with the project and its dependencies.
+# 1. Python virtualenv with the project and its dependencies. `python -m builder` (the command
+#    as the README types it) needs a `python`: Debian names it python3 unless asked.
+command -v python >/dev/null || apt_install python-is-python3
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 stamp="$VENV/.qga-builder-installed"
 if [[ ! -x "$VENV/bin/python" ]]; then
     say "creating virtualenv $VENV"
-    "$PYTHON" -m venv "$VENV"
+    as_user "$PYTHON" -m venv "$VENV"
 fi
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
     say "installing qga-builder and its dependencies into $VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
-    touch "$stamp"
+    as_user "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+    as_user touch "$stamp"
 else
     say "virtualenv $VENV is up to date"
+fi
+if [[ "$MODE" == --lint ]]; then say "ready (lint)"; exit 0; fi
+if [[ "$MODE" == --unit ]]; then
+    # The unit tests make small MSIs (wixl, msitools, gcab) and compile and patch real files.
+    apt_install wixl msitools gcab gcc libc6-dev patch
+    say "ready (unit tests)"
+    exit 0
 fi
 
 # 2. Host tools the builds use: debootstrap (registry-free base images), git, xz, apt keyring,
@@ -63,6 +101,10 @@ docker_answers() {
 }
 if docker_answers; then
     say "Docker engine answers at ${DOCKER_HOST:-unix:///var/run/docker.sock}"
+elif [[ -z "${DOCKER_HOST:-}" && -S /var/run/docker.sock && ! -w /var/run/docker.sock ]]; then
+    say "the Docker engine runs, but $(id -un) may not use it: join the docker group"
+    say "  sudo usermod -aG docker $(id -un)   (then log in again, or run \`newgrp docker\`)"
+    exit 1
 else
     if [[ -n "${DOCKER_HOST:-}" ]]; then
         say "DOCKER_HOST=$DOCKER_HOST does not answer; unset it to let setup start a local engine"
@@ -95,6 +137,14 @@ else
     fi
     docker_answers || {
         say "dockerd did not come up; see $DOCKERD_LOG"; tail -20 "$DOCKERD_LOG" >&2; exit 1; }
+fi
+
+# 3b. The first base image (Debian trixie, debootstrap + docker import). debootstrap needs root:
+#     made here, as root, it is where the tool runs debootstrap for every other base later, in a
+#     container, for users without root.
+if [[ $(id -u) -eq 0 ]]; then
+    "$VENV/bin/python" -m builder base debootstrap --suite trixie 2>&1 |
+        sed 's/^/setup: /' >&2
 fi
 
 # 4. For the tests: tools the unit tests use on the host (real binaries and patches).

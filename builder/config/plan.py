@@ -408,11 +408,17 @@ def package_plan(recipe: Recipe) -> PackagePlan | None:
     return PackagePlan(kinds, fields.name, fields.version, fields.revision, fields.maintainer)
 
 
+SERIES_PATCHES_FIRST = "series-patches-first"
+
+
 def series_decides(recipe: Recipe) -> tuple[str, ...]:
-    """What the source's QEMU series chooses for a recipe that leaves its patches out."""
-    if recipe.patches is not None:
+    """What the source's QEMU series chooses: for a recipe that leaves its patches out, the
+    patches and whatever of its environment it leaves out; for one that lists patches but no
+    base (the default recipe plus a patch of the user's), the series' patches come first, then
+    the recipe's, on the series' base. A recipe with patches and a base chooses for itself."""
+    if recipe.patches is not None and recipe.environment.base is not None:
         return ()
-    chosen = ["patches"]
+    chosen = ["patches" if recipe.patches is None else SERIES_PATCHES_FIRST]
     if recipe.environment.base is None:
         chosen.append("base")
     if recipe.environment.packages is None:

@@ -255,9 +255,11 @@ class Recipe(Model):
     patches: list[Patch] | None = Field(
         None,
         max_length=100,
-        description="patches applied in order (-p1), each pinned by sha256; left out: our patch "
+        description="patches applied in order (-p1), each pinned by sha256. Left out: our patch "
         "set for the source's QEMU series (patches/qemu-X.Y/), with the series' base suite, "
-        "packages and configure flags where the recipe does not set them; [] for none",
+        "packages and configure flags where the recipe does not set them. Listed without "
+        "environment.base: applied after the series' set, on the series' base (your own patch "
+        "on top of ours). Listed with environment.base: exactly these ([] for none)",
     )
     configure: Configure = Field(default_factory=Configure)
     build: Build = Field(default_factory=Build)
@@ -272,15 +274,6 @@ class Recipe(Model):
         description="boot the built static agent in a VM after the build and run the agent "
         "contract over virtio-serial (needs qemu-system-x86 on the host)",
     )
-
-    @model_validator(mode="after")
-    def _base_when_patches_are_named(self) -> Recipe:
-        if self.patches is not None and self.environment.base is None:
-            raise ValueError(
-                "environment.base is required when the recipe lists its patches (leave "
-                "`patches` out to take the series' base)"
-            )
-        return self
 
     @model_validator(mode="after")
     def _target_fits(self) -> Recipe:

@@ -7,20 +7,22 @@ the tool works without any registry (air-gapped hosts, and this project's CI).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from builder.config.plan import BasePlan
-from builder.engine import LABEL_KIND
+from builder.engine import LABEL_KIND, LABEL_RECIPE
 from builder.errors import HostToolError, ImageError
 from builder.formats.checksums import sha256_file, sha256_json
 from builder.host import debian
@@ -32,6 +34,7 @@ from builder.stages.image_transfer import copy_from_peers
 
 LABEL_BASE_INPUTS = "org.qga-builder.base.inputs"
 LABEL_OS_RELEASE = "org.qga-builder.base.os-release"
+SEED_FAMILY = "qga-builder/base:trixie-minbase"
 
 
 @dataclass(frozen=True)
@@ -155,12 +158,6 @@ def make_debootstrap_base(
     (`--force-check-gpg`): an unsigned or wrongly signed archive makes no base.
     """
     what = f"base image {family or reference} is missing and cannot be made"
-    if shutil.which("debootstrap") is None:
-        raise HostToolError(
-            f"{what}: debootstrap is not installed", hint="apt-get install debootstrap"
-        )
-    if os.geteuid() != 0:
-        raise ImageError(f"{what}: debootstrap needs root", hint="run `make setup` as root once")
     if not debian.KEYRING.is_file():
         raise HostToolError(
             f"{what}: {debian.KEYRING} is missing, so the archive cannot be verified",
@@ -168,7 +165,40 @@ def make_debootstrap_base(
         )
     mirror = mirror or debian.host_mirror()
     inputs = debootstrap_inputs(suite, variant, mirror)
+    labels = {
+        LABEL_KIND: "base",
+        "org.qga-builder.base.suite": suite,
+        "org.qga-builder.base.variant": variant,
+        "org.qga-builder.base.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        LABEL_BASE_INPUTS: sha256_json(inputs),
+    }
     started = time.monotonic()
+    if os.geteuid() == 0 and shutil.which("debootstrap") is not None:
+        image_id = _on_this_host(engine, suite, variant, mirror, reference, labels, log, what)
+    else:
+        # debootstrap needs root; a docker-group user has root only inside a container.
+        seed = _seed(engine, mirror)
+        if seed is None:
+            raise ImageError(
+                f"{what}: debootstrap needs root here, and there is no base image "
+                f"{_seed_tag(mirror)} to run it in",
+                hint="run `sudo scripts/setup.sh` once: it makes that base image as root",
+            )
+        image_id = _in_container(engine, seed, suite, variant, mirror, reference, labels, log, what)
+    log(f"made {reference} ({image_id[:19]}) in {time.monotonic() - started:.0f} s")
+    return image_id
+
+
+def _on_this_host(
+    engine: ContainerEngine,
+    suite: str,
+    variant: str,
+    mirror: str,
+    reference: str,
+    labels: dict[str, str],
+    log: LineSink,
+    what: str,
+) -> str:
     with tempfile.TemporaryDirectory(prefix="qga-builder-rootfs-") as rootfs:
         log(f"debootstrap --variant={variant} {suite} (into {rootfs})")
         command = [
@@ -201,17 +231,140 @@ def make_debootstrap_base(
         )
         assert tar.stdout is not None
         with _reaped(tar):
-            labels = {
-                LABEL_KIND: "base",
-                "org.qga-builder.base.suite": suite,
-                "org.qga-builder.base.variant": variant,
-                "org.qga-builder.base.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                LABEL_BASE_INPUTS: sha256_json(inputs),
-                LABEL_OS_RELEASE: distribution,
-            }
-            image_id = engine.import_rootfs(tar.stdout, reference, labels)
-    log(f"made {reference} ({image_id[:19]}) in {time.monotonic() - started:.0f} s")
-    return image_id
+            return engine.import_rootfs(
+                tar.stdout, reference, labels | {LABEL_OS_RELEASE: distribution}
+            )
+
+
+# What debootstrap needs inside its container: to own, chroot, make device nodes; no more.
+DEBOOTSTRAP_CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD", "SETUID", "SETGID", "SYS_CHROOT",
+    "SETFCAP",
+)  # fmt: skip
+_IN_BOX_KEYRING = "/tmp/qga-builder-keyring.gpg"
+_IN_BOX_ROOTFS = "/rootfs"
+_IN_BOX_TAR = "/rootfs.tar"
+
+
+def _seed_tag(mirror: str) -> str:
+    return debootstrap_tag(SEED_FAMILY, debootstrap_inputs("trixie", "minbase", mirror))
+
+
+def _seed(engine: ContainerEngine, mirror: str) -> str | None:
+    """The default base (made by the set-up as root), in which debootstrap runs for others."""
+    found = engine.inspect_image(_seed_tag(mirror))
+    return found.id if found is not None else None
+
+
+def _in_container(
+    engine: ContainerEngine,
+    seed: str,
+    suite: str,
+    variant: str,
+    mirror: str,
+    reference: str,
+    labels: dict[str, str],
+    log: LineSink,
+    what: str,
+) -> str:
+    """debootstrap in a container of the seed base, with the host's keyring, as its root."""
+    log(f"debootstrap --variant={variant} {suite} in a container of {seed[:19]} (it needs root)")
+    with engine.container(
+        seed,
+        labels={LABEL_RECIPE: "base-image"},
+        user="root",
+        network=True,  # apt and debootstrap fetch from the mirror
+        cap_add=DEBOOTSTRAP_CAPABILITIES,
+    ) as box:
+        box.put_files(
+            "/tmp", {Path(_IN_BOX_KEYRING).name: debian.KEYRING.read_bytes()}, uid=0, gid=0
+        )
+        steps = [
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "debootstrap"],
+            [
+                "debootstrap",
+                f"--variant={variant}",
+                f"--keyring={_IN_BOX_KEYRING}",
+                "--force-check-gpg",
+                suite,
+                _IN_BOX_ROOTFS,
+                mirror,
+            ],
+            ["rm", "-rf", f"{_IN_BOX_ROOTFS}/var/cache/apt/archives"],
+            ["tar", "--numeric-owner", "-C", _IN_BOX_ROOTFS, "-cf", _IN_BOX_TAR, "."],
+        ]
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        for command in steps:
+            code = box.run(command, on_line=log, env=env)
+            if code != 0:
+                raise ImageError(
+                    f"{what}: `{' '.join(command[:2])}` failed in its container (exit {code})",
+                    hint="see the log above; check the mirror and the suite name",
+                )
+        with tempfile.TemporaryDirectory(prefix="qga-builder-rootfs-") as tmp:
+            tar_path = Path(tmp) / "rootfs.tar"
+            _unwrap_single_file(box.get_archive(_IN_BOX_TAR), tar_path)
+            distribution = _tar_os_release(tar_path)
+            log(f"docker import as {reference}")
+            with tar_path.open("rb") as tar:
+                return engine.import_rootfs(
+                    tar, reference, labels | {LABEL_OS_RELEASE: distribution}
+                )
+
+
+def _unwrap_single_file(archive: Iterable[bytes], dest: Path) -> None:
+    """The one regular file of the engine's archive stream, written to `dest`."""
+    reader = _ChunkReader(iter(archive))
+    with tarfile.open(fileobj=reader, mode="r|") as outer:
+        for member in outer:
+            if member.isfile():
+                source = outer.extractfile(member)
+                assert source is not None
+                with dest.open("wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+                return
+    raise ImageError("the engine's archive held no file")
+
+
+def _tar_os_release(tar_path: Path) -> str:
+    """PRETTY_NAME of the tree in the tarball (see os_release)."""
+    with tempfile.TemporaryDirectory(prefix="qga-builder-os-release-") as tmp:
+        with tarfile.open(tar_path) as tree:
+            for name in ("./etc/os-release", "./usr/lib/os-release"):
+                try:
+                    member = tree.getmember(name)
+                except KeyError:
+                    continue
+                if member.isfile() and member.size < 65536:
+                    data = tree.extractfile(member)
+                    assert data is not None
+                    target = Path(tmp) / name.lstrip("./")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data.read())
+        return os_release(Path(tmp))
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file object over an iterator of byte chunks (the engine's archive stream)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
 
 
 def os_release(root: Path) -> str:

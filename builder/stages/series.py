@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError
 
 from builder.config.plan import (
+    SERIES_PATCHES_FIRST,
     ImagePlan,
     PatchPlan,
     Plan,
@@ -138,6 +139,8 @@ def choose(plan: Plan, version: str) -> Choice:
     directory = PATCHES_DIR / f"qemu-{name}"
     patches = tuple(PatchPlan(directory / n, spec.pins[n]) for n in target.patches)
     chosen = set(plan.series_decides)
+    if SERIES_PATCHES_FIRST in chosen:  # the user's own patches go on top of ours
+        patches = (*patches, *plan.patches)
     image = plan.image
     base = debootstrap_base(target.suite) if "base" in chosen else image.base
     packages = target.packages if "packages" in chosen else _packages(image.build_args)
@@ -148,10 +151,23 @@ def choose(plan: Plan, version: str) -> Choice:
     record |= {
         "patch_set": f"patches/qemu-{name}/",
         "patches": {n: spec.pins[n] for n in target.patches},
+        **(
+            {"own_patches": {p.path.name: p.sha256 for p in plan.patches}}
+            if SERIES_PATCHES_FIRST in chosen
+            else {}
+        ),
         "tested": spec.tested,
         "chose": sorted(chosen),
         "suite": target.suite if "base" in chosen else None,
-        "why": f"the recipe leaves {', '.join(sorted(chosen))} to the source's series",
+        "why": (
+            f"the recipe leaves {', '.join(sorted(chosen - {SERIES_PATCHES_FIRST}))} to the "
+            "source's series"
+            + (
+                ", and lists patches of its own to apply after the series' set"
+                if SERIES_PATCHES_FIRST in chosen
+                else ""
+            )
+        ),
     }
     return Choice(
         image_plan(image.dockerfile, image.dockerfile_sha256, base, packages, extra),
@@ -159,8 +175,13 @@ def choose(plan: Plan, version: str) -> Choice:
         flags,
         record,
         sha256_json({"plan": plan.cache_key, "series": record}),
-        f"QEMU {version}: series {name}, patches/qemu-{name}/ ({', '.join(target.patches)}); "
-        f"{record['why']}",
+        f"QEMU {version}: series {name}, patches/qemu-{name}/ ({', '.join(target.patches)})"
+        + (
+            f", then the recipe's ({', '.join(p.path.name for p in plan.patches)})"
+            if SERIES_PATCHES_FIRST in chosen
+            else ""
+        )
+        + f"; {record['why']}",
     )
 
 

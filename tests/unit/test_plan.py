@@ -296,3 +296,25 @@ def test_two_names_alike_after_the_version_are_refused() -> None:
     plan = plan_of(data, RECIPES / "linux-static-qemu-10.0.yaml")
     with pytest.raises(RecipeError, match=r"artifact name 'qemu-ga-10\.0\.13\+qga1' is used twice"):
         resolve_artifacts(plan, "10.0.13")
+
+
+def test_own_patches_on_the_default_recipe_go_after_the_series_set(tmp_path: Path) -> None:
+    """The README's example: the default recipe plus `patches:`, no base of its own."""
+    from builder.stages.series import choose, load_series
+
+    data = load_default()
+    # A patch in the project stands in for the user's own (recipes name files in their project).
+    own = sorted((RECIPES.parent / "patches" / "qemu-10.0").glob("*.patch"))[-1]
+    data["patches"] = [{"path": str(own), "sha256": hashlib.sha256(own.read_bytes()).hexdigest()}]
+    plan = plan_of(data)
+    assert plan.series_decides == ("series-patches-first", "base", "packages", "configure")
+    choice = choose(plan, "10.0.13")
+    spec = load_series("10.0")
+    names = [p.path.name for p in choice.patch_plans]
+    assert names == [*spec.targets["linux"].patches, own.name]  # ours first, the user's after
+    assert choice.image_plan.base.suite == spec.targets["linux"].suite
+    assert dict(choice.image_plan.build_args)["PACKAGES"].split() == spec.targets["linux"].packages
+    assert choice.record["own_patches"] == {own.name: data["patches"][0]["sha256"]}
+    assert "--static" in choice.configure_flags
+    # and the key differs from the default recipe's: the user's patch is an input
+    assert choice.run_key != choose(plan_of(load_default()), "10.0.13").run_key
