@@ -70,6 +70,11 @@ def _message(root: type[BaseModel], loc: tuple[Any, ...], err: Mapping[str, Any]
         if worded is not None:
             return worded
     msg = str(err["msg"])
+    if err["type"] == "literal_error":  # `target: linx`, `kind: statc-elf`
+        choices = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+        guess = close_match(str(err.get("input")), choices)
+        if guess is not None:
+            return f"{err.get('input')!r}: {msg}; did you mean {guess!r}?"
     return msg.removeprefix("Value error, ")
 
 

@@ -504,3 +504,11 @@ def test_an_override_error_is_blamed_on_its_flag(capsys, flag: str, value: str, 
     err = capsys.readouterr().err
     assert err.startswith(f"qga-builder: error: {flag}: {words}"), err
     assert "linux-static.yaml" not in err  # the recipe is not what is wrong
+
+
+def test_a_misspelt_choice_says_which_one_was_meant(write_recipe) -> None:
+    path = write_recipe(_mutate(("artifacts", 0, "kind"), "statc-elf"))
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    assert f"{path}: artifacts[0].kind: 'statc-elf': Input should be" in caught.value.message
+    assert "did you mean 'static-elf'?" in caught.value.message
