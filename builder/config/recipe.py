@@ -38,8 +38,9 @@ from builder.errors import RecipeError, UsageError
 MAX_RECIPE_BYTES = 256 * 1024
 MAX_NESTING = 32
 TOOL_BUILD_ARGS = frozenset({"BASE_IMAGE", "PACKAGES"})
-# Configure options the `msi:` fields own.
+# A registry image pinned by its digest, the whole digest (name:tag@sha256:<64 hex>).
 PINNED_IMAGE = re.compile(r".@sha256:[0-9a-f]{64}$")
+# Configure options the `msi:` fields own.
 MSI_FLAGS = ("--qemu-ga-manufacturer", "--qemu-ga-distro", "--qemu-ga-version")
 
 Sha256 = Annotated[str, Field(pattern=patterns.SHA256, description="lower-case hex sha256")]
@@ -422,10 +423,6 @@ def _not_found(path: Path) -> RecipeError:
         f"{path}: recipe file not found; did you mean {meant}?",
         hint=f"give the recipe's path, e.g. {meant}; `ls recipes/` lists the recipes",
     )
-
-
-def format_validation_error(origin: str, exc: ValidationError) -> str:
-    return join_lines([line for _, line in error_lines(origin, exc, Recipe)])
 
 
 def validate_recipe(
