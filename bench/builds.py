@@ -38,11 +38,20 @@ PACKAGE_KINDS = ("deb", "rpm", "tarball")  # made by the package stage, after th
 PY = sys.executable
 
 
+# The commands that read recipes: only they take --allow-outside-project (recipes in a
+# scratch directory use the project's Dockerfiles and patches).
+RECIPE_COMMANDS = frozenset({"run", "verify", "validate", "plan", "lock"})
+
+
+def _outside(command: str) -> list[str]:
+    return ["--allow-outside-project"] if command in RECIPE_COMMANDS else []
+
+
 def cli(*args: str, env: dict[str, str] | None = None) -> float:
     """Run the builder; its wall time in seconds (it must succeed)."""
     start = time.perf_counter()
     result = subprocess.run(
-        [PY, "-m", "builder", *args, "--allow-outside-project"],  # recipes in a scratch dir
+        [PY, "-m", "builder", *args, *_outside(args[0])],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -15,7 +15,12 @@ from pathlib import Path
 from types import FrameType
 
 from builder import __version__, log
+from builder.agent.contract_in_vm import BOOT_DEADLINE
+from builder.agent.guest_test import SCENARIOS
+from builder.config.settings import MIRROR_ENV
+from builder.config.suggest import close_match
 from builder.errors import BuilderError, Interrupted
+from builder.host.virtual_machine import AGENT_PORT
 
 Handler = Callable[[argparse.Namespace], int]
 INTERNAL_ERROR = 70  # EX_SOFTWARE
@@ -23,8 +28,70 @@ INTERNAL_ERROR = 70  # EX_SOFTWARE
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, and a "did you mean" for a misspelt command, choice or option (`valdate`,
+    `--no-cahce`); an option the command does not take is refused by the command's parser,
+    which can list the ones it does take."""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError:
+            guess = close_match(str(value), [str(c) for c in action.choices or ()])
+            if guess is None:
+                raise
+            choices = ", ".join(repr(str(c)) for c in action.choices or ())
+            message = f"invalid choice: {value!r}; did you mean {guess!r}? (choose from {choices})"
+            raise argparse.ArgumentError(action, message) from None
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        unknown = [extra for extra in extras if extra.startswith("-")]
+        if unknown and not self._subparsers:  # a command's own parser knows all its options
+            self.error(self._no_such_option(unknown[0].split("=", 1)[0]))
+        return parsed, extras
+
+    def _no_such_option(self, option: str) -> str:
+        known = sorted(
+            option
+            for option, action in self._option_string_actions.items()
+            if option.startswith("--") and action.help != argparse.SUPPRESS
+        )
+        guess = close_match(option, known)
+        if guess is not None:
+            return f"no option {option}; did you mean {guess}?"
+        return f"no option {option} here; this command takes: {', '.join(known)}"
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum` (`clean --keep -1` is refused)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        return value
+
+    return parse
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
 def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--log-format",
         choices=("console", "json"),
@@ -32,27 +99,37 @@ def _common() -> argparse.ArgumentParser:
         help="console (default, for people) or json (one object per line, for CI)",
     )
     common.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
-    common.add_argument(
+    return common
+
+
+def _recipes_options() -> argparse.ArgumentParser:
+    """Options of the commands that read recipes (and only those: elsewhere they do nothing)."""
+    recipes = Parser(add_help=False)
+    recipes.add_argument(
         "--allow-outside-project",
         action="store_true",
         help="let recipes use a Dockerfile or patches outside their project (the nearest "
         "directory above the recipe with .git or pyproject.toml)",
     )
-    return common
+    return recipes
 
 
-def _overrides(parser: argparse.ArgumentParser) -> None:
+def _overrides(parser: argparse.ArgumentParser, output_help: str) -> None:
     group = parser.add_argument_group("overrides (recorded in the manifest)")
     group.add_argument("--qemu-ref", metavar="TAG", help="build this QEMU git tag (upstream URL)")
     group.add_argument(
         "--source", metavar="PATH", type=Path, help="build this local QEMU tree or tarball"
     )
-    group.add_argument("--base-image", metavar="REF", help="start the build image from REF")
+    group.add_argument(
+        "--base-image",
+        metavar="REF",
+        help="start the build image from REF, pinned by digest (name:tag@sha256:<64 hex>)",
+    )
     group.add_argument(
         "--output",
         metavar="DIR",
         type=Path,
-        help="write the artifacts to DIR (default: out/<recipe name>)",
+        help=output_help,
     )
 
 
@@ -69,7 +146,8 @@ def _locked(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--locked",
         action="store_true",
-        help="fail before compiling if the build image's packages differ from RECIPE.lock",
+        help="fail before compiling if the build image's packages differ from the recipe's "
+        "lock file (recipes/x.yaml: recipes/x.lock, written by `lock`)",
     )
 
 
@@ -85,16 +163,19 @@ def _handler(module: str, name: str) -> Handler:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(
+    recipes = _recipes_options()
+    parser = Parser(
         prog="qga-builder",
         description="Build patched QEMU Guest Agent release artifacts from YAML recipes.",
     )
     parser.add_argument("--version", action="version", version=f"qga-builder {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", parents=[common], help="build the artifacts of one or more recipes")
+    p = sub.add_parser(
+        "run", parents=[common, recipes], help="build the artifacts of one or more recipes"
+    )
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
-    _overrides(p)
+    _overrides(p, "write the artifacts to DIR (default: out/<recipe name>; one recipe only)")
     _locked(p)
     p.add_argument(
         "--no-cache",
@@ -105,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     matrix = p.add_argument_group("several recipes (a matrix: one process per recipe)")
     matrix.add_argument(
         "--jobs",
-        type=int,
+        type=at_least(1),
         metavar="N",
         help="build up to N recipes at once (default: one per engine)",
     )
@@ -121,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="a Docker engine to build on: unix:///PATH, tcp://HOST:PORT (TLS from "
         "DOCKER_CERT_PATH), ssh://USER@HOST, or a docker context name; repeat it to spread "
-        "the recipes over several engines (default: DOCKER_HOST)",
+        "several recipes over several engines (default: DOCKER_HOST, else "
+        "unix:///var/run/docker.sock)",
     )
     # A matrix's builds are told the other engines: images one holds are copied, not made again.
     matrix.add_argument("--peer-engine", action="append", default=[], help=argparse.SUPPRESS)
@@ -134,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "verify",
-        parents=[common],
+        parents=[common, recipes],
         help="build a recipe twice under varied conditions and compare every artifact; "
         "or compare a build or an output directory with a SHA256SUMS",
     )
@@ -150,7 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHA256SUMS",
         help="compare with this published checksum file instead of a second build",
     )
-    _overrides(p)
+    _overrides(
+        p,
+        "with a RECIPE: write both builds and verify.json to DIR (default: "
+        "out/<recipe name>.verify; new, empty, or a directory verify made before)",
+    )
     _locked(p)
     _no_ccache(p)
     p.set_defaults(handler=_handler("verify", "cmd_verify"))
@@ -185,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenarios",
         metavar="LIST",
-        help="comma-separated, of: systemd, no-port, replace, sysvinit, rpm (default: all)",
+        help=f"comma-separated, of: {', '.join(SCENARIOS)} (default: all; not with --fast)",
     )
     p.add_argument(
         "--fast",
@@ -200,34 +286,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--port-name",
-        default="org.qemu.guest_agent.0",
-        help="with --fast: name of the host's virtserialport (the guest looks for "
-        "org.qemu.guest_agent.0)",
+        help=f"with --fast: name of the host's virtserialport (default {AGENT_PORT}, the name "
+        "the guest looks for)",
     )
     p.add_argument(
         "--boot-deadline",
-        type=float,
-        default=90.0,
+        type=positive_seconds,
         metavar="SECONDS",
-        help="with --fast: how long to wait for the agent's first answer (default 90)",
+        help=f"with --fast: how long to wait for the agent's first answer (default "
+        f"{BOOT_DEADLINE:g})",
     )
     p.set_defaults(handler=_handler("vm_test", "cmd_vm_test"))
 
     p = sub.add_parser(
         "lock",
-        parents=[common],
-        help="write RECIPE.lock: every package of the recipe's build image",
+        parents=[common, recipes],
+        help="write the recipe's lock file beside it (recipes/x.yaml: recipes/x.lock): every "
+        "package of the recipe's build image",
     )
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
     p.set_defaults(handler=_handler("lock", "cmd_lock"))
 
-    p = sub.add_parser("validate", parents=[common], help="check recipes without building")
+    p = sub.add_parser(
+        "validate",
+        parents=[common, recipes],
+        help="check recipes without building: YAML, fields, paths, and the sha256 of every "
+        "local file they pin",
+    )
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
     p.set_defaults(handler=_handler("inspect", "cmd_validate"))
 
-    p = sub.add_parser("plan", parents=[common], help="print what `run` would do (dry run)")
+    p = sub.add_parser(
+        "plan",
+        parents=[common, recipes],
+        help="print what `run` would do (dry run) as one JSON document: an object for one "
+        "RECIPE, an array of them, in the order given, for several",
+        description="Print what `run` would do (a dry run) as one JSON document: the plan's "
+        "object for one RECIPE, an array of them, in the order given, for several. Its "
+        "cache_key is the one the run's manifest.json will record; it is null, and "
+        "cache_key_note says why, when the recipe leaves its patches to the source's QEMU "
+        "series and the source is not on this host yet.",
+    )
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
-    _overrides(p)
+    _overrides(p, "the output directory the plan names (default: out/<recipe name>)")
     p.set_defaults(handler=_handler("inspect", "cmd_plan"))
 
     p = sub.add_parser("schema", parents=[common], help="print the recipe JSON Schema")
@@ -242,8 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--suite", required=True, help="Debian suite, e.g. trixie")
     b.add_argument("--variant", default="minbase", choices=("minbase", "buildd"))
-    b.add_argument("--mirror", help="Debian mirror URL (default: this host's apt mirror)")
-    b.add_argument("--tag", help="image reference (default: qga-builder/base:SUITE-VARIANT)")
+    b.add_argument(
+        "--mirror",
+        help=f"Debian mirror URL (default: {MIRROR_ENV}, else this host's apt mirror)",
+    )
+    b.add_argument(
+        "--tag",
+        help="image reference (default: qga-builder/base:SUITE-VARIANT-HASH, HASH of the suite, "
+        "variant and mirror: the tag recipes with `debootstrap:` look for)",
+    )
     b.add_argument("--force", action="store_true", help="remake it even if it exists")
     b.set_defaults(handler=_handler("base", "cmd_base_debootstrap"))
 
@@ -260,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("clean", parents=[common], help="remove what crashed runs left behind")
     p.add_argument(
         "--keep",
-        type=int,
+        type=at_least(0),
         default=2,
         metavar="N",
         help="build images to keep per Dockerfile and base (newest first; default 2)",

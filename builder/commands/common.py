@@ -19,7 +19,7 @@ def load_plan(
 ) -> tuple[Plan, str]:
     """Recipe file -> validated recipe (overrides applied first) -> plan; also the recipe text."""
     data, raw = load_recipe_data(path)
-    recipe = validate_recipe(apply_overrides(data, overrides), str(path))
+    recipe = validate_recipe(apply_overrides(data, overrides), str(path), overrides.blame())
     plan = make_plan(
         recipe,
         path,

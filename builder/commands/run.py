@@ -20,6 +20,13 @@ from builder.stages import output_dir
 def cmd_run(args: argparse.Namespace) -> int:
     if len(args.recipes) > 1 or args.jobs or args.output_root:
         return _run_matrix(args)
+    if args.engine and len(args.engine) > 1:
+        raise UsageError(
+            f"--engine is given {len(args.engine)} times for one recipe: one build runs on one "
+            "engine",
+            hint="give one --engine; several spread a matrix (several RECIPEs, or --jobs N) "
+            "over them",
+        )
     overrides = overrides_from(args)
     plan, text = load_plan(
         args.recipes[0],
@@ -66,8 +73,6 @@ def _run_matrix(args: argparse.Namespace) -> int:
             "--output names one recipe's directory; a matrix writes to --output-root DIR",
             hint="use --output-root DIR: each recipe goes to DIR/<recipe name>/",
         )
-    if args.jobs is not None and args.jobs < 1:
-        raise UsageError(f"--jobs must be 1 or more, not {args.jobs}")
     root: Path = (args.output_root or Path("out")).absolute()
     overrides = overrides_from(args, output=False)
     # Every recipe is validated, and every output directory checked, before the first builds.

@@ -21,7 +21,7 @@ from builder import pipeline
 from builder.commands.common import load_plan, overrides_from
 from builder.config.layout import Variation
 from builder.engine import Engine
-from builder.errors import InputError, OutputError, VerifyError
+from builder.errors import InputError, OutputError, UsageError, VerifyError
 from builder.formats.checksums import parse_sha256sums, sha256_file
 from builder.formats.manifest import LOGS_DIR, MANIFEST_NAME, SUMS_NAME
 from builder.formats.provenance import PROVENANCE_NAME
@@ -46,6 +46,11 @@ _OWN_ENTRY = re.compile(
     r"|\.(?:a|b|build)\.(?:lock|(?:tmp|old)-[a-z0-9]{4,40})"
     r"|\.(?:verify\.json|diffoscope\.txt)\.new-[0-9a-f]{8})$"
 )
+
+
+def default_directory(recipe_name: str) -> Path:
+    """Where `verify RECIPE` writes without --output (its --help says so)."""
+    return Path("out") / f"{recipe_name}.verify"
 
 
 def claim_directory(root: Path) -> None:
@@ -211,9 +216,33 @@ def conclude(
     raise VerifyError(f"{what}: {comparison.describe()}", hint=hint)
 
 
+# What only building a recipe uses: given with an output directory, they would do nothing.
+BUILD_OPTIONS = (
+    "qemu_ref",
+    "source",
+    "base_image",
+    "output",
+    "locked",
+    "no_ccache",
+    "allow_outside_project",
+)
+
+
+def _refuse_build_options(args: argparse.Namespace, directory: Path) -> None:
+    given = [name for name in BUILD_OPTIONS if getattr(args, name) not in (None, False)]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UsageError(
+            f"{flags}: only with a RECIPE to build; {directory} is a directory, which verify "
+            "checks against its SHA256SUMS without building",
+            hint="leave them out, or give the recipe instead of its output directory",
+        )
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     target: Path = args.target
     if target.is_dir():
+        _refuse_build_options(args, target)
         against = args.against or target / SUMS_NAME
         comparison = check_directory(target, against)
         summary = summarize(comparison, {"checked": target}, None)
@@ -225,7 +254,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         locked=args.locked,
         allow_outside_project=args.allow_outside_project,
     )
-    root = (args.output or Path("out") / f"{plan.recipe_name}.verify").absolute()
+    root = (args.output or default_directory(plan.recipe_name)).absolute()
     claim_directory(root)
     cache = Cache.default()
     with Engine() as engine:

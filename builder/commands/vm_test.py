@@ -12,12 +12,13 @@ from typing import Any
 
 from builder import log
 from builder.agent import guest_test
-from builder.agent.contract_in_vm import run_vm_test
+from builder.agent.contract_in_vm import BOOT_DEADLINE, run_vm_test
 from builder.commands.common import print_json
 from builder.errors import UsageError, VmTestError
 from builder.formats.manifest import MANIFEST_NAME
 from builder.host.cache import Cache
 from builder.host.files import replace_file
+from builder.host.virtual_machine import AGENT_PORT
 from builder.log import Progress
 
 DEFAULT_AGENT = "qemu-ga-patched-static"  # the default recipe's name for it
@@ -44,8 +45,12 @@ def _listed_agent(manifest_path: Path) -> str | None:
     return None
 
 
+FAST_ONLY = ("agent", "port_name", "boot_deadline")
+
+
 def cmd_vm_test(args: argparse.Namespace) -> int:
     directory: Path = args.output_dir
+    _refuse_unused_options(args)
     if args.fast:
         return _fast(args, directory)
     scenarios = _scenarios(args.scenarios)
@@ -82,6 +87,16 @@ def cmd_vm_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_unused_options(args: argparse.Namespace) -> None:
+    """The options of one mode given to the other would do nothing: say so."""
+    if args.fast and args.scenarios is not None:
+        raise UsageError("--scenarios chooses the package scenarios; --fast runs none of them")
+    given = [name for name in FAST_ONLY if getattr(args, name) is not None]
+    if given and not args.fast:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UsageError(f"{flags}: only with --fast (the bare agent in an initramfs)")
+
+
 def _scenarios(text: str | None) -> tuple[str, ...]:
     if not text:
         return guest_test.SCENARIOS
@@ -109,8 +124,8 @@ def _fast(args: argparse.Namespace, directory: Path) -> int:
         agent,
         Cache.default(),
         lambda line: logger.info(line),
-        port_name=args.port_name,
-        boot_deadline=args.boot_deadline,
+        port_name=args.port_name or AGENT_PORT,
+        boot_deadline=args.boot_deadline or BOOT_DEADLINE,
     )
     result = report.as_dict() | {"mode": "initramfs"}
     _record(agent.parent / MANIFEST_NAME, result)

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from builder.config import patterns
 from builder.config.package_fields import PACKAGE_KINDS
 
 # Files and directories the tool writes into an output directory (or a release) itself.
@@ -33,13 +34,13 @@ RESERVED_NAMES = frozenset(
 # standing for the release version anywhere in it (resolved in stage `series`).
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9._+-]{0,127}$")
 VERSION_PLACEHOLDER = "{version}"
-ARTIFACT_NAME_TEMPLATE = r"^(?:[A-Za-z0-9_+]|\{version\})(?:[A-Za-z0-9._+-]|\{version\}){0,127}$"
+ARTIFACT_NAME_TEMPLATE = patterns.ARTIFACT_NAME_TEMPLATE
 
 
 class Artifact(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-][A-Za-z0-9._/+-]{0,255}$")] | None = Field(
+    path: Annotated[str, Field(pattern=patterns.ARTIFACT_PATH)] | None = Field(
         None, description="path in the build directory (not for deb, rpm, tarball)"
     )
     name: Annotated[str, Field(pattern=ARTIFACT_NAME_TEMPLATE)] | None = Field(

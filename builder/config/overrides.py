@@ -28,6 +28,18 @@ class Overrides:
         """The overrides that were given, as strings, for the manifest."""
         return {key: str(value) for key, value in asdict(self).items() if value is not None}
 
+    def blame(self) -> dict[str, str]:
+        """The recipe fields each given override sets, and its flag: an error in such a field
+        is the flag's value, not the recipe file's."""
+        fields = {}
+        if self.qemu_ref:
+            fields["source"] = "--qemu-ref"
+        if self.source:
+            fields["source"] = "--source"
+        if self.base_image:
+            fields["environment.base"] = "--base-image"
+        return fields
+
 
 def apply_overrides(data: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
     if overrides.qemu_ref and overrides.source:

@@ -21,7 +21,7 @@ from builder.config.recipe import (
     names_problem,
 )
 from builder.errors import InputError, RecipeError
-from builder.formats.checksums import sha256_bytes, sha256_json
+from builder.formats.checksums import sha256_bytes, sha256_json, verify_digest
 
 
 @dataclass(frozen=True)
@@ -228,6 +228,24 @@ def check_recipe_files(
                 f"{recipe_path}: {field_name}: {resolved} is outside the recipe's project {root}",
                 hint="move it into the project, or pass --allow-outside-project if you trust it",
             )
+
+
+def check_pinned_files(plan: Plan) -> None:
+    """Every local file the recipe pins by sha256 has that digest: what `run` checks before any
+    container, said by `validate` and `plan` too, naming the recipe, the field and the file."""
+    pinned = [(f"patches[{i}].sha256", p.path, p.sha256) for i, p in enumerate(plan.patches)]
+    source = plan.source
+    if source.kind == "tarball" and source.path is not None and source.sha256:
+        pinned.append(("source.tarball.sha256", source.path, source.sha256))
+    for field_name, path, expected in pinned:
+        try:
+            verify_digest(path, expected, f"{plan.recipe_path}: {field_name}")
+        except OSError as exc:
+            raise InputError(
+                f"{plan.recipe_path}: {field_name.rsplit('.', 1)[0]}.path: cannot read {path}: "
+                f"{exc.strerror}",
+                hint="paths in a recipe are relative to the recipe file",
+            ) from None
 
 
 def debootstrap_base(suite: str, variant: str = "minbase", mirror: str | None = None) -> BasePlan:

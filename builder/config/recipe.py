@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from builder.config import patterns
 from builder.config.artifact_fields import (
     VERSION_PLACEHOLDER,
     Artifact,
@@ -29,17 +31,21 @@ from builder.config.artifact_fields import (
     names_problem,
 )
 from builder.config.package_fields import PACKAGE_KINDS, Package
-from builder.errors import RecipeError
+from builder.config.recipe_errors import error_lines, join_lines
+from builder.config.suggest import recipe_like
+from builder.errors import RecipeError, UsageError
 
 MAX_RECIPE_BYTES = 256 * 1024
 MAX_NESTING = 32
 TOOL_BUILD_ARGS = frozenset({"BASE_IMAGE", "PACKAGES"})
+# A registry image pinned by its digest, the whole digest (name:tag@sha256:<64 hex>).
+PINNED_IMAGE = re.compile(r".@sha256:[0-9a-f]{64}$")
 # Configure options the `msi:` fields own.
 MSI_FLAGS = ("--qemu-ga-manufacturer", "--qemu-ga-distro", "--qemu-ga-version")
 
-Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")]
+Sha256 = Annotated[str, Field(pattern=patterns.SHA256, description="lower-case hex sha256")]
 ShortText = Annotated[str, Field(min_length=1, max_length=4096)]
-Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+Name = Annotated[str, Field(pattern=patterns.RECIPE_NAME)]
 
 
 class Model(BaseModel):
@@ -55,11 +61,11 @@ def _exactly_one(model: BaseModel, fields: tuple[str, ...]) -> None:
 class Debootstrap(Model):
     """A base image made on this host with debootstrap and `docker import` (no registry needed)."""
 
-    suite: Annotated[str, Field(pattern=r"^[a-z]{2,32}$")] = Field(
+    suite: Annotated[str, Field(pattern=patterns.SUITE)] = Field(
         description="Debian suite, e.g. trixie"
     )
     variant: Literal["minbase", "buildd"] = Field("minbase", description="debootstrap --variant")
-    mirror: Annotated[str, Field(pattern=r"^(https?|file)://[^\s]{1,500}$")] | None = Field(
+    mirror: Annotated[str, Field(pattern=patterns.MIRROR)] | None = Field(
         None, description="Debian mirror URL; default: the first mirror in this host's apt sources"
     )
 
@@ -75,9 +81,10 @@ class Base(Model):
     @model_validator(mode="after")
     def _one_kind(self) -> Base:
         _exactly_one(self, ("image", "debootstrap"))
-        if self.image is not None and "@sha256:" not in self.image:
+        # A digest that is not 64 hex digits would only fail at the pull, after the source.
+        if self.image is not None and not PINNED_IMAGE.search(self.image):
             raise ValueError(
-                f"image {self.image!r} is not pinned: write it as name:tag@sha256:<digest>"
+                f"image {self.image!r} is not pinned: write it as name:tag@sha256:<64 hex digits>"
             )
         return self
 
@@ -91,15 +98,13 @@ class Environment(Model):
         description="where the build image starts; left out (with `patches` left out too): "
         "the Debian suite of the source's QEMU series",
     )
-    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.:=~_-]{0,127}$")]] | None = (
-        Field(
-            None,
-            max_length=500,
-            description="packages the Dockerfile installs (passed as build arg PACKAGES); left "
-            "out with `patches`: the series' packages",
-        )
+    packages: list[Annotated[str, Field(pattern=patterns.PACKAGE)]] | None = Field(
+        None,
+        max_length=500,
+        description="packages the Dockerfile installs (passed as build arg PACKAGES); left "
+        "out with `patches`: the series' packages",
     )
-    build_args: dict[Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")], ShortText] = Field(
+    build_args: dict[Annotated[str, Field(pattern=patterns.BUILD_ARG)], ShortText] = Field(
         default_factory=dict, max_length=64, description="extra Docker build args"
     )
 
@@ -117,8 +122,8 @@ class Environment(Model):
 
 class GitSource(Model):
     url: ShortText = Field(description="repository URL")
-    tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,127}$")]
-    commit: Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")] | None = Field(
+    tag: Annotated[str, Field(pattern=patterns.GIT_TAG)]
+    commit: Annotated[str, Field(pattern=patterns.GIT_COMMIT)] | None = Field(
         None, description="expected commit of the tag; the run stops if the tag moved"
     )
 
@@ -142,9 +147,9 @@ class LocalSource(Model):
 class DebianSource(Model):
     """The upstream (orig) tarball of a Debian source package, fetched with apt-get source."""
 
-    package: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]{1,63}$")] = "qemu"
-    version: Annotated[str, Field(pattern=r"^[0-9A-Za-z.+~:-]{1,64}$")]
-    suite: Annotated[str, Field(pattern=r"^[a-z-]{2,32}$")]
+    package: Annotated[str, Field(pattern=patterns.DEBIAN_PACKAGE)] = "qemu"
+    version: Annotated[str, Field(pattern=patterns.DEBIAN_VERSION)]
+    suite: Annotated[str, Field(pattern=patterns.DEBIAN_SUITE)]
     sha256: Sha256 = Field(description="sha256 of the .orig.tar.* file")
 
 
@@ -185,7 +190,7 @@ class Configure(Model):
 
 
 class Build(Model):
-    targets: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,127}$")]] = Field(
+    targets: list[Annotated[str, Field(pattern=patterns.NINJA_TARGET)]] = Field(
         default_factory=lambda: ["qemu-ga"],
         min_length=1,
         max_length=32,
@@ -195,7 +200,7 @@ class Build(Model):
         None, description="SOURCE_DATE_EPOCH; default: the newest file time in the source"
     )
     jobs: Annotated[int, Field(ge=1, le=256)] | None = Field(None, description="ninja -j")
-    memory: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,5}[kmg]$")] | None = Field(
+    memory: Annotated[str, Field(pattern=patterns.MEMORY)] | None = Field(
         None, description="container memory limit, e.g. 4g"
     )
     cpus: Annotated[float, Field(gt=0, le=256)] | None = Field(None, description="CPU limit")
@@ -215,7 +220,7 @@ class Services(Model):
         description="the loose service files written beside the binary; [] for none (the "
         "deb, rpm and tarball carry their own, with exec_path)",
     )
-    exec_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]{1,255}$")] = Field(
+    exec_path: Annotated[str, Field(pattern=patterns.EXEC_PATH)] = Field(
         "/usr/sbin/qemu-ga-patched-static",
         description="where the service files (loose and packaged) run the agent from, and "
         "where the packages install it",
@@ -225,13 +230,13 @@ class Services(Model):
 class MsiStrings(Model):
     """Strings the Windows installer shows (QEMU's --qemu-ga-* configure options)."""
 
-    manufacturer: Annotated[str, Field(pattern=r"^[A-Za-z0-9 ._()-]{1,64}$")] = Field(
+    manufacturer: Annotated[str, Field(pattern=patterns.MSI_TEXT)] = Field(
         "QEMU", description="manufacturer (registry: HKLM\\Software\\<manufacturer>)"
     )
-    distro: Annotated[str, Field(pattern=r"^[A-Za-z0-9 ._()-]{1,64}$")] = Field(
+    distro: Annotated[str, Field(pattern=patterns.MSI_TEXT)] = Field(
         "Windows", description="second registry path element"
     )
-    version: Annotated[str, Field(pattern=r"^[0-9]{1,3}(\.[0-9]{1,5}){1,3}$")] | None = Field(
+    version: Annotated[str, Field(pattern=patterns.MSI_VERSION)] | None = Field(
         None, description="installer version; default: the QEMU version"
     )
 
@@ -346,6 +351,29 @@ class _StrictLoader(yaml.SafeLoader):
         finally:
             self._depth = depth - 1
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # PyYAML keeps the last of two equal keys: the first one would be silently ignored.
+        _refuse_duplicate_keys(self, node)
+        return super().construct_mapping(node, deep=deep)
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _refuse_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == MERGE_TAG:
+            continue  # a complex key is refused by the constructor itself
+        key = loader.construct_object(key_node)
+        line = key_node.start_mark.line + 1
+        if key in first_line:
+            raise yaml.MarkedYAMLError(
+                problem=f"duplicate key {key!r} at lines {first_line[key]} and {line}",
+                problem_mark=key_node.start_mark,
+            )
+        first_line[key] = line
+
 
 def parse_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
@@ -370,48 +398,39 @@ def read_recipe_text(path: Path) -> bytes:
             raise RecipeError(f"{path}: larger than {MAX_RECIPE_BYTES} bytes; not a recipe")
         return path.read_bytes()
     except FileNotFoundError:
-        raise RecipeError(
-            f"{path}: recipe file not found", hint="list the recipes with `ls recipes/`"
-        ) from None
+        raise _not_found(path) from None
     except IsADirectoryError:
         raise RecipeError(f"{path}: is a directory, not a recipe file") from None
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]{0,63}", str(item)):
-            parts.append(f"[{str(item)[:64]!r}]")  # odd keys quoted: the message stays one line
-        elif not parts:
-            parts.append(str(item))
-        else:
-            parts.append(f".{item}")
-    return "".join(parts) or "(top level)"
+def _not_found(path: Path) -> RecipeError:
+    """Says which recipe was probably meant, but never builds a file the user did not name."""
+    meant = recipe_like(path)
+    if meant is None:
+        return RecipeError(
+            f"{path}: recipe file not found", hint="list the recipes with `ls recipes/`"
+        )
+    return RecipeError(
+        f"{path}: recipe file not found; did you mean {meant}?",
+        hint=f"give the recipe's path, e.g. {meant}; `ls recipes/` lists the recipes",
+    )
 
 
-def format_validation_error(origin: str, exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors(include_url=False):
-        # Drop pydantic's internal tags for function validators from the location.
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; `qga-builder schema` lists every field)"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        lines.append(f"{origin}: {_field_path(loc)}: {msg}")
-    return "\n".join(lines[:20]) + (f"\n... and {len(lines) - 20} more" if len(lines) > 20 else "")
-
-
-def validate_recipe(data: dict[str, Any], origin: str) -> Recipe:
+def validate_recipe(
+    data: dict[str, Any], origin: str, blame: Mapping[str, str] | None = None
+) -> Recipe:
+    """The recipe as a model; `blame` maps fields that command-line flags set (a field path
+    prefix such as "environment.base") to the flag, which their errors then name instead."""
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(format_validation_error(origin, exc)) from None
+        lines = error_lines(origin, exc, Recipe, blame)
+        message = join_lines([line for _, line in lines])
+        if all(flag is not None for flag, _ in lines):
+            raise UsageError(message) from None
+        raise RecipeError(message) from None
     except RecursionError:
         raise RecipeError(f"{origin}: recipe nests too deeply") from None
 

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError
 
+from builder.config import patterns
 from builder.config.plan import (
     SERIES_PATCHES_FIRST,
     ImagePlan,
@@ -62,9 +63,9 @@ def supported_series(patches_dir: Path = PATCHES_DIR) -> list[str]:
 class TargetSpec(Model):
     """What a build of one target (linux, windows) of a series takes."""
 
-    patches: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\.patch$")]]
-    suite: Annotated[str, Field(pattern=r"^[a-z]{2,32}$")]
-    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.:=~_-]{0,127}$")]]
+    patches: list[Annotated[str, Field(pattern=patterns.PATCH_FILE)]]
+    suite: Annotated[str, Field(pattern=patterns.SUITE)]
+    packages: list[Annotated[str, Field(pattern=patterns.PACKAGE)]]
     configure: list[Annotated[str, Field(min_length=1, max_length=1024)]]
 
 
@@ -125,9 +126,8 @@ def choose(plan: Plan, version: str) -> Choice:
     if not plan.series_decides:
         record |= {"patch_set": "named by the recipe", "why": "the recipe lists its patches"}
         summary = f"QEMU {version} (series {name}); the recipe names its patches"
-        return Choice(
-            plan.image, plan.patches, plan.configure_flags, record, plan.cache_key, summary
-        )
+        key = recorded_key(plan, record)
+        return Choice(plan.image, plan.patches, plan.configure_flags, record, key, summary)
     spec = load_series(name)
     target = spec.targets.get(plan.target)  # type: ignore[call-overload]
     if target is None:
@@ -174,7 +174,7 @@ def choose(plan: Plan, version: str) -> Choice:
         patches,
         flags,
         record,
-        sha256_json({"plan": plan.cache_key, "series": record}),
+        recorded_key(plan, record),
         f"QEMU {version}: series {name}, patches/qemu-{name}/ ({', '.join(target.patches)})"
         + (
             f", then the recipe's ({', '.join(p.path.name for p in plan.patches)})"
@@ -183,6 +183,22 @@ def choose(plan: Plan, version: str) -> Choice:
         )
         + f"; {record['why']}",
     )
+
+
+def recorded_key(plan: Plan, record: dict[str, object]) -> str:
+    """The cache key a run records (manifest `cache_key`; the MSI's codes come from it) and
+    `plan` prints: the plan's key, and the series' choices when the recipe leaves them to it."""
+    if not plan.series_decides:
+        return plan.cache_key
+    return sha256_json({"plan": plan.cache_key, "series": record})
+
+
+def planned_key(plan: Plan, version: str | None) -> str | None:
+    """What `plan` prints as the cache key: the one the run will record. A recipe that leaves
+    its patches to the series needs the source's QEMU version for it (None: not known yet)."""
+    if not plan.series_decides:
+        return recorded_key(plan, {})
+    return choose(plan, version).run_key if version else None
 
 
 def resolve(ctx: RunContext, output: StepOutput) -> None:

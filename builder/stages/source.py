@@ -68,9 +68,29 @@ def prepare_source(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSou
     raise AssertionError(plan.kind)
 
 
+def known_version(plan: SourcePlan, cache_root: Path) -> str | None:
+    """The source's QEMU version as the run will read it, when this host has the source
+    without fetching anything: a local tree or tarball, or a tarball a run already checked
+    (its verdict is kept by digest). None otherwise; nothing is written."""
+    if plan.kind == "local" and plan.path is not None:
+        return _tree_version(plan.path) if plan.path.is_dir() else None
+    if plan.sha256 is None:
+        return None  # git: known once cloned
+    marker = cache_root / "checked" / checked_marker_name(plan.sha256)
+    if marker.is_file():
+        return TarballInfo(**json.loads(marker.read_text())).version
+    if plan.path is not None and plan.path.is_file() and sha256_file(plan.path) == plan.sha256:
+        return inspect_tarball(plan.path, what="source tarball").version
+    return None
+
+
+def checked_marker_name(sha256: str) -> str:
+    return f"v3-{sha256}.json"
+
+
 def checked_marker(cache: Cache, sha256: str) -> Path:
     """Where a tarball's verdict is kept (v3: with its VERSION and fsfreeze hook)."""
-    return cache.checked / f"v3-{sha256}.json"
+    return cache.checked / checked_marker_name(sha256)
 
 
 def _checked_tarball(path: Path, sha256: str, cache: Cache, what: str) -> TarballInfo:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,3 +105,144 @@ def test_vm_test_boots_the_agent_the_manifest_names(tmp_path: Path) -> None:
     escape = [{"name": "../x", "kind": "static-elf"}]  # a name from a file: never a path
     (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": escape}))
     assert agent_in(tmp_path, None) == tmp_path / "qemu-ga-patched-static"
+
+
+# --- help that is true, options where they act, contradictions refused --------------------------
+
+
+def _commands(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _commands(sub, (*prefix, name))
+
+
+COMMANDS = list(_commands(build_parser()))
+COMMAND_IDS = [" ".join(path) for path, _ in COMMANDS]
+
+
+def _option(path: tuple[str, ...], option: str) -> argparse.Action:
+    parser = dict(COMMANDS)[path]
+    return parser._option_string_actions[option]
+
+
+@pytest.mark.parametrize("path,parser", COMMANDS, ids=COMMAND_IDS)
+def test_every_default_a_help_names_is_the_parsers(path, parser) -> None:
+    for action in parser._actions:
+        default, words = action.default, action.help or ""
+        if default in (None, False, argparse.SUPPRESS) or "default" not in words:
+            continue
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        assert shown in words, (path, action.option_strings, words)
+
+
+def test_verify_help_names_the_directory_verify_writes() -> None:
+    from builder.commands.verify import default_directory
+
+    words = _option(("verify",), "--output").help or ""
+    assert f"default: {default_directory('<recipe name>')};" in words
+
+
+def test_base_help_names_the_tag_base_makes() -> None:
+    from builder.stages.base_image import debootstrap_inputs, debootstrap_tag
+
+    words = _option(("base", "debootstrap"), "--tag").help or ""
+    template = re.search(r"default: (\S+),", words)[1]  # type: ignore[index]
+    pattern = re.escape(template).replace("SUITE", "trixie").replace("VARIANT", "minbase")
+    made = debootstrap_tag(
+        "qga-builder/base:trixie-minbase", debootstrap_inputs("trixie", "minbase", "http://m")
+    )
+    assert re.fullmatch(pattern.replace("HASH", "[0-9a-f]{12}"), made), (template, made)
+
+
+def test_vm_test_help_names_the_defaults_the_code_takes() -> None:
+    from builder.agent.contract_in_vm import BOOT_DEADLINE
+    from builder.host.virtual_machine import AGENT_PORT
+
+    assert f"default {AGENT_PORT}" in (_option(("vm-test",), "--port-name").help or "")
+    assert f"default {BOOT_DEADLINE:g}" in (_option(("vm-test",), "--boot-deadline").help or "")
+
+
+RECIPE_COMMANDS = {("run",), ("verify",), ("validate",), ("plan",), ("lock",)}
+
+
+@pytest.mark.parametrize("path,parser", COMMANDS, ids=COMMAND_IDS)
+def test_allow_outside_project_is_offered_only_where_it_acts(path, parser) -> None:
+    """Only commands that read recipes take it (it lets a recipe reach outside its project)."""
+    offered = "--allow-outside-project" in parser._option_string_actions
+    assert offered == (path in RECIPE_COMMANDS), path
+    if offered:
+        handler = inspect.getsource(parser.get_default("handler"))  # the lazy import's target
+        module = {"validate": "inspect", "plan": "inspect"}.get(path[0], path[0])
+        source = (ROOT / "builder" / "commands" / f"{module}.py").read_text()
+        assert "args.allow_outside_project" in source and "import_module" in handler
+
+
+def test_an_option_a_command_does_not_take_is_refused_naming_it(capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["clean", "--allow-outside-project"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "no option --allow-outside-project here; this command takes: --dry-run" in err
+
+
+def test_a_misspelt_command_says_which_was_meant(capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["valdate", "recipes/linux-static.yaml"])
+    assert caught.value.code == 2
+    assert "invalid choice: 'valdate'; did you mean 'validate'?" in capsys.readouterr().err
+
+
+def test_a_misspelt_option_says_which_was_meant(capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["run", str(DEFAULT_RECIPE), "--no-cahce"])
+    assert caught.value.code == 2
+    assert "no option --no-cahce; did you mean --no-cache?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["clean", "--keep", "-1"], "argument --keep: must be 0 or more, not -1"),
+        (["run", "r.yaml", "--jobs", "0"], "argument --jobs: must be 1 or more, not 0"),
+        (["vm-test", "d", "--fast", "--boot-deadline", "0"], "must be more than 0 seconds"),
+    ],
+)
+def test_numbers_out_of_range_are_refused(argv: list[str], words: str, capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert words in capsys.readouterr().err
+
+
+def test_two_engines_for_one_recipe_are_refused(capsys) -> None:
+    """One build runs on one engine: the second would be silently ignored."""
+    code = main(["run", str(DEFAULT_RECIPE), "--engine", "unix:///a", "--engine", "unix:///b"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--engine is given 2 times for one recipe" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["--agent", "x"], "--agent: only with --fast"),
+        (["--port-name", "p", "--boot-deadline", "5"], "--port-name, --boot-deadline: only"),
+        (["--fast", "--scenarios", "systemd"], "--scenarios chooses the package scenarios"),
+    ],
+)
+def test_vm_test_refuses_the_other_modes_options(
+    tmp_path: Path, argv: list[str], words: str, capsys
+) -> None:
+    assert main(["vm-test", str(tmp_path), *argv]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_verify_of_a_directory_refuses_build_options(tmp_path: Path, capsys) -> None:
+    (tmp_path / "SHA256SUMS").write_text("")
+    assert main(["verify", str(tmp_path), "--locked", "--qemu-ref", "v10.0.2"]) == 2
+    assert "--qemu-ref, --locked: only with a RECIPE to build" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path)]) == 0  # an empty release checks clean

@@ -664,3 +664,29 @@ def test_verify_roots_never_use_a_configured_tree(setup) -> None:
     kinds = [e[1] for e in engine.events if e[0] == "run"]
     assert "configure" in kinds and not [k for k in kinds if k.startswith("configured-")]
     assert result.manifest["build"]["configured_tree"] is None
+
+
+@pytest.mark.parametrize("leaves_patches", [False, True], ids=["named", "series"])
+def test_plan_prints_the_cache_key_the_manifest_records(
+    setup, leaves_patches: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`plan` and a run of the same recipe agree on `cache_key`, also when the source's
+    series chooses the patches (the run's key then covers the series' choices)."""
+    from builder.cli import main
+
+    _, _, engine, cache = setup
+    tmp_path = cache.root.parent
+    monkeypatch.setenv("QGA_BUILDER_CACHE", str(cache.root))
+    data = yaml.safe_load((tmp_path / "fake.yaml").read_text())
+    if leaves_patches:
+        del data["patches"]  # the 10.0 patch set, with the recipe's base, packages and flags
+    path = tmp_path / "keyed.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["plan", str(path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    plan, text = load_plan(path, Overrides(output=tmp_path / "keyed"))
+    assert plan.series_decides == (("patches",) if leaves_patches else ())
+    manifest = pipeline.run(plan, engine, cache, text).manifest
+    assert printed["cache_key"] == manifest["cache_key"]
+    if leaves_patches:  # read from the local tree, as the run reads it
+        assert printed["qemu_version"] == QEMU_VERSION

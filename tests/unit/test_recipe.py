@@ -107,9 +107,9 @@ INVALID = [
     ("unknown top-level key", ("colour",), "blue", "colour", "unknown field"),
     ("misspelt field", ("environment", "dockerfle"), "x", "environment.dockerfle", "unknown field"),
     ("missing name", ("name",), _DELETE, "name", "Field required"),
-    ("bad name", ("name",), "Has Spaces", "name", "pattern"),
+    ("bad name", ("name",), "Has Spaces", "name", "'Has Spaces' is not a name"),
     ("name wrong type", ("name",), 42, "name", "string"),
-    ("short sha256", ("source", "debian", "sha256"), "abc", "source.debian.sha256", "pattern"),
+    ("short sha256", ("source", "debian", "sha256"), "abc", "source.debian.sha256", "is not a sha"),
     ("upper-case sha256", ("source", "debian", "sha256"), "A" * 64, "source.debian.sha256", ""),
     ("two source kinds", ("source", "local"), {"path": "/tmp"}, "source", "exactly one"),
     ("no source kind", ("source",), {}, "source", "exactly one"),
@@ -155,28 +155,28 @@ INVALID = [
     ("absurd flag count", ("configure", "flags"), ["--x"] * 1000, "configure.flags", "at most"),
     ("absurd string", ("description",), "x" * 10000, "description", "at most"),
     ("negative epoch", ("build", "source_date_epoch"), -1, "build.source_date_epoch", "greater"),
-    ("bad memory", ("build", "memory"), "lots", "build.memory", "pattern"),
+    ("bad memory", ("build", "memory"), "lots", "build.memory", "is not a size"),
     ("unknown service", ("services", "kinds"), ["launchd"], "services.kinds[0]", "systemd"),
     (
         "bad debian suite",
         ("environment", "base", "debootstrap", "suite"),
         "Trixie 13",
         "environment.base.debootstrap.suite",
-        "pattern",
+        "is not a Debian suite",
     ),
     (
         "ninja target that is an option",
         ("build", "targets"),
         ["-t", "clean"],
         "build.targets[0]",
-        "pattern",
+        "is not a ninja target",
     ),
     (
         "dot-name artifact",
         ("artifacts",),
         [{"path": "qga/qemu-ga", "name": ".bashrc"}],
         "artifacts[0].name",
-        "pattern",
+        "is not a file name",
     ),
     ("dot-dot artifact", ("artifacts",), [{"path": "a", "name": ".."}], "artifacts[0].name", ""),
     (
@@ -247,21 +247,21 @@ INVALID = [
         ("artifacts", 0, "name"),
         ".{version}",
         "artifacts[0].name",
-        "pattern",
+        "is not a file name",
     ),
     (
         "placeholder names too long",
         ("artifacts", 0, "name"),
         "{version}" * 129,
         "artifacts[0].name",
-        "pattern",
+        "is not a file name",
     ),
     (
         "bad package name",
         ("environment", "packages"),
         ["gcc; rm -rf /"],
         "environment.packages[0]",
-        "pattern",
+        "is not a package",
     ),
 ]
 
@@ -382,3 +382,133 @@ def test_cli_schema_is_json() -> None:
 def test_cli_validate_all_project_recipes() -> None:
     result = run_cli("validate", *map(str, sorted(RECIPES.glob("*.yaml"))))
     assert result.returncode == 0, result.stderr
+
+
+# --- errors that help ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,key,lines",
+    [
+        ("name: a\ndescription: x\nname: b\n", "name", (1, 3)),
+        ("build:\n  jobs: 2\n  memory: 4g\n  jobs: 4\n", "jobs", (2, 4)),
+    ],
+    ids=["top level", "nested"],
+)
+def test_duplicate_keys_are_refused_naming_the_file_the_key_and_both_lines(
+    write_recipe, text: str, key: str, lines: tuple[int, int]
+) -> None:
+    """PyYAML keeps the last of two equal keys: the first would have been silently dropped."""
+    path = write_recipe(text)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    message = caught.value.message
+    assert message.startswith(f"{path}:{lines[1]}:")
+    assert f"duplicate key {key!r} at lines {lines[0]} and {lines[1]}" in message
+
+
+def test_pattern_mismatches_are_said_in_words_with_an_example(write_recipe) -> None:
+    path = write_recipe(_mutate(("build", "memory"), "4gb"))
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    assert caught.value.message == (
+        f"{path}: build.memory: '4gb' is not a size: a number with k, m or g, e.g. 4g"
+    )
+
+
+def _patterns(schema: object) -> list[str]:
+    if isinstance(schema, dict):
+        own = [schema["pattern"]] if isinstance(schema.get("pattern"), str) else []
+        return own + [p for value in schema.values() for p in _patterns(value)]
+    if isinstance(schema, list):
+        return [p for value in schema for p in _patterns(value)]
+    return []
+
+
+def test_every_recipe_pattern_has_words_and_a_valid_example() -> None:
+    """The table covers every pattern a recipe field has, so no error falls back to a regex."""
+    import re
+
+    from builder.config.patterns import words_for
+
+    found = set(_patterns(json_schema()))
+    assert len(found) > 15
+    for pattern in found:
+        words = words_for(pattern)
+        assert words is not None, pattern
+        assert re.search(pattern, words.example), (pattern, words.example)
+
+
+@pytest.mark.parametrize(
+    "path,value,field,guess",
+    [
+        (("patchs",), [], "patchs", "patches"),
+        (("build", "jbos"), 2, "build.jbos", "jobs"),
+        (("environment", "dokcerfile"), "x", "environment.dokcerfile", "dockerfile"),
+        (("artifacts", 0, "knd"), "file", "artifacts[0].knd", "kind"),
+    ],
+)
+def test_an_unknown_field_says_which_one_was_meant(
+    write_recipe, path: tuple, value: object, field: str, guess: str
+) -> None:
+    recipe_path = write_recipe(_mutate(path, value))
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe_path)
+    assert f"{recipe_path}: {field}: unknown field; did you mean {guess!r}?" in str(caught.value)
+
+
+def test_an_unknown_field_far_from_any_lists_the_fields_there(write_recipe) -> None:
+    recipe_path = write_recipe(_mutate(("build", "colour"), "blue"))
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe_path)
+    message = caught.value.message
+    assert (
+        f"{recipe_path}: build.colour: unknown field (here: targets, source_date_epoch" in message
+    )
+
+
+@pytest.mark.parametrize(
+    "given,meant",
+    [
+        ("linux-static", "recipes/linux-static.yaml"),
+        ("recipes/linux-statc.yaml", "recipes/linux-static.yaml"),
+        ("recipes/linux-static.yml", "recipes/linux-static.yaml"),
+    ],
+)
+def test_a_missing_recipe_suggests_the_one_meant_and_builds_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, given: str, meant: str
+) -> None:
+    from builder.cli import main
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "linux-static.yaml").write_text("name: x\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", given]) == 2
+    err = capsys.readouterr().err
+    assert f"{given}: recipe file not found; did you mean {meant}?" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flag,value,words",
+    [
+        ("--base-image", "debian:trixie", "image 'debian:trixie' is not pinned"),
+        ("--base-image", "debian:trixie@sha256:abc", "image 'debian:trixie@sha256:abc' is not"),
+        ("--qemu-ref", "v10 .0", "'v10 .0' is not a git tag"),
+    ],
+)
+def test_an_override_error_is_blamed_on_its_flag(capsys, flag: str, value: str, words: str) -> None:
+    from builder.cli import main
+
+    assert main(["plan", str(RECIPES / "linux-static.yaml"), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"qga-builder: error: {flag}: {words}"), err
+    assert "linux-static.yaml" not in err  # the recipe is not what is wrong
+
+
+def test_a_misspelt_choice_says_which_one_was_meant(write_recipe) -> None:
+    path = write_recipe(_mutate(("artifacts", 0, "kind"), "statc-elf"))
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    assert f"{path}: artifacts[0].kind: 'statc-elf': Input should be" in caught.value.message
+    assert "did you mean 'static-elf'?" in caught.value.message
