@@ -94,6 +94,7 @@ apt_install wixl msitools gcab
 if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install ok installed"; then
     apt_install qemu-system-x86   # without recommends: no GUI, no firmware bundles
 fi
+apt_install qemu-utils   # qemu-img: the booted guest's disk overlay
 
 # 3. A Docker engine: use one that answers (DOCKER_HOST or the default socket), else start one.
 docker_answers() {
