@@ -28,7 +28,7 @@ test:
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
 unit:
-	scripts/setup.sh
+	scripts/setup.sh --test
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
 
 integration:
