@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up for qga-builder on a Debian/Ubuntu host; `make build` and `make test` call it.
+# Idempotent set-up for qga-builder on a Debian/Ubuntu host (Debian 12 and 13, Ubuntu 24.04);
+# `make build` and `make test` call it.
 #   scripts/setup.sh            virtualenv + Docker engine + host tools + the first base image
 #   scripts/setup.sh --test     the same, plus what the test suite needs
 #   scripts/setup.sh --unit     virtualenv + the host tools the unit tests call (no Docker)
@@ -59,21 +60,39 @@ apt_install() {
     fi
     say "installing host packages: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        "${missing[@]}" >/dev/null
+        "${missing[@]}" >/dev/null || {
+        say "apt-get could not install: ${missing[*]} (on Ubuntu some are in universe:"
+        say "sudo add-apt-repository universe)"
+        exit 1
+    }
 }
 
-# 1. Python virtualenv with the project and its dependencies. `python -m builder` (the command
-#    as the README types it) needs a `python`: Debian names it python3 unless asked.
+# 1. Python virtualenv with the project and its dependencies. Debian and Ubuntu ship venv's pip
+#    apart from python3, in python3-venv: without it `python3 -m venv` stops half-way and leaves
+#    a venv without pip, which is made again here. Another PYTHON is taken as it is.
+#    `python -m builder` (the command as the README types it) needs a `python`: Debian names it
+#    python3 unless asked (python-is-python3).
+if [[ "$PYTHON" == python3 ]]; then
+    apt_install python3 python3-venv
+fi
 command -v python >/dev/null || apt_install python-is-python3
-"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    say "qga-builder needs Python 3.11 or newer; $PYTHON is $("$PYTHON" -V 2>&1 || true)"
+    say "point PYTHON at one, e.g. PYTHON=python3.12 scripts/setup.sh"
+    exit 1
+fi
 stamp="$VENV/.qga-builder-installed"
-if [[ ! -x "$VENV/bin/python" ]]; then
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    if [[ -e "$VENV" && ! -f "$VENV/pyvenv.cfg" ]]; then
+        say "$VENV exists and is not a virtualenv: move it away, or set VENV to another path"
+        exit 1
+    fi
     say "creating virtualenv $VENV"
-    as_user "$PYTHON" -m venv "$VENV"
+    as_user "$PYTHON" -m venv --clear "$VENV"   # --clear: a venv left without pip is made anew
 fi
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
     say "installing qga-builder and its dependencies into $VENV"
-    as_user "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+    as_user "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
     as_user touch "$stamp"
 else
     say "virtualenv $VENV is up to date"
@@ -81,7 +100,7 @@ fi
 if [[ "$MODE" == --lint ]]; then say "ready (lint)"; exit 0; fi
 if [[ "$MODE" == --unit ]]; then
     # The unit tests make small MSIs (wixl, msitools, gcab) and compile and patch real files.
-    apt_install wixl msitools gcab gcc libc6-dev patch
+    apt_install wixl msitools gcab gcc libc6-dev patch git openssl
     say "ready (unit tests)"
     exit 0
 fi
@@ -162,4 +181,19 @@ if [[ $WANT_TEST -eq 1 ]]; then
             firewheel==3.1.0 qemu.qmp==0.0.3
     fi
 fi
+
+# 5. A Debian mirror: bases and Debian sources come from the first Debian mirror in the host's
+#    apt sources or QGA_BUILDER_DEBIAN_MIRROR. An Ubuntu host has none: say so now, in the
+#    tool's own words (with a working example), rather than in the middle of the first build.
+"$VENV/bin/python" - <<'EOF'
+import sys
+
+from builder.errors import InputError
+from builder.host.debian import host_mirror
+
+try:
+    print(f"setup: Debian mirror: {host_mirror()}", file=sys.stderr)
+except InputError as exc:
+    print(f"setup: note: {exc}", file=sys.stderr)
+EOF
 say "ready"

@@ -1,8 +1,9 @@
 """Tar archives in and out of the build, handled so that a hostile archive cannot escape.
 
 Source tarballs are checked member by member with tarfile's `data` filter rules (no absolute
-paths, no `..`, no links pointing outside, no devices) before anything uses them; archives that
-come back from a container are extracted with the same filter.
+paths, no `..`, no links pointing outside, no devices) before anything uses them: Python's own
+filter where it has one, else ours (`tar_filter`). Archives that come back from a container are
+extracted by our own code, which takes regular files and directories only.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from builder.errors import ArtifactError, InputError
+from builder.formats.tar_filter import DATA_FILTER, FILTER_ERRORS
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,8 @@ def _refusal(member: tarfile.TarInfo, dest: str) -> str | None:
     if member.name.startswith("/") or ".." in member.name.split("/"):
         return "path is absolute or leaves the archive"
     try:
-        tarfile.data_filter(member, dest)
-    except tarfile.FilterError as exc:
+        DATA_FILTER(member, dest)
+    except FILTER_ERRORS as exc:
         return str(exc)
     return None
 

@@ -20,10 +20,18 @@ from builder.log import LineSink
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 APT_SOURCES = Path("/etc/apt/sources.list")
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
+DEBOOTSTRAP = Path("/usr/sbin/debootstrap")  # where Debian's and Ubuntu's package put it
 
 
 def host_mirror() -> str:
-    """The Debian mirror this host uses: QGA_BUILDER_DEBIAN_MIRROR, else the first apt source."""
+    """The Debian mirror this host uses: QGA_BUILDER_DEBIAN_MIRROR, else the first apt source.
+
+    No default beyond these. debootstrap has one (its DEF_MIRROR, Debian's also in Ubuntu
+    24.04's debootstrap): the hint offers it as a ready example, but the tool does not take it
+    by itself, because the mirror is an input of every debootstrapped base (its tag, the
+    manifest) and where every Debian source comes from: it stays the host's choice (a local
+    mirror, a proxy, an air-gapped lab's copy), not a public one reached without being asked.
+    """
     configured = settings.current().debian_mirror
     if configured:
         return configured
@@ -31,9 +39,34 @@ def host_mirror() -> str:
         if "security" not in uri and uri.rstrip("/").endswith("/debian"):
             return uri.rstrip("/")
     raise InputError(
-        "no Debian mirror found in this host's apt sources",
-        hint=f"set {MIRROR_ENV} to a Debian mirror URL, or `mirror:` in the recipe",
+        "no Debian mirror found in this host's apt sources (an Ubuntu host has none): "
+        "debootstrapped bases and `source.debian` take Debian's suites from one",
+        hint=_mirror_hint(),
     )
+
+
+def _mirror_hint() -> str:
+    default = debootstrap_default_mirror()
+    example = (
+        f"`export {MIRROR_ENV}={default}` (debootstrap's own default)"
+        if default
+        else f"`export {MIRROR_ENV}=http://MIRROR/debian` (MIRROR: a Debian mirror's host)"
+    )
+    return (
+        f"set {MIRROR_ENV} to a Debian mirror's URL and run again, e.g. {example}; a recipe's "
+        "`debootstrap: {mirror: URL}` or `base debootstrap --mirror URL` sets only a base "
+        "image's mirror (README: Ubuntu hosts)"
+    )
+
+
+def debootstrap_default_mirror() -> str | None:
+    """The Debian mirror debootstrap uses when given none (its DEF_MIRROR), if it is installed."""
+    try:
+        text = DEBOOTSTRAP.read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.search(r'^DEF_MIRROR="(https?://[^"\s]+/debian)"$', text, re.MULTILINE)
+    return found.group(1) if found else None
 
 
 def _apt_uris() -> list[str]:

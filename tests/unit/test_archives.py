@@ -1,4 +1,9 @@
-"""Hostile archives: every trick is refused, for source tarballs and for archives coming back."""
+"""Hostile archives: every trick is refused, for source tarballs and for archives coming back.
+
+Source tarballs are checked with tarfile's data filter where Python has it (3.11.4 and later) and
+with our copy of its rules otherwise (Debian 12's 3.11.2): the tests run over both, so ours is
+tested on every Python, and against the standard library's where there is one.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from builder.errors import ArtifactError, InputError
+from builder.formats import archives
 from builder.formats.archives import Limits, inspect_tarball, safe_extract, tar_directory
+from builder.formats.tar_filter import FILTER_ERRORS, Filter, fallback_data_filter
+
+# Python's own filter (None before 3.11.4) and ours.
+FILTERS: dict[str, Filter | None] = {
+    "tarfile": getattr(tarfile, "data_filter", None),
+    "ours": fallback_data_filter,
+}
+DEST = "/nonexistent-extraction-root"
+
+
+@pytest.fixture(params=sorted(FILTERS))
+def data_filter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Filter:
+    """Each implementation in turn, also as the one inspect_tarball uses."""
+    chosen = FILTERS[request.param]
+    if chosen is None:
+        pytest.skip("this Python's tarfile has no data_filter (it came with 3.11.4)")
+    monkeypatch.setattr(archives, "DATA_FILTER", chosen)
+    return chosen
 
 
 def _member(name: str, data: bytes = b"payload", **attrs: object) -> tuple[tarfile.TarInfo, bytes]:
@@ -48,11 +74,82 @@ def _tar(members: list[tuple[tarfile.TarInfo, bytes]], mode: str = "w") -> bytes
 
 
 @pytest.mark.parametrize("trick", sorted(HOSTILE))
-def test_hostile_source_tarball_is_refused(tmp_path: Path, trick: str) -> None:
+def test_hostile_source_tarball_is_refused(tmp_path: Path, trick: str, data_filter: Filter) -> None:
     path = tmp_path / "evil.tar.gz"
     path.write_bytes(_tar(HOSTILE[trick](), mode="w:gz"))
     with pytest.raises(InputError, match="refused member"):
         inspect_tarball(path, what="source tarball")
+
+
+@pytest.mark.parametrize("trick", sorted(HOSTILE))
+def test_the_filter_itself_refuses_every_trick(trick: str, data_filter: Filter) -> None:
+    """The same members straight into the filter (inspect_tarball refuses some before it)."""
+    for member, _ in HOSTILE[trick]():
+        if trick == "absolute path":  # the filter makes it relative; inspect_tarball refuses it
+            assert data_filter(member, DEST).name == "etc/evil"
+            continue
+        with pytest.raises(FILTER_ERRORS):
+            data_filter(member, DEST)
+
+
+def _typed(kind: bytes, mode: int, **attrs: object) -> tarfile.TarInfo:
+    links = {tarfile.SYMTYPE: "a.c", tarfile.LNKTYPE: "src/a.c"}
+    return _member("src/x", type=kind, mode=mode, linkname=links.get(kind, ""), **attrs)[0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "mode", "kept"),
+    [
+        pytest.param(tarfile.REGTYPE, 0o4755, 0o755, id="setuid"),
+        pytest.param(tarfile.REGTYPE, 0o2775, 0o755, id="setgid, group write"),
+        pytest.param(tarfile.REGTYPE, 0o1777, 0o755, id="sticky, group and other write"),
+        pytest.param(tarfile.REGTYPE, 0o666, 0o644, id="file"),
+        pytest.param(tarfile.REGTYPE, 0o055, 0o644, id="not executable by its owner"),
+        pytest.param(tarfile.REGTYPE, 0o000, 0o600, id="owner can always read and write"),
+        pytest.param(tarfile.REGTYPE, 0o500, 0o700, id="owner-only program"),
+        pytest.param(tarfile.LNKTYPE, 0o6711, 0o711, id="hard link is a file"),
+        pytest.param(tarfile.DIRTYPE, 0o1777, None, id="directory: not applied"),
+        pytest.param(tarfile.SYMTYPE, 0o777, None, id="symlink: not applied"),
+    ],
+)
+def test_the_filter_limits_modes(
+    kind: bytes, mode: int, kept: int | None, data_filter: Filter
+) -> None:
+    assert data_filter(_typed(kind, mode), DEST).mode == kept
+
+
+def test_the_filter_takes_no_owner_from_the_archive(data_filter: Filter) -> None:
+    owned = _typed(tarfile.REGTYPE, 0o644, uid=1000, gid=1000, uname="eve", gname="eve")
+    filtered = data_filter(owned, DEST)
+    assert (filtered.uid, filtered.gid, filtered.uname, filtered.gname) == (None,) * 4
+    assert owned.uid == 1000  # the archive's own member is left as it was
+
+
+KINDS = [tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE]
+KINDS += [tarfile.BLKTYPE, tarfile.FIFOTYPE]
+
+
+def _outcome(chosen: Filter, member: tarfile.TarInfo) -> tuple[object, ...]:
+    try:
+        kept = chosen(member, DEST)
+    except FILTER_ERRORS:
+        return ("refused",)
+    return (kept.name, kept.mode, kept.uid, kept.gid, kept.uname, kept.gname)
+
+
+@pytest.mark.skipif(FILTERS["tarfile"] is None, reason="no tarfile.data_filter to compare with")
+@given(
+    name=st.sampled_from(["src/x", "/src/x", "src/../x", "src/../../x", "./x", "a/b/../../.."]),
+    kind=st.sampled_from(KINDS),
+    mode=st.integers(0, 0o7777),
+    linkname=st.sampled_from(["a", "../a", "../../a", "/a", "src/../a", "x/../../a"]),
+)
+def test_ours_agrees_with_pythons(name: str, kind: bytes, mode: int, linkname: str) -> None:
+    member = tarfile.TarInfo(name)
+    member.type, member.mode, member.linkname = kind, mode, linkname
+    member.uid, member.uname = 1000, "eve"
+    assert FILTERS["tarfile"] is not None
+    assert _outcome(fallback_data_filter, member) == _outcome(FILTERS["tarfile"], member)
 
 
 @pytest.mark.parametrize("trick", sorted(HOSTILE))
@@ -65,7 +162,7 @@ def test_hostile_archive_from_container_is_refused(tmp_path: Path, trick: str) -
     assert not any(p.is_symlink() and not p.resolve().is_relative_to(dest) for p in dest.rglob("*"))
 
 
-def test_good_tarball_is_described(tmp_path: Path) -> None:
+def test_good_tarball_is_described(tmp_path: Path, data_filter: Filter) -> None:
     path = tmp_path / "good.tar.xz"
     path.write_bytes(
         _tar([_member("src/a.c", mtime=1000), _member("src/b/c.h", mtime=2000)], "w:xz")

@@ -237,6 +237,13 @@ def test_release_tarball_is_deterministic_and_complete(tmp_path: Path) -> None:
 # --- .deb reader ----------------------------------------------------------------------------
 
 
+def _dpkg_build(root: Path, out: Path) -> None:
+    """dpkg-deb -b with xz, as the packager box (Debian) makes packages: Ubuntu's dpkg-deb
+    would use zstd, which the reader does not take."""
+    command = ["dpkg-deb", "--root-owner-group", "-Zxz", "-b", str(root), str(out)]
+    subprocess.run(command, check=True, capture_output=True)
+
+
 def _dpkg_deb(tmp_path: Path) -> Path:
     root = tmp_path / "pkg"
     (root / "DEBIAN").mkdir(parents=True)
@@ -248,11 +255,7 @@ def _dpkg_deb(tmp_path: Path) -> Path:
     (root / "etc" / "default").mkdir(parents=True)
     (root / "etc" / "default" / "demo").write_text("X=1\n")
     out = tmp_path / "demo.deb"
-    subprocess.run(
-        ["dpkg-deb", "--root-owner-group", "-b", str(root), str(out)],
-        check=True,
-        capture_output=True,
-    )
+    _dpkg_build(root, out)
     return out
 
 
@@ -384,11 +387,7 @@ def _agent_deb(tmp_path: Path, leave_out: str = "") -> Path:
         f"{sf.CONF_FILE}\n{sf.HOOK}\n"
     )
     out = tmp_path / SPEC.deb_file
-    subprocess.run(
-        ["dpkg-deb", "--root-owner-group", "-b", str(root), str(out)],
-        check=True,
-        capture_output=True,
-    )
+    _dpkg_build(root, out)
     return out
 
 

@@ -530,8 +530,12 @@ def _known_base(engine: FakeEngine, suite: str) -> None:
     engine.images[tag] = ImageRecord(id=f"sha256:{suite}", labels=labels)
 
 
-def test_a_recipe_without_patches_takes_the_series_set_and_environment(setup) -> None:
+def test_a_recipe_without_patches_takes_the_series_set_and_environment(
+    setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, _, engine, cache = setup
+    # Any mirror: not this host's apt sources (an Ubuntu host has no Debian mirror in them).
+    monkeypatch.setenv("QGA_BUILDER_DEBIAN_MIRROR", "http://mirror.example/debian")
     tmp_path = cache.root.parent
     plan, text = _series_recipe(tmp_path, "7.2.0")
     assert plan.series_decides == ("patches", "base", "packages", "configure")
