@@ -189,6 +189,22 @@ def make_debootstrap_base(
     return image_id
 
 
+def debootstrap_argv(
+    suite: str, variant: str, mirror: str, *, keyring: str, into: str
+) -> list[str]:
+    """One debootstrap line for the host and the container alike: the archive's signature
+    checked with Debian's keyring, or no base (`--force-check-gpg`)."""
+    return [
+        "debootstrap",
+        f"--variant={variant}",
+        f"--keyring={keyring}",
+        "--force-check-gpg",
+        suite,  # a validated name, and the mirror an http(s) URL: neither is an option
+        into,
+        mirror,
+    ]
+
+
 def _on_this_host(
     engine: ContainerEngine,
     suite: str,
@@ -201,15 +217,7 @@ def _on_this_host(
 ) -> str:
     with tempfile.TemporaryDirectory(prefix="qga-builder-rootfs-") as rootfs:
         log(f"debootstrap --variant={variant} {suite} (into {rootfs})")
-        command = [
-            "debootstrap",
-            f"--variant={variant}",
-            f"--keyring={debian.KEYRING}",
-            "--force-check-gpg",
-            suite,  # a validated name, and the mirror an http(s) URL: neither is an option
-            rootfs,
-            mirror,
-        ]
+        command = debootstrap_argv(suite, variant, mirror, keyring=str(debian.KEYRING), into=rootfs)
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -282,15 +290,7 @@ def _in_container(
         steps = [
             ["apt-get", "update", "-q"],
             ["apt-get", "install", "-y", "-q", "--no-install-recommends", "debootstrap"],
-            [
-                "debootstrap",
-                f"--variant={variant}",
-                f"--keyring={_IN_BOX_KEYRING}",
-                "--force-check-gpg",
-                suite,
-                _IN_BOX_ROOTFS,
-                mirror,
-            ],
+            debootstrap_argv(suite, variant, mirror, keyring=_IN_BOX_KEYRING, into=_IN_BOX_ROOTFS),
             ["rm", "-rf", f"{_IN_BOX_ROOTFS}/var/cache/apt/archives"],
             ["tar", "--numeric-owner", "-C", _IN_BOX_ROOTFS, "-cf", _IN_BOX_TAR, "."],
         ]
