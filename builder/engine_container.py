@@ -14,7 +14,7 @@ import docker.errors
 import requests.exceptions
 
 from builder.errors import ContainerError, DockerUnavailableError
-from builder.log import LineSink
+from builder.log import LineSink, get_logger
 
 MAX_LINE_BYTES = 16 * 1024
 
@@ -107,9 +107,12 @@ class BuildContainer:
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
         user: str | None = None,
+        step: str = "",
     ) -> int:
-        """Run a command, stream its merged stdout/stderr line by line; return its exit code."""
+        """Run a command, stream its merged stdout/stderr line by line; return its exit code.
+        `step` names the command in the debug log (`-v`)."""
         api = self.engine.api
+        get_logger().debug("exec", container=self.name, step=step or command[0])
         exec_id = self._exec(
             command, user, stdout=True, stderr=True, environment=dict(env or {}), workdir=workdir
         )

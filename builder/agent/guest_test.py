@@ -130,6 +130,7 @@ class Check:
     name: str
     passed: bool
     detail: str = ""
+    seconds: float = 0.0
 
 
 @dataclass
@@ -181,6 +182,7 @@ class Session:
         self.client: AgentClient | None = None
 
     def check(self, name: str, step: Callable[[], str]) -> bool:
+        started = time.monotonic()
         try:
             detail = step()
             self.report.checks.append(Check(name, True, detail))
@@ -189,9 +191,11 @@ class Session:
                 Check(name, False, f"{exc}\nlast console lines:\n{self.guest.console_tail()}")
             )
         last = self.report.checks[-1]
+        last.seconds = round(time.monotonic() - started, 1)
         # A failure is logged whole: the console's last lines say what the guest saw.
         shown = last.detail if not last.passed else (last.detail.splitlines() or [""])[0]
-        self.log(f"{self.report.name}: {name}: {'passed' if last.passed else 'FAILED'}: {shown}")
+        verdict = "passed" if last.passed else "FAILED"
+        self.log(f"{self.report.name}: {name}: {verdict} in {last.seconds} s: {shown}")
         return last.passed
 
     def answer(self, timeout: float = STEP) -> AgentClient:

@@ -191,28 +191,32 @@ def _record(key: str, reused: bool, reason: str) -> dict[str, Any]:
 
 def _copy_and_hash(archive: str, copy: str) -> Command:
     # Checked and extracted from a private copy: the volume's file may change in between.
-    return _sh(f"test -f {archive} && cp {archive} {copy} && touch {archive} && sha256sum {copy}")
+    return _sh(
+        "configured-restore",
+        f"test -f {archive} && cp {archive} {copy} && touch {archive} && sha256sum {copy}",
+    )
 
 
 def _remove(archive: str, copy: str) -> Command:
-    return _sh(f"rm -f {archive} {copy}")
+    return _sh("configured-remove", f"rm -f {archive} {copy}")
 
 
 def _extract(copy: str, build: str) -> Command:
-    return _sh(f"tar -xf {copy} -C {build} && rm -f {copy}")
+    return _sh("configured-extract", f"tar -xf {copy} -C {build} && rm -f {copy}")
 
 
 def _archive(build: str, key: str) -> Command:
     # A partial file of its own (two builds may store one key at once), renamed into place.
     return _sh(
+        "configured-store",
         f"mkdir -p {ARCHIVES} && partial=$(mktemp {ARCHIVES}/.{key}.XXXXXX)"
         f' && tar --sort=name -C {build} -cf "$partial" .'
         f' && mv -f "$partial" {ARCHIVES}/{key}.tar'
         f" && (ls -1t {ARCHIVES}/*.tar | tail -n +{KEEP + 1} | xargs -r rm -f)"
         f" && find {ARCHIVES} -maxdepth 1 -name '.*' -type f -mmin +60 -delete"  # killed runs
-        f" && sha256sum {ARCHIVES}/{key}.tar"
+        f" && sha256sum {ARCHIVES}/{key}.tar",
     )
 
 
-def _sh(script: str) -> Command:
-    return Command(("sh", "-eu", "-c", script), "/")
+def _sh(step: str, script: str) -> Command:
+    return Command(step, ("sh", "-eu", "-c", script), "/")

@@ -16,6 +16,10 @@ from builder.config.plan import ArtifactPlan
 
 @dataclass(frozen=True)
 class Command:
+    """One `exec`: `step` names it (logs, and the orchestrator tests' fake engine, tell steps
+    apart by it, never by the script's text)."""
+
+    step: str
     argv: tuple[str, ...]
     workdir: str = WORK
 
@@ -52,6 +56,7 @@ def ccache_environment() -> dict[str, str]:
 def ccache_probe() -> Command:
     """Whether the image can use the volume: ccache, its compiler links, a writable mount."""
     return _sh(
+        "ccache-probe",
         f"command -v ccache >/dev/null && test -e /usr/lib/ccache/cc && test -w {CCACHE_DIR}"
         " && ccache --version | head -n 1",
         "/",
@@ -59,36 +64,42 @@ def ccache_probe() -> Command:
 
 
 def ccache_stats(zero: bool) -> Command:
-    return _sh("ccache --zero-stats" if zero else "ccache --print-stats", "/")
+    if zero:
+        return _sh("ccache-zero", "ccache --zero-stats", "/")
+    return _sh("ccache-stats", "ccache --print-stats", "/")
 
 
 def with_umask(command: Command, umask: str) -> Command:
     return Command(
-        ("sh", "-c", f'umask {umask} && exec "$@"', "sh", *command.argv), command.workdir
+        command.step,
+        ("sh", "-c", f'umask {umask} && exec "$@"', "sh", *command.argv),
+        command.workdir,
     )
 
 
-def _sh(script: str, workdir: str = WORK) -> Command:
-    return Command(("sh", "-eu", "-c", script), workdir)
+def _sh(step: str, script: str, workdir: str = WORK) -> Command:
+    return Command(step, ("sh", "-eu", "-c", script), workdir)
 
 
 def prepare_dirs(layout: Layout) -> Command:
     dirs = (layout.incoming, layout.src, layout.build, layout.patches, layout.artifacts)
-    return _sh(f"mkdir -p {' '.join(dirs)}")
+    return _sh("prepare", f"mkdir -p {' '.join(dirs)}")
 
 
 def unpack(layout: Layout, archive_name: str, strip_components: int) -> Command:
     archive = shlex.quote(f"{layout.incoming}/{archive_name}")
     return _sh(
+        "unpack",
         f"tar -xf {archive} -C {layout.src} --strip-components={strip_components}"
         f" --no-same-owner && rm -f {archive}"
         f' && echo "unpacked $(find {layout.src} -type f | wc -l) files"'
-        f" && cat {layout.src}/VERSION"
+        f" && cat {layout.src}/VERSION",
     )
 
 
 def apply_patch(layout: Layout, container_name: str) -> Command:
     return Command(
+        "patch",
         (
             "patch",
             "-p1",
@@ -103,12 +114,14 @@ def apply_patch(layout: Layout, container_name: str) -> Command:
 
 
 def configure(layout: Layout, flags: Sequence[str]) -> Command:
-    return Command((f"{layout.src}/configure", *flags, *layout.prefix_map_flags()), layout.build)
+    return Command(
+        "configure", (f"{layout.src}/configure", *flags, *layout.prefix_map_flags()), layout.build
+    )
 
 
 def compile_targets(layout: Layout, targets: Sequence[str], jobs: int | None) -> Command:
     job_args = ("-j", str(jobs)) if jobs else ()
-    return Command(("ninja", "-C", layout.build, *job_args, *targets), layout.build)
+    return Command("compile", ("ninja", "-C", layout.build, *job_args, *targets), layout.build)
 
 
 def install(
@@ -125,11 +138,11 @@ def install(
     lines.append(
         f"cd {layout.artifacts} && sha256sum -- * > {layout.checksums} && cat {layout.checksums}"
     )
-    return _sh("\n".join(lines))
+    return _sh("install", "\n".join(lines))
 
 
 def version(layout: Layout, artifact_name: str) -> Command:
-    return Command((f"{layout.artifacts}/{artifact_name}", "--version"))
+    return Command("version", (f"{layout.artifacts}/{artifact_name}", "--version"))
 
 
 PATHS_MARK = "== qga-builder: agent copied to "
@@ -142,10 +155,11 @@ def agent_paths(layout: Layout, artifact_name: str) -> Command:
     agent = shlex.quote(f"{layout.artifacts}/{artifact_name}")
     elsewhere = f"{layout.exchange}/paths-check/opt/x"
     return _sh(
+        "agent-paths",
         f"mkdir -p {elsewhere} && cp {agent} {elsewhere}/qemu-ga"
         f" && echo '{PATHS_MARK}{layout.artifacts}' && {agent} -D -F"
         f" && echo '{PATHS_MARK}{elsewhere}' && {elsewhere}/qemu-ga -D -F"
-        f" && rm -rf {layout.exchange}/paths-check"
+        f" && rm -rf {layout.exchange}/paths-check",
     )
 
 
@@ -155,9 +169,10 @@ def package_inventory() -> Command:
     dpkg = "dpkg-query -W -f='${Package}\\t${Version}\\t${Architecture}\\n'"
     rpm = "rpm -qa --qf '%{NAME}\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n' | sort"
     return _sh(
+        "inventory",
         "echo \"distribution $(sed -n 's/^PRETTY_NAME=//p' /etc/os-release | tr -d '\\\"')\";"
         f" if command -v dpkg-query >/dev/null; then echo format deb; {dpkg};"
-        f" else echo format rpm; {rpm}; fi"
+        f" else echo format rpm; {rpm}; fi",
     )
 
 
@@ -169,7 +184,8 @@ def inspect_msi(layout: Layout, msi_name: str, tables: Sequence[str]) -> Command
         f"msiinfo export {msi} {table} > {inspect}/{table}.idt" for table in tables
     )
     return _sh(
+        "inspect-msi",
         f"rm -rf {inspect} && mkdir -p {inspect}/files && {exports}"
         f" && msiextract -C {inspect}/files {msi} > {inspect}/extracted.txt"
-        f" && msiinfo streams {msi} && cat {inspect}/extracted.txt"
+        f" && msiinfo streams {msi} && cat {inspect}/extracted.txt",
     )

@@ -49,6 +49,7 @@ class Container(Protocol):
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
         user: str | None = None,
+        step: str = "",
     ) -> int: ...
 
 
@@ -196,7 +197,11 @@ class RunContext:
             output.line(line)
 
         code = self.container.run(
-            list(command.argv), on_line=sink, env=self.step_environment(), workdir=command.workdir
+            list(command.argv),
+            on_line=sink,
+            env=self.step_environment(),
+            workdir=command.workdir,
+            step=command.step,
         )
         return code, list(lines)
 

@@ -27,7 +27,8 @@ def inventory(ctx: RunContext, output: StepOutput) -> None:
     output.line(f"{ctx.distribution}: {len(ctx.packages)} {ctx.package_format} packages")
     if ctx.use_ccache:
         probe: list[str] = []
-        if ctx.container.run(list(container_commands.ccache_probe().argv), on_line=probe.append):
+        command = container_commands.ccache_probe()
+        if ctx.container.run(list(command.argv), on_line=probe.append, step=command.step):
             output.line("compiler cache: this build image cannot use it (no ccache or /ccache)")
         else:
             ctx.ccache = {"version": probe[-1] if probe else "", "volume": "/ccache"}
@@ -39,7 +40,8 @@ def inventory(ctx: RunContext, output: StepOutput) -> None:
 
 def _listing(box: Container) -> list[str]:
     listing: list[str] = []
-    code = box.run(list(container_commands.package_inventory().argv), on_line=listing.append)
+    command = container_commands.package_inventory()
+    code = box.run(list(command.argv), on_line=listing.append, step=command.step)
     if code != 0:
         raise StepError(f"listing the build image's packages failed (exit {code})")
     return listing

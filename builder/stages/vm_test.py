@@ -10,7 +10,9 @@ mode: `vm-test --fast`, and the stage of a run that makes no .deb."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -90,16 +92,14 @@ def guest_report(
             init: guest_image.ensure_guest(engine, cache, init, output)
             for init in sorted({guest_test.GUEST_OF.get(name, "systemd") for name in scenarios})
         }
-        reports = [
-            guest_test.run_scenario(
-                name,
-                guests[guest_test.GUEST_OF.get(name, "systemd")],
-                packages,
-                output.line,
-                reboot=reboot,
-            )
-            for name in scenarios
-        ]
+
+        def run(name: str) -> guest_test.ScenarioReport:
+            guest = guests[guest_test.GUEST_OF.get(name, "systemd")]
+            return guest_test.run_scenario(name, guest, packages, output.line, reboot=reboot)
+
+        # Each guest has one vCPU (see guest_vm.boot): one guest per host core at a time.
+        with ThreadPoolExecutor(max_workers=_parallel_guests(len(scenarios))) as pool:
+            reports = list(pool.map(run, scenarios))
     main = next((r for r in reports if r.boot_to_answer_seconds is not None), None)
     return {
         "mode": "guest",
@@ -111,6 +111,10 @@ def guest_report(
         "scenarios_passed": [r.name for r in reports if r.passed],
         "scenarios_failed": [r.name for r in reports if not r.passed],
     }
+
+
+def _parallel_guests(scenarios: int) -> int:
+    return max(1, min(scenarios, len(os.sched_getaffinity(0))))
 
 
 def _exec_path(deb: Path) -> str:

@@ -13,8 +13,8 @@ import pytest
 from builder import pipeline
 from builder.engine import ImageRecord
 from builder.stages import artifact_cache, output_dir, toolchain
+from tests.fakes import FakeEngine
 from tests.unit import test_pipeline
-from tests.unit.test_pipeline import FakeEngine
 
 setup = test_pipeline.setup  # the same fixture: a recipe with a local source, a fake engine
 

@@ -246,3 +246,51 @@ def test_verify_of_a_directory_refuses_build_options(tmp_path: Path, capsys) -> 
     assert main(["verify", str(tmp_path), "--locked", "--qemu-ref", "v10.0.2"]) == 2
     assert "--qemu-ref, --locked: only with a RECIPE to build" in capsys.readouterr().err
     assert main(["verify", str(tmp_path)]) == 0  # an empty release checks clean
+
+
+@pytest.mark.parametrize(
+    ("argv", "log_format", "verbose"),
+    [
+        (["validate", "R"], "console", 0),
+        (["--log-format", "json", "-v", "validate", "R"], "json", 1),
+        (["validate", "R", "-v", "--log-format", "json"], "json", 1),
+        (["-v", "validate", "-v", "R"], "console", 2),  # repeated -v adds up
+        (["-vv", "validate", "R"], "console", 2),
+        (["--log-format", "json", "validate", "--log-format", "console", "R"], "console", 0),
+        (["--log-format", "console", "validate", "R", "--log-format=json"], "json", 0),
+        (["-v", "--log-format", "json", "base", "debootstrap", "--suite", "trixie"], "json", 1),
+        (["base", "-v", "--log-format", "json", "debootstrap", "--suite", "trixie"], "json", 1),
+        (["base", "--log-format", "json", "debootstrap", "--log-format", "console",
+          "--suite", "trixie", "-v"], "console", 1),
+        (["patches", "-v", "check", "-v", "S"], "console", 2),
+    ],
+)  # fmt: skip
+def test_global_options_anywhere(argv: list[str], log_format: str, verbose: int) -> None:
+    """Before the command, after it, after a sub-command: the one after the command wins when
+    given twice, and every -v counts."""
+    parser = build_parser()
+    for _ in range(2):  # a parser parses twice the same way
+        args = parser.parse_args(argv)
+        assert (args.log_format, args.verbose) == (log_format, verbose)
+
+
+def test_every_command_takes_the_global_options() -> None:
+    """Defined once, offered by every parser level."""
+
+    def levels(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from levels(child)
+
+    for parser in levels(build_parser()):
+        assert {"--log-format", "-v", "--verbose"} <= set(parser._option_string_actions), (
+            parser.prog
+        )
+
+
+def test_global_options_before_the_command_take_effect(capsys) -> None:
+    assert main(["--log-format", "json", "validate", str(DEFAULT_RECIPE)]) == 0
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert json.loads(line)["event"] == "valid"

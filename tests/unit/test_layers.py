@@ -38,6 +38,8 @@ LAYERS = {
     "builder.stages": 5,
     "builder.pipeline": 6,
     "builder.commands": 7,
+    "builder.option_parser": 8,
+    "builder.arguments": 8,
     "builder.cli": 8,
     "builder.__main__": 9,
 }

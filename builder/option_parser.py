@@ -1,0 +1,117 @@
+"""argparse as the command line needs it: "did you mean" for a misspelt command, choice or
+option; global options accepted at every parser level (before the command, after it, after a
+sub-command) and resolved once; number types that refuse what makes no sense."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+
+from builder.config.suggest import close_match
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, and a "did you mean" for a misspelt command, choice or option (`valdate`,
+    `--no-cahce`); an option the command does not take is refused by the command's parser,
+    which can list the ones it does take."""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError:
+            guess = close_match(str(value), [str(c) for c in action.choices or ()])
+            if guess is None:
+                raise
+            choices = ", ".join(repr(str(c)) for c in action.choices or ())
+            message = f"invalid choice: {value!r}; did you mean {guess!r}? (choose from {choices})"
+            raise argparse.ArgumentError(action, message) from None
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        unknown = [extra for extra in extras if extra.startswith("-")]
+        if unknown and not self._subparsers:  # a command's own parser knows all its options
+            self.error(self._no_such_option(unknown[0].split("=", 1)[0]))
+        return parsed, extras
+
+    def _no_such_option(self, option: str) -> str:
+        known = sorted(
+            option
+            for option, action in self._option_string_actions.items()
+            if option.startswith("--") and action.help != argparse.SUPPRESS
+        )
+        guess = close_match(option, known)
+        if guess is not None:
+            return f"no option {option}; did you mean {guess}?"
+        return f"no option {option} here; this command takes: {', '.join(known)}"
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum` (`clean --keep -1` is refused)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        return value
+
+    return parse
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
+class GlobalOptions:
+    """What `--log-format` and `-v` said, wherever they stood: before the command, after it,
+    or after a sub-command (`base debootstrap`). Each parser level parses into a namespace of
+    its own, so the options write here instead; the later one wins and `-v`s add up."""
+
+    def __init__(self) -> None:
+        self.log_format = "console"
+        self.verbose = 0
+
+
+class GlobalOptionAction(argparse.Action):
+    def __init__(self, *args: object, seen: GlobalOptions, **kwargs: object) -> None:
+        self.seen = seen
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        if self.dest == "verbose":
+            self.seen.verbose += 1
+        else:
+            self.seen.log_format = str(values)
+
+
+class TopParser(Parser):
+    """The command line's parser: global options anywhere, resolved into `args.log_format`
+    and `args.verbose` (a count)."""
+
+    def __init__(self, seen: GlobalOptions, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.seen = seen
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        self.seen.__init__()  # type: ignore[misc]  # a parser may parse twice (tests)
+        parsed = super().parse_args(args, namespace)
+        parsed.log_format, parsed.verbose = self.seen.log_format, self.seen.verbose
+        return parsed
