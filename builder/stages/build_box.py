@@ -6,8 +6,7 @@ from contextlib import AbstractContextManager
 
 from builder.config.layout import BUILD_UID, BUILD_USER
 from builder.config.plan import Plan
-from builder.engine import DEFAULT_MEMORY
-from builder.engine_records import LABEL_IMAGE, LABEL_KIND, LABEL_RECIPE
+from builder.engine import DEFAULT_MEMORY, LABEL_IMAGE, LABEL_KIND, LABEL_RECIPE
 from builder.stages.container_commands import CCACHE_DIR
 from builder.stages.context import Container, ContainerEngine
 

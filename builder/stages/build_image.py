@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from builder.config.plan import ImagePlan
-from builder.engine_records import LABEL_BASE, LABEL_INPUTS, LABEL_KIND, LABEL_RECIPE
+from builder.engine import LABEL_BASE, LABEL_INPUTS, LABEL_KIND, LABEL_RECIPE
 from builder.errors import ImageError, InputError
 from builder.formats.checksums import sha256_bytes
 from builder.host.cache import Cache

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.engine_records import LABEL_RECIPE
+from builder.engine import LABEL_RECIPE
 from builder.errors import ImageError
 from builder.formats import archives
 from builder.formats.checksums import parse_sha256sums, sha256_file

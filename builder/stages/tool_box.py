@@ -10,7 +10,7 @@ from pathlib import Path
 
 from builder.config.layout import BUILD_USER
 from builder.config.plan import BasePlan, ImagePlan
-from builder.engine_records import LABEL_RECIPE
+from builder.engine import LABEL_RECIPE
 from builder.formats.checksums import sha256_bytes, sha256_json
 from builder.host.cache import Cache
 from builder.log import StepOutput

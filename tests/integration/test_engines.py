@@ -17,10 +17,10 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from builder import engine_ssh
 from builder.commands.common import load_plan
 from builder.config.overrides import Overrides
 from builder.engine import LABEL_TOOL, Engine
+from builder.engine import ssh as engine_ssh
 from builder.errors import DockerUnavailableError
 from builder.host.cache import Cache
 from builder.log import StepOutput

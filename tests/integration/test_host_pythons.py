@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 
 from builder.config.plan import debootstrap_base
-from builder.engine import Engine
-from builder.engine_container import BuildContainer
-from builder.engine_records import LABEL_RECIPE
+from builder.engine import LABEL_RECIPE, BuildContainer, Engine
 from builder.host.cache import Cache
 from builder.stages.base_image import ensure_base
 from tests.helpers import ROOT

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.engine import Engine
-from builder.engine_records import LABEL_RECIPE
+from builder.engine import LABEL_RECIPE, Engine
 from builder.formats.checksums import parse_sha256sums
 from builder.host.cache import Cache
 from builder.stages import package

@@ -8,8 +8,16 @@ import subprocess
 from pathlib import Path
 
 from builder.commands.clean import clean
-from builder.engine import LABEL_BASE, LABEL_OWNER, LABEL_RUN, ContainerRecord, ImageRecord
-from builder.engine_records import LABEL_IMAGE, LABEL_KIND, VolumeRecord
+from builder.engine import (
+    LABEL_BASE,
+    LABEL_IMAGE,
+    LABEL_KIND,
+    LABEL_OWNER,
+    LABEL_RUN,
+    ContainerRecord,
+    ImageRecord,
+    VolumeRecord,
+)
 from builder.host.cache import Cache
 from builder.stages.build_box import BUILD_CACHE, ccache_volume
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from builder.config.settings import HostSettings
-from builder.engine_endpoints import Endpoint, TlsFiles, resolve_endpoint
+from builder.engine.endpoints import Endpoint, TlsFiles, resolve_endpoint
 from builder.errors import DockerUnavailableError, UsageError
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from builder import engine_ssh
-from builder.engine_ssh import DIAL, SSH_OPTIONS, ssh_argv
+from builder.engine import ssh as engine_ssh
+from builder.engine.ssh import DIAL, SSH_OPTIONS, ssh_argv
 
 
 def test_the_command_line_names_user_port_and_host_after_the_options() -> None:

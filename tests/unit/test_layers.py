@@ -1,7 +1,7 @@
 """The package's layers, checked over its import graph (every import, also inside functions).
 
-Lower layers never import higher ones; only the engine (`builder.engine`, the container
-class it hands out, `builder.engine_container`, and its ssh transport) imports docker; file
+Lower layers never import higher ones; only the engine package (`builder.engine`) imports
+docker, and the rest of the tool uses it through the package's public interface; file
 formats are bytes in, data out; only `config.settings` reads the environment; no import cycles.
 """
 
@@ -29,10 +29,6 @@ LAYERS = {
     "builder.agent.contract": 2,
     "builder.host": 3,
     "builder.engine": 3,
-    "builder.engine_container": 3,
-    "builder.engine_endpoints": 3,
-    "builder.engine_ssh": 3,
-    "builder.engine_records": 0,
     "builder.agent.contract_in_vm": 4,
     "builder.agent.guest_test": 4,
     "builder.stages": 5,
@@ -88,10 +84,32 @@ def test_only_the_engine_imports_docker() -> None:
         for name, path in MODULES.items()
         if any(m == "docker" or m.startswith(("docker.", "requests")) for m in imports_of(path))
     )
-    # The engine is engine.py plus the one class it hands out (engine_container.py: split off
-    # to keep each under 500 lines) and its ssh transport (engine_ssh.py: docker-py's, with
-    # deadlines). engine_endpoints (which engine a name means) stays pure.
-    assert users == ["builder.engine", "builder.engine_container", "builder.engine_ssh"]
+    # The connection, the engine, the container it hands out and the ssh transport (docker-py's,
+    # with deadlines); endpoints (which engine a name means) and records stay pure.
+    assert users == [
+        "builder.engine.connection",
+        "builder.engine.container",
+        "builder.engine.engine",
+        "builder.engine.ssh",
+    ]
+
+
+def test_the_engine_is_used_through_its_package() -> None:
+    """Outside builder/engine/ nothing imports an engine module, only the package; inside it,
+    no module takes another's private names."""
+    for name, path in MODULES.items():
+        inner = sorted(m for m in GRAPH[name] if m.startswith("builder.engine."))
+        if not name.startswith("builder.engine"):
+            assert not inner, f"{name} imports {inner}: use `from builder.engine import ...`"
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("builder."):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{name} imports {private} from {node.module}"
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+                owner = node.value.attr  # self.connection._call, self.engine._gone ...
+                if owner in ("engine", "connection") and node.attr.startswith("_"):
+                    raise AssertionError(f"{name} calls {owner}.{node.attr}")
 
 
 def test_formats_import_nothing_of_the_pipeline() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from builder import log
-from builder.engine_container import MAX_LINE_BYTES, _cut
+from builder.engine.container import MAX_LINE_BYTES, _cut
 from builder.log import StepOutput, neutralize
 
 

@@ -1,6 +1,4 @@
-"""The only module that talks to Docker.
-
-`Engine` connects to a daemon, builds and imports images, answers with typed records, and hands
+"""`Engine` connects to a daemon, builds and imports images, answers with typed records, and hands
 out `BuildContainer`s, each owning one container's whole life (labelled, removed on every exit
 path, Ctrl-C and SIGTERM too): copies in and out, commands streamed with their real exit code.
 QGA_BUILDER_KEEP_CONTAINER=1 keeps a failed run's container for debugging.
@@ -15,29 +13,20 @@ import re
 import socket
 import tarfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
-import docker
-import docker.constants
 import docker.errors
-import docker.tls
 
-from builder import __version__, engine_ssh
+from builder import __version__
 from builder.config import settings
-from builder.engine_container import CONNECTION_ERRORS as _CONNECTION_ERRORS
-from builder.engine_container import BuildContainer
-from builder.engine_container import short as _short
-from builder.engine_endpoints import Endpoint, resolve_endpoint
-from builder.engine_records import (  # noqa: F401 - re-exported: the engine's vocabulary
-    LABEL_BASE,
-    LABEL_IMAGE,
-    LABEL_INPUTS,
-    LABEL_KIND,
+from builder.engine.connection import CONNECTION_ERRORS, Connection, short
+from builder.engine.container import BuildContainer
+from builder.engine.endpoints import Endpoint, resolve_endpoint
+from builder.engine.records import (
     LABEL_OWNER,
-    LABEL_RECIPE,
     LABEL_RUN,
     LABEL_TOOL,
     ContainerRecord,
@@ -48,9 +37,7 @@ from builder.engine_records import (  # noqa: F401 - re-exported: the engine's v
 from builder.errors import DockerUnavailableError, ImageError, Interrupted
 from builder.log import LineSink, get_logger
 
-CONNECT_TIMEOUT = 5
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")  # docker's own rule for names
-OPERATION_TIMEOUT = 3600
 
 # Containers made by this process and not yet removed; cli removes them on exit as a last resort.
 _live_containers: dict[str, Engine] = {}
@@ -60,14 +47,13 @@ class Engine:
     """A connection to one Docker daemon."""
 
     def __init__(self, endpoint: str | None = None) -> None:
-        """`endpoint`: a URL or docker context name (engine_endpoints); None: DOCKER_HOST."""
+        """`endpoint`: a URL or docker context name (see `endpoints`); None: DOCKER_HOST."""
         host = settings.current()
         option = "--engine" if endpoint else "DOCKER_HOST"
         self.target: Endpoint = resolve_endpoint(endpoint or host.docker_host, host, option=option)
         self.endpoint = self.target.shown
         self.run_id = uuid.uuid4().hex[:12]
         self.log = get_logger()
-        self.lost = False  # set when a call found the daemon gone
         if self.target.kind == "tcp":
             self.log.warning(
                 "the Docker engine is reached over plain HTTP: anyone on the way can read and "
@@ -75,19 +61,22 @@ class Engine:
                 engine=self.endpoint,
             )
         try:
-            self.client = _client(self.target)
-            self.client.ping()
-        except (docker.errors.DockerException, *_CONNECTION_ERRORS) as exc:
+            self.connection = Connection(self.target)
+        except (docker.errors.DockerException, *CONNECTION_ERRORS) as exc:
             raise DockerUnavailableError(
-                f"cannot reach the Docker daemon at {self.endpoint}: {_short(exc)}",
+                f"cannot reach the Docker daemon at {self.endpoint}: {short(exc)}",
                 hint="start one with `make setup` (scripts/setup.sh), "
                 "or point DOCKER_HOST at a running daemon",
             ) from None
-        self.api = self.client.api
-        self.api.timeout = OPERATION_TIMEOUT
+        self.client, self.api = self.connection.client, self.connection.api
+
+    @property
+    def lost(self) -> bool:
+        """A call found the daemon gone: nothing more waits on it."""
+        return self.connection.lost
 
     def close(self) -> None:
-        self.client.close()
+        self.connection.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -101,12 +90,12 @@ class Engine:
         self.close()
 
     def server_version(self) -> str:
-        return str(self._call(self.api.version).get("Version", ""))
+        return str(self.connection.call(self.api.version).get("Version", ""))
 
     def describe(self) -> dict[str, str | None]:
         """The engine for the manifest: as named (credentials masked), how it is reached, and
         which daemon answered."""
-        info = self._call(self.api.info)
+        info = self.connection.call(self.api.info)
         return {
             "endpoint": self.target.shown,
             "kind": self.target.kind,
@@ -121,7 +110,7 @@ class Engine:
 
     def inspect_image(self, reference: str) -> ImageRecord | None:
         try:
-            info = self._call(self.api.inspect_image, reference)
+            info = self.connection.call(self.api.inspect_image, reference)
         except docker.errors.ImageNotFound:
             return None
         return ImageRecord(
@@ -136,10 +125,10 @@ class Engine:
 
     def pull(self, reference: str) -> str:
         try:
-            self._call(self.client.images.pull, reference)
+            self.connection.call(self.client.images.pull, reference)
         except docker.errors.APIError as exc:
             raise ImageError(
-                f"base image {reference} is not here and cannot be pulled: {_short(exc)}",
+                f"base image {reference} is not here and cannot be pulled: {short(exc)}",
                 hint="without a registry, make a base with `qga-builder base debootstrap` and "
                 "pass it with --base-image, or use a recipe whose base is `debootstrap:`",
             ) from None
@@ -194,14 +183,14 @@ class Engine:
             if partial:
                 on_line(partial)
         except docker.errors.APIError as exc:
-            raise ImageError(f"building image {tag} failed: {_short(exc)}") from None
+            raise ImageError(f"building image {tag} failed: {short(exc)}") from None
         except Interrupted:
             # Dropping the connection is what makes the daemon cancel a classic build (and
             # remove its intermediate containers, forcerm).
             self.api.close()
             raise
-        except _CONNECTION_ERRORS as exc:
-            raise self._gone(exc) from None
+        except CONNECTION_ERRORS as exc:
+            raise self.connection.gone(exc) from None
         return image_id or self.image_id(tag) or ""
 
     def import_rootfs(
@@ -216,9 +205,9 @@ class Engine:
                 tar_stream, repository=repository, tag=tag, changes=changes
             )
         except docker.errors.APIError as exc:
-            raise ImageError(f"importing {reference} failed: {_short(exc)}") from None
-        except _CONNECTION_ERRORS as exc:
-            raise self._gone(exc) from None
+            raise ImageError(f"importing {reference} failed: {short(exc)}") from None
+        except CONNECTION_ERRORS as exc:
+            raise self.connection.gone(exc) from None
         image_id = self.image_id(reference)
         if image_id is None:
             raise ImageError(f"importing {reference} failed: {str(result)[:200]}")
@@ -234,28 +223,28 @@ class Engine:
                 repo_digests=tuple(item.get("RepoDigests") or ()),
                 created=int(item.get("Created") or 0),
             )
-            for item in self._call(self.api.images, filters={"label": label})
+            for item in self.connection.call(self.api.images, filters={"label": label})
         ]
 
     def save_image(self, reference: str) -> Iterator[bytes]:
         """`docker save`: the image as a tar stream (for `load_image` into another engine)."""
         try:
-            yield from self._call(self.api.get_image, reference, chunk_size=1 << 20)
+            yield from self.connection.call(self.api.get_image, reference, chunk_size=1 << 20)
         except docker.errors.APIError as exc:
-            raise ImageError(f"saving {reference} failed: {_short(exc)}") from None
-        except _CONNECTION_ERRORS as exc:
-            raise self._gone(exc) from None
+            raise ImageError(f"saving {reference} failed: {short(exc)}") from None
+        except CONNECTION_ERRORS as exc:
+            raise self.connection.gone(exc) from None
 
     def load_image(self, tar_stream: Iterable[bytes], reference: str) -> str:
         """`docker load` of a `save_image` stream; the id `reference` now has here."""
         try:
-            for chunk in self._call(self.api.load_image, tar_stream):
+            for chunk in self.connection.call(self.api.load_image, tar_stream):
                 if isinstance(chunk, dict) and chunk.get("error"):
                     raise ImageError(f"loading {reference} failed: {chunk['error'][:300]}")
         except docker.errors.APIError as exc:
-            raise ImageError(f"loading {reference} failed: {_short(exc)}") from None
-        except _CONNECTION_ERRORS as exc:
-            raise self._gone(exc) from None
+            raise ImageError(f"loading {reference} failed: {short(exc)}") from None
+        except CONNECTION_ERRORS as exc:
+            raise self.connection.gone(exc) from None
         image_id = self.image_id(reference)
         if image_id is None:
             raise ImageError(f"loading {reference} made no image of that name")
@@ -263,7 +252,7 @@ class Engine:
 
     def remove_image(self, image_id: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
-            self._call(self.api.remove_image, image_id, force=True, noprune=False)
+            self.connection.call(self.api.remove_image, image_id, force=True, noprune=False)
 
     # --- containers ------------------------------------------------------------------------
 
@@ -280,11 +269,11 @@ class Engine:
                 state=str(item.get("State") or ""),
                 image=str(item.get("ImageID") or ""),
             )
-            for item in self._call(self.api.containers, all=True, filters=filters)
+            for item in self.connection.call(self.api.containers, all=True, filters=filters)
         ]
 
     def container_settings(self, container_id: str) -> ContainerSettings:
-        info = self._call(self.api.inspect_container, container_id)
+        info = self.connection.call(self.api.inspect_container, container_id)
         host = info.get("HostConfig") or {}
         return ContainerSettings(
             network_mode=str(host.get("NetworkMode") or ""),
@@ -300,7 +289,7 @@ class Engine:
 
     def remove_container(self, container_id: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
-            self._call(self.api.remove_container, container_id, force=True, v=True)
+            self.connection.call(self.api.remove_container, container_id, force=True, v=True)
         _live_containers.pop(container_id, None)
 
     @contextmanager
@@ -352,7 +341,7 @@ class Engine:
         container_id: str | None = None
         keep = False
         try:
-            created = self._call(
+            created = self.connection.call(
                 self.api.create_container,
                 image,
                 command=["sleep", "infinity"],
@@ -366,9 +355,9 @@ class Engine:
             )
             container_id = created["Id"]
             _live_containers[container_id] = self
-            self._call(self.api.start, container_id)
+            self.connection.call(self.api.start, container_id)
             self.log.debug("container started", container=name, network=network)
-            box = BuildContainer(self, container_id, name, user)
+            box = BuildContainer(self.connection, container_id, name, user)
             try:
                 yield box
             except (Exception, Interrupted):
@@ -388,14 +377,14 @@ class Engine:
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
         """A named volume of the engine's (made with our labels if missing)."""
         try:
-            self._call(self.api.inspect_volume, name)
+            self.connection.call(self.api.inspect_volume, name)
         except docker.errors.NotFound:
             all_labels = {LABEL_TOOL: __version__, **labels}
-            self._call(self.api.create_volume, name, driver="local", labels=all_labels)
+            self.connection.call(self.api.create_volume, name, driver="local", labels=all_labels)
 
     def volumes(self, label: str) -> list[VolumeRecord]:
         """Volumes carrying `label` (a key, or key=value)."""
-        found = self._call(self.api.volumes, filters={"label": label}) or {}
+        found = self.connection.call(self.api.volumes, filters={"label": label}) or {}
         return [
             VolumeRecord(name=str(item["Name"]), labels=dict(item.get("Labels") or {}))
             for item in found.get("Volumes") or ()
@@ -404,54 +393,12 @@ class Engine:
     def remove_volume(self, name: str) -> str | None:
         """None when it is gone; otherwise the engine's reason (a container still uses it)."""
         try:
-            self._call(self.api.remove_volume, name)
+            self.connection.call(self.api.remove_volume, name)
         except docker.errors.NotFound:
             return None
         except docker.errors.APIError as exc:
-            return _short(exc)
+            return short(exc)
         return None
-
-    # --- helpers ---------------------------------------------------------------------------
-
-    def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except _CONNECTION_ERRORS as exc:
-            raise self._gone(exc) from None
-
-    def _gone(self, exc: BaseException) -> DockerUnavailableError:
-        self.lost = True  # no more calls that would wait on it (removals at exit)
-        return DockerUnavailableError(
-            f"lost the Docker daemon at {self.endpoint}: {_short(exc)}",
-            hint="when it is back, `qga-builder clean` removes what this run left",
-        )
-
-
-def _client(target: Endpoint) -> docker.DockerClient:
-    tls = None
-    if target.tls is not None:  # always verifying the engine's certificate
-        cert = (str(target.tls.cert), str(target.tls.key)) if target.tls.cert else None
-        tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=str(target.tls.ca), verify=True)
-    api = docker.APIClient(
-        base_url=target.base_url,
-        tls=tls,
-        # OpenSSH, which checks the host key (docker-py's paramiko path accepts unknown ones).
-        use_ssh_client=target.kind == "ssh",
-        version=docker.constants.MINIMUM_DOCKER_API_VERSION,  # no request yet: see below
-        timeout=CONNECT_TIMEOUT,
-    )
-    if target.kind == "ssh":  # docker-py's ssh waits without a deadline: ours has them
-        engine_ssh.ping(target.base_url)
-        api._custom_adapter = engine_ssh.Adapter(target.base_url, timeout=CONNECT_TIMEOUT)
-        api.mount("http+docker://ssh", api._custom_adapter)
-    # requests would let REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE replace the CA we name (any
-    # certificate the system trusts would pass) and send the engine's traffic to a proxy:
-    # the connection is exactly what the endpoint says, nothing from the environment.
-    api.trust_env = False
-    api._version = str(api.version(api_version=False)["ApiVersion"])  # as version="auto" does
-    client = docker.DockerClient.__new__(docker.DockerClient)
-    client.api = api
-    return client
 
 
 DEFAULT_MEMORY = "8g"  # a build container's memory when the recipe sets none

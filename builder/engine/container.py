@@ -7,41 +7,23 @@ import io
 import socket
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import IO, Any, Protocol
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
 
 import docker.errors
-import requests.exceptions
 
-from builder.errors import ContainerError, DockerUnavailableError
+from builder.engine.connection import CONNECTION_ERRORS, Connection, short
+from builder.errors import ContainerError
 from builder.log import LineSink, get_logger
 
 MAX_LINE_BYTES = 16 * 1024
-
-# What a lost daemon looks like to docker-py (the engine turns them into DockerUnavailableError).
-CONNECTION_ERRORS = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.Timeout,
-    ConnectionError,
-)
-
-
-class _Owner(Protocol):
-    """What a container needs of its engine (`builder.engine.Engine`)."""
-
-    api: Any
-
-    def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
-
-    def _gone(self, exc: BaseException) -> DockerUnavailableError: ...
 
 
 class BuildContainer:
     """One running container: copy in, copy out, run commands."""
 
-    def __init__(self, engine: _Owner, container_id: str, name: str, user: str) -> None:
-        self.engine = engine
+    def __init__(self, connection: Connection, container_id: str, name: str, user: str) -> None:
+        self.connection = connection
         self.id = container_id
         self.name = name
         self.user = user
@@ -49,7 +31,7 @@ class BuildContainer:
     def put_archive(self, dest: str, archive: IO[bytes] | bytes) -> None:
         """Unpack an uncompressed tar stream at dest (which must exist)."""
         try:
-            ok = self.engine._call(self.engine.api.put_archive, self.id, dest, archive)
+            ok = self.connection.call(self.connection.api.put_archive, self.id, dest, archive)
         except docker.errors.APIError as exc:
             raise ContainerError(
                 f"copying files into {self.name}:{dest} failed: {short(exc)}"
@@ -74,7 +56,9 @@ class BuildContainer:
         stdin, bytes read are its output, unframed (for a byte channel into the container,
         e.g. `socat STDIO,raw,echo=0 PTY,...` as a guest agent's serial port)."""
         exec_id = self._exec(command, user, stdin=True, stdout=True, stderr=True, tty=True)
-        stream = self.engine._call(self.engine.api.exec_start, exec_id, socket=True, tty=True)
+        stream = self.connection.call(
+            self.connection.api.exec_start, exec_id, socket=True, tty=True
+        )
         raw = getattr(stream, "_sock", stream)
         assert isinstance(raw, socket.socket)
         return raw
@@ -82,19 +66,19 @@ class BuildContainer:
     def start(self, command: list[str], *, user: str | None = None) -> None:
         """Start a command in the background (its output is not kept)."""
         exec_id = self._exec(command, user, stdout=False, stderr=False)
-        self.engine._call(self.engine.api.exec_start, exec_id, detach=True)
+        self.connection.call(self.connection.api.exec_start, exec_id, detach=True)
 
     def _exec(self, command: list[str], user: str | None, **options: Any) -> str:
         """Create an exec of `command` in this container (as the container's user unless
         `user` is given); its id."""
-        created = self.engine._call(
-            self.engine.api.exec_create, self.id, command, user=user or self.user, **options
+        created = self.connection.call(
+            self.connection.api.exec_create, self.id, command, user=user or self.user, **options
         )
         return str(created["Id"])
 
     def get_archive(self, path: str) -> Iterable[bytes]:
         try:
-            stream, _ = self.engine._call(self.engine.api.get_archive, self.id, path)
+            stream, _ = self.connection.call(self.connection.api.get_archive, self.id, path)
         except docker.errors.NotFound:
             raise FileNotFoundError(path) from None
         return stream
@@ -111,7 +95,7 @@ class BuildContainer:
     ) -> int:
         """Run a command, stream its merged stdout/stderr line by line; return its exit code.
         `step` names the command in the debug log (`-v`)."""
-        api = self.engine.api
+        api = self.connection.api
         get_logger().debug("exec", container=self.name, step=step or command[0])
         exec_id = self._exec(
             command, user, stdout=True, stderr=True, environment=dict(env or {}), workdir=workdir
@@ -127,12 +111,12 @@ class BuildContainer:
                 for line in lines:
                     on_line(_cut(line).decode("utf-8", errors="replace"))
         except CONNECTION_ERRORS as exc:
-            raise self.engine._gone(exc) from None
+            raise self.connection.gone(exc) from None
         if partial:
             on_line(partial.decode("utf-8", errors="replace"))
         # The stream can end a moment before the exec is marked finished.
         for _ in range(100):
-            info = self.engine._call(api.exec_inspect, exec_id)
+            info = self.connection.call(api.exec_inspect, exec_id)
             if not info.get("Running"):
                 return int(info["ExitCode"])
             time.sleep(0.05)
@@ -143,8 +127,3 @@ def _cut(line: bytes) -> bytes:
     if len(line) <= MAX_LINE_BYTES:
         return line
     return line[:MAX_LINE_BYTES] + f" [... {len(line) - MAX_LINE_BYTES} bytes cut]".encode()
-
-
-def short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
