@@ -92,8 +92,41 @@ def _date(epoch: int, pattern: str) -> str:
 def debian_tree(spec: PackageSpec) -> dict[str, tuple[str, int]]:
     """Path under the source directory -> (text, mode): the debian/ directory."""
     name, unit = spec.name, sf.SERVICE_NAME
+    sbin = str(PurePosixPath(spec.exec_path).parent).lstrip("/")
+    conf_dir = sf.CONF_DIR.lstrip("/")
+    prefix = f"debian/{name}.{unit}"
+    return {
+        "debian/control": (_deb_control(spec), 0o644),
+        "debian/changelog": (_deb_changelog(spec), 0o644),
+        "debian/copyright": (_deb_copyright(spec), 0o644),
+        "debian/rules": (_deb_rules(unit), 0o755),
+        "debian/source/format": ("3.0 (native)\n", 0o644),
+        f"debian/{name}.install": (
+            f"{spec.binary_name} {sbin}\n{HOOK_NAME} {conf_dir}\n{CONF_NAME} {conf_dir}\n",
+            0o644,
+        ),
+        f"debian/{name}.dirs": (f"{sf.HOOK_DIR.lstrip('/')}\n", 0o644),
+        f"debian/{name}.postinst": (_deb_postinst(unit), 0o755),
+        f"debian/{name}.prerm": (_deb_prerm(unit), 0o755),
+        f"debian/{name}.postrm": (_deb_postrm(), 0o755),
+        f"debian/{name}.lintian-overrides": (
+            _deb_lintian_overrides(name, spec.exec_path.lstrip("/")),
+            0o644,
+        ),
+        f"{prefix}.service": (spec.file(sf.SYSTEMD), 0o644),
+        f"{prefix}.init": (spec.file(sf.SYSVINIT), 0o755),
+        f"{prefix}.default": (spec.file(sf.DEFAULTS), 0o644),
+        f"{prefix}.udev": (spec.file(sf.UDEV_RULE), 0o644),
+        HOOK_NAME: (spec.fsfreeze_hook, 0o755),
+        CONF_NAME: (spec.file(sf.QGA_CONF), 0o644),
+    }
+
+
+def _deb_control(spec: PackageSpec) -> str:
+    """The package's control file."""
+    name, unit = spec.name, sf.SERVICE_NAME
     long_description = "\n".join(f" {line}" for line in _description(spec, f"/etc/default/{unit}"))
-    control = f"""\
+    return f"""\
 Source: {name}
 Section: admin
 Priority: optional
@@ -113,14 +146,23 @@ Provides: qemu-guest-agent
 Description: {SUMMARY}
 {long_description}
 """
-    changelog = f"""\
+
+
+def _deb_changelog(spec: PackageSpec) -> str:
+    """One entry: this build."""
+    name = spec.name
+    return f"""\
 {name} ({spec.version}-{spec.revision}) unstable; urgency=medium
 
   * Built by qga-builder from QEMU {spec.qemu_version}.
 
  -- {spec.maintainer}  {_date(spec.source_date_epoch, "%a, %d %b %Y %H:%M:%S +0000")}
 """
-    copyright_ = f"""\
+
+
+def _deb_copyright(spec: PackageSpec) -> str:
+    """Machine-readable copyright."""
+    return f"""\
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: QEMU
 Source: https://www.qemu.org/
@@ -139,9 +181,11 @@ License: GPL-2
  On Debian systems, the complete text of the GNU General Public License
  version 2 can be found in /usr/share/common-licenses/GPL-2.
 """
-    sbin = str(PurePosixPath(spec.exec_path).parent).lstrip("/")
-    conf_dir = sf.CONF_DIR.lstrip("/")
-    rules = f"""\
+
+
+def _deb_rules(unit: str) -> str:
+    """Debhelper with nothing to build."""
+    return f"""\
 #!/usr/bin/make -f
 # The agent comes built, static and stripped: nothing to configure, build, strip or scan.
 %:
@@ -161,7 +205,11 @@ override_dh_installinit:
 override_dh_installudev:
 \tdh_installudev --name={unit}
 """
-    postinst = f"""\
+
+
+def _deb_postinst(unit: str) -> str:
+    """Start on install where the port is, restart on upgrade."""
+    return f"""\
 #!/bin/sh
 set -e
 #DEBHELPER#
@@ -188,7 +236,11 @@ if [ "$1" = configure ]; then
 fi
 exit 0
 """
-    prerm = f"""\
+
+
+def _deb_prerm(unit: str) -> str:
+    """Stop on removal."""
+    return f"""\
 #!/bin/sh
 set -e
 # Stop the agent on removal (udev starts it, so debhelper's scripts neither start nor stop it).
@@ -202,8 +254,11 @@ fi
 #DEBHELPER#
 exit 0
 """
-    # What the agent and QEMU's hook wrote: purge leaves nothing of ours behind.
-    postrm = f"""\
+
+
+def _deb_postrm() -> str:
+    """What the agent and QEMU's hook wrote: purge leaves nothing of ours behind."""
+    return f"""\
 #!/bin/sh
 set -e
 if [ "$1" = purge ]; then
@@ -212,8 +267,11 @@ fi
 #DEBHELPER#
 exit 0
 """
-    binary = spec.exec_path.lstrip("/")
-    overrides = f"""\
+
+
+def _deb_lintian_overrides(name: str, binary: str) -> str:
+    """Lintian tags that are true and intended."""
+    return f"""\
 # The agent is static-pie on purpose (ET_DYN without DT_NEEDED): any x86-64 Linux guest.
 {name}: shared-library-lacks-prerequisites [{binary}]
 # Bound to the agent's virtio port: `systemctl enable` hooks it to the port's device.
@@ -223,29 +281,6 @@ exit 0
 # qemu-ga --help documents it; QEMU's manual page is not built (no sphinx in a static build).
 {name}: no-manual-page [{binary}]
 """
-    prefix = f"debian/{name}.{unit}"
-    return {
-        "debian/control": (control, 0o644),
-        "debian/changelog": (changelog, 0o644),
-        "debian/copyright": (copyright_, 0o644),
-        "debian/rules": (rules, 0o755),
-        "debian/source/format": ("3.0 (native)\n", 0o644),
-        f"debian/{name}.install": (
-            f"{spec.binary_name} {sbin}\n{HOOK_NAME} {conf_dir}\n{CONF_NAME} {conf_dir}\n",
-            0o644,
-        ),
-        f"debian/{name}.dirs": (f"{sf.HOOK_DIR.lstrip('/')}\n", 0o644),
-        f"debian/{name}.postinst": (postinst, 0o755),
-        f"debian/{name}.prerm": (prerm, 0o755),
-        f"debian/{name}.postrm": (postrm, 0o755),
-        f"debian/{name}.lintian-overrides": (overrides, 0o644),
-        f"{prefix}.service": (spec.file(sf.SYSTEMD), 0o644),
-        f"{prefix}.init": (spec.file(sf.SYSVINIT), 0o755),
-        f"{prefix}.default": (spec.file(sf.DEFAULTS), 0o644),
-        f"{prefix}.udev": (spec.file(sf.UDEV_RULE), 0o644),
-        HOOK_NAME: (spec.fsfreeze_hook, 0o755),
-        CONF_NAME: (spec.file(sf.QGA_CONF), 0o644),
-    }
 
 
 # Installed paths in the .rpm (and the files the spec's %install writes them from).

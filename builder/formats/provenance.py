@@ -36,9 +36,49 @@ def package_purl(name: str, version_arch: str, package_format: str = "deb") -> s
 
 def statement(manifest: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Build the statement from a finished run's manifest (the manifest holds every input)."""
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [
+            {"name": artifact["name"], "digest": {"sha256": artifact["sha256"]}}
+            for artifact in manifest["artifacts"]
+        ],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": _build_definition(manifest),
+            "runDetails": _run_details(manifest, run_id),
+        },
+    }
+
+
+def _build_definition(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What was asked (the recipe and overrides), how (configure, targets, epoch), from what."""
+    return {
+        "buildType": BUILD_TYPE,
+        "externalParameters": {
+            "recipe": {
+                "name": manifest["recipe"]["name"],
+                "path": manifest["recipe"]["path"],
+                "sha256": manifest["recipe"]["sha256"],
+                "text": manifest["recipe"]["text"],
+            },
+            "overrides": manifest["recipe"]["overrides"],
+        },
+        "internalParameters": {
+            "configure": manifest["build"]["configure"],
+            "targets": manifest["build"]["targets"],
+            "SOURCE_DATE_EPOCH": manifest["build"]["source_date_epoch"],
+            "cache_key": manifest["cache_key"],
+            "series": manifest.get("series", {}),
+        },
+        "resolvedDependencies": _dependencies(manifest),
+    }
+
+
+def _dependencies(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every input with its digest: source, patches, Dockerfile, images, the image's packages."""
     env = manifest["environment"]
     source = manifest["source"]
-    dependencies: list[dict[str, Any]] = [
+    return [
         {
             "name": "source",
             "uri": _source_uri(source),
@@ -78,48 +118,21 @@ def statement(manifest: dict[str, Any], run_id: str) -> dict[str, Any]:
             for name, version in sorted(env["packages"].items())
         ),
     ]
+
+
+def _run_details(manifest: dict[str, Any], run_id: str) -> dict[str, Any]:
     return {
-        "_type": STATEMENT_TYPE,
-        "subject": [
-            {"name": artifact["name"], "digest": {"sha256": artifact["sha256"]}}
-            for artifact in manifest["artifacts"]
-        ],
-        "predicateType": PREDICATE_TYPE,
-        "predicate": {
-            "buildDefinition": {
-                "buildType": BUILD_TYPE,
-                "externalParameters": {
-                    "recipe": {
-                        "name": manifest["recipe"]["name"],
-                        "path": manifest["recipe"]["path"],
-                        "sha256": manifest["recipe"]["sha256"],
-                        "text": manifest["recipe"]["text"],
-                    },
-                    "overrides": manifest["recipe"]["overrides"],
-                },
-                "internalParameters": {
-                    "configure": manifest["build"]["configure"],
-                    "targets": manifest["build"]["targets"],
-                    "SOURCE_DATE_EPOCH": manifest["build"]["source_date_epoch"],
-                    "cache_key": manifest["cache_key"],
-                    "series": manifest.get("series", {}),
-                },
-                "resolvedDependencies": dependencies,
+        "builder": {
+            "id": BUILDER_ID,
+            "version": {
+                "qga-builder": __version__,
+                "docker-engine": manifest["host"]["docker_server"],
             },
-            "runDetails": {
-                "builder": {
-                    "id": BUILDER_ID,
-                    "version": {
-                        "qga-builder": __version__,
-                        "docker-engine": manifest["host"]["docker_server"],
-                    },
-                },
-                "metadata": {
-                    "invocationId": run_id,
-                    "startedOn": manifest["started"],
-                    "finishedOn": manifest["finished"],
-                },
-            },
+        },
+        "metadata": {
+            "invocationId": run_id,
+            "startedOn": manifest["started"],
+            "finishedOn": manifest["finished"],
         },
     }
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -156,13 +157,63 @@ def check_install(
         f"{WORK}/msi", {msi_file.name: msi_file.read_bytes()}, uid=BUILD_UID, gid=BUILD_UID
     )
     settle_tries = settle_services(box)
-    problems: list[str] = []
+    installed = _install(box, msi_file, layout, expected, output)
+    removed = _uninstall(box, msi_file, layout)
+    problems = installed.problems + removed.problems
+    seconds = round(time.monotonic() - started, 1)
+    output.line(
+        f"msi install: {len(installed.files)}/{len(layout.files)} files, "
+        f"{len(installed.registry_values)} registry values, services {installed.services}; "
+        f"uninstall left {len(removed.files)} files, {len(removed.registry_values)} "
+        f"values; {seconds} s (service manager settled after {settle_tries} tries)"
+    )
+    if problems:
+        raise ArtifactError(
+            f"{msi_file.name} does not install and uninstall cleanly under wine: "
+            + "; ".join(problems),
+            hint="the check stage's log has the lines; the MSI's verbose log is in the wine box",
+        )
+    return {
+        "under": "wine (the wine box, a fresh prefix)",
+        "msiexec_install_exit": installed.exit_code,
+        "files_installed": {name: layout.files[name] for name in sorted(installed.files)},
+        "registry_values": installed.registry_values,
+        "services": installed.services,
+        "vss_register_action_ran": installed.register_ran,
+        "vss_com_class_registered": installed.vss_class,
+        "vss_note": "COM+ registration of qga-vss.dll cannot happen under wine "
+        "(wine's rundll32 does not find the DLL's libraries; no COM+ catalogue)",
+        "msiexec_uninstall_exit": removed.exit_code,
+        "left_after_uninstall": {"files": 0, "registry_values": 0, "services": 0},
+    }  # no times here: two builds' manifests must record the same
 
-    # Install: the MSI as it is (its service start stays fatal).
+
+@dataclass
+class _Looked:
+    """What msiexec did and what was found after it."""
+
+    exit_code: int
+    problems: list[str]
+    files: dict[str, str] = field(default_factory=dict)
+    registry_values: list[str] = field(default_factory=list)
+    services: dict[str, Any] = field(default_factory=dict)
+    register_ran: bool = False
+    vss_class: bool = False
+
+
+def _install(
+    box: WineBox,
+    msi_file: Path,
+    layout: msi_layout.InstallLayout,
+    expected: Mapping[str, str],
+    output: StepOutput,
+) -> _Looked:
+    """The MSI installed as it is (its service start stays fatal), and what it put there."""
     code, printed = box.run(
         ["env", "WINEDEBUG=err+rundll32", "wine", "msiexec", "/i", msi_file.name, "/qn", *LOG_TO],
         cwd=f"{WORK}/msi",
     )
+    problems: list[str] = []
     log = read_log(box, INSTALL_LOG)
     if code != 0:
         problems.append(f"msiexec /i exited {code} (action {failed_action(log)} failed)")
@@ -188,20 +239,27 @@ def check_install(
             )
         if service.started_on_install and state != "RUNNING":
             problems.append(f"service {service.name} is {state} after the install")
-    register_ran = bool(REGISTER_RAN.search(log))
-    rundll_errors = RUNDLL_ERROR.findall(printed)
     vss_class = export_key(box, VSS_CLASS_KEY) is not None
-    for line in [*rundll_errors, f"VSS COM class {VSS_CLSID} registered: {vss_class}"]:
+    for line in [
+        *RUNDLL_ERROR.findall(printed),
+        f"VSS COM class {VSS_CLSID} registered: {vss_class}",
+    ]:
         output.line(f"msi install: {line.strip()}")
+    return _Looked(
+        code, problems, files, present, services, bool(REGISTER_RAN.search(log)), vss_class
+    )
 
-    # Uninstall: everything the install put there goes.
+
+def _uninstall(box: WineBox, msi_file: Path, layout: msi_layout.InstallLayout) -> _Looked:
+    """Uninstalled: everything the install put there goes."""
     code_x, _ = box.run(
         ["wine", "msiexec", "/x", msi_file.name, "/qn", "/l*v", UNINSTALL_LOG], cwd=f"{WORK}/msi"
     )
+    problems: list[str] = []
     if code_x != 0:
         log_x = read_log(box, UNINSTALL_LOG)
         problems.append(f"msiexec /x exited {code_x} (action {failed_action(log_x)} failed)")
-    left_files = sorted(installed_files(box, layout))
+    left_files = installed_files(box, layout)
     left_values, _ = registry_state(box, layout)
     left_services = [s.name for s in layout.services if service_state(box, s.name) != "absent"]
     left_services += [
@@ -209,31 +267,7 @@ def check_install(
     ]
     if left_files or left_values or left_services:
         problems.append(
-            f"msiexec /x left files {left_files}, registry values {left_values}, "
+            f"msiexec /x left files {sorted(left_files)}, registry values {left_values}, "
             f"services {sorted(set(left_services))}"
         )
-    seconds = round(time.monotonic() - started, 1)
-    output.line(
-        f"msi install: {len(files)}/{len(layout.files)} files, {len(present)} registry values, "
-        f"services {services}; uninstall left {len(left_files)} files, {len(left_values)} "
-        f"values; {seconds} s (service manager settled after {settle_tries} tries)"
-    )
-    if problems:
-        raise ArtifactError(
-            f"{msi_file.name} does not install and uninstall cleanly under wine: "
-            + "; ".join(problems),
-            hint="the check stage's log has the lines; the MSI's verbose log is in the wine box",
-        )
-    return {
-        "under": "wine (the wine box, a fresh prefix)",
-        "msiexec_install_exit": code,
-        "files_installed": {name: layout.files[name] for name in sorted(files)},
-        "registry_values": present,
-        "services": services,
-        "vss_register_action_ran": register_ran,
-        "vss_com_class_registered": vss_class,
-        "vss_note": "COM+ registration of qga-vss.dll cannot happen under wine "
-        "(wine's rundll32 does not find the DLL's libraries; no COM+ catalogue)",
-        "msiexec_uninstall_exit": code_x,
-        "left_after_uninstall": {"files": 0, "registry_values": 0, "services": 0},
-    }  # no times here: two builds' manifests must record the same
+    return _Looked(code_x, problems, left_files, left_values)
