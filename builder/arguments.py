@@ -316,15 +316,21 @@ def _add_plan(
     p = sub.add_parser(
         "plan",
         parents=[common, recipes],
-        help="print what `run` would do (dry run) as one JSON document: an object for one "
-        "RECIPE, an array of them, in the order given, for several",
-        description="Print what `run` would do (a dry run) as one JSON document: the plan's "
-        "object for one RECIPE, an array of them, in the order given, for several. Its "
-        "cache_key is the one the run's manifest.json will record; it is null, and "
-        "cache_key_note says why, when the recipe leaves its patches to the source's QEMU "
-        "series and the source is not on this host yet.",
+        help="print the resolved plan: what `run` builds (a dry run)",
+        description="Print the resolved plan of each RECIPE: what `run` builds, from what, on "
+        "what base, with which patches and configure flags, and the cache key the run's "
+        "manifest.json will record. The source's QEMU version settles the series' choices: "
+        "it is read from a local tree or tarball, a source a run already checked, or the "
+        "release a pinned Debian version packages; otherwise the source is fetched as `run` "
+        "fetches it (and kept in the cache), and a fetch that fails is an error.",
     )
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document: an object for one RECIPE, an array of them in the order "
+        "given for several (nothing printed when one fails)",
+    )
     _overrides(p, "the output directory the plan names (default: out/<recipe name>)")
     p.set_defaults(handler=_handler("inspect", "cmd_plan"))
 

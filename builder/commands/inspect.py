@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +14,10 @@ from builder.config.overrides import Overrides
 from builder.config.plan import Plan, check_pinned_files
 from builder.config.recipe import dump_schema
 from builder.errors import BuilderError
+from builder.host.cache import Cache
 from builder.pipeline import stage_names
 from builder.stages import series
-from builder.stages.source import known_version
-
-# Why `plan` prints no cache key for a recipe that leaves its patches to the series.
-KEY_AFTER_SOURCE = (
-    "known once the source is here: its QEMU version picks the patch set, which the key "
-    "covers (a run, or `lock`, fetches it; then `plan` prints the key)"
-)
+from builder.stages.source import source_version
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -49,22 +45,53 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for path in args.recipes:
         plan, _ = load_plan(path, overrides, allow_outside_project=args.allow_outside_project)
         check_pinned_files(plan)
-        documents.append(plan_document(plan, settings.current().cache_root))
-    print_json(documents[0] if len(documents) == 1 else documents)
+        documents.append(plan_document(plan, Cache(settings.current().cache_root)))
+    if args.json:
+        print_json(documents[0] if len(documents) == 1 else documents)
+    else:
+        sys.stdout.write("\n".join(plan_text(document) for document in documents))
     return 0
 
 
-def plan_document(plan: Plan, cache_root: Path) -> dict[str, Any]:
-    """The plan as `plan` prints it, with the cache key the run's manifest will record."""
+def resolved(plan: Plan, cache: Cache) -> Plan:
+    """The plan `run` builds: resolved with the source's QEMU version (read, or fetched as the
+    run would fetch it)."""
+    logger = log.get_logger(recipe=plan.recipe_name)
+    version = source_version(plan.source, cache, lambda line: logger.info(line))
+    return series.resolve_plan(plan, version)
+
+
+def plan_document(plan: Plan, cache: Cache) -> dict[str, Any]:
+    """The resolved plan as `plan --json` prints it: what the run builds, the cache key its
+    manifest will record."""
+    plan = resolved(plan, cache)
+    assert plan.resolution is not None
     summary = plan.summary()
-    version = known_version(plan.source, cache_root) if plan.series_decides else None
-    summary["cache_key"] = series.planned_key(plan, version)
-    if summary["cache_key"] is None:
-        summary["cache_key_note"] = KEY_AFTER_SOURCE
-    if version:
-        summary["qemu_version"] = version
+    summary["qemu_version"] = plan.resolution.qemu_version
     summary["stages"] = list(stage_names(plan))
     return summary
+
+
+def plan_text(document: dict[str, Any]) -> str:
+    """The resolved plan for people: what is built from what, on what, with which patches."""
+    image, source = document["image"], document["source"]
+    base = image["base"]
+    pin = source.get("version") or source.get("tag") or source.get("url") or source.get("path")
+    lines = [
+        f"recipe      {document['recipe_name']} ({document['recipe_path']})",
+        f"source      {source['kind']} {pin} -> QEMU {document['qemu_version']}",
+        f"series      {document['resolution']['summary']}",
+        f"base        {base['reference']}"
+        + (f" (debootstrap {base['suite']} {base['variant']})" if base.get("suite") else ""),
+        f"image       {image['repository']} from {Path(image['dockerfile']).name}",
+        "patches     " + (", ".join(Path(p["path"]).name for p in document["patches"]) or "none"),
+        "configure   " + (" ".join(document["configure_flags"]) or "(none)"),
+        "artifacts   " + ", ".join(a["name"] for a in document["artifacts"]),
+        f"output      {document['output_dir']}",
+        f"stages      {' '.join(document['stages'])}",
+        f"cache key   {document['cache_key']}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from builder.stages import series, toolchain
 from builder.stages.base_image import ensure_base
 from builder.stages.build_box import build_container
 from builder.stages.build_image import ensure_build_image
-from builder.stages.source import prepare_source
+from builder.stages.source import source_version
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
@@ -50,13 +50,9 @@ def toolchain_packages(plan: Plan, engine: Engine, cache: Cache) -> dict[str, st
     """The packages of the image a plan builds in (made if missing)."""
     progress = Progress(total=4)
     with progress.step("series", log_output=False) as output:
+        # The plan `run` builds (the image may be the source's series'), resolved as `plan` does.
+        plan = series.resolve_plan(plan, source_version(plan.source, cache, output.line))
         image = plan.image
-        if plan.series_decides:  # the image depends on the source's series: look at it
-            source = prepare_source(plan.source, cache, output.line)
-            try:
-                image = series.choose(plan, source.version).image_plan
-            finally:
-                source.cleanup()
     with progress.step("base-image", log_output=False) as output:
         base = ensure_base(engine, image.base, cache, output.line)
     with progress.step("build-image", log_output=False) as output:

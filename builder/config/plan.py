@@ -108,6 +108,16 @@ class PackagePlan:
 
 
 @dataclass(frozen=True)
+class Resolution:
+    """What the source's QEMU version settled (one step: `stages.series.resolve_plan`)."""
+
+    qemu_version: str
+    series: dict[str, Any]  # what the manifest records under `series`
+    cache_key: str  # the key the run records
+    summary: str  # one line for people
+
+
+@dataclass(frozen=True)
 class Plan:
     recipe_name: str
     recipe_path: Path
@@ -134,6 +144,9 @@ class Plan:
     # Left to the source's QEMU series (recipes without `patches`): e.g. patches, base, ...
     series_decides: tuple[str, ...] = ()
     package: PackagePlan | None = None
+    # Set once, by `stages.series.resolve_plan`, when the source's QEMU version is known:
+    # then image, patches, configure_flags and artifacts are the ones the run builds with.
+    resolution: Resolution | None = None
 
     def release_version(self, qemu_version: str) -> str:
         """The version of the packages and of `{version}` in artifact names: package.version
@@ -147,7 +160,16 @@ class Plan:
 
     @property
     def cache_key(self) -> str:
-        """Digest over every input that can change the artifacts (not where they are written)."""
+        """The key the run records (manifest `cache_key`; the MSI's codes come from it): the
+        resolution's once resolved, else the recipe's own."""
+        if self.resolution is not None:
+            return self.resolution.cache_key
+        return self.inputs_key
+
+    @property
+    def inputs_key(self) -> str:
+        """Digest over every input that can change the artifacts (not where they are written),
+        as the recipe and overrides say them (before the source's series fills anything in)."""
         summary = self.summary()
         # `overrides` only records what changed other fields (or where the output goes).
         for volatile in (
@@ -158,6 +180,7 @@ class Plan:
             "locked",
             "overrides",
             "max_artifact_bytes",  # a bound on what is copied out, not an input
+            "resolution",
         ):
             summary.pop(volatile, None)
         if not self.series_decides:  # keys of recipes that name their patches stay as they were
@@ -175,7 +198,7 @@ class Plan:
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
-        data["cache_key"] = None
+        data["cache_key"] = self.resolution.cache_key if self.resolution is not None else None
         data["tool_version"] = __version__
         return _jsonable(data)
 

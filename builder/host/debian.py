@@ -91,6 +91,14 @@ def upstream_version(debian_version: str) -> str:
     return version.rsplit("-", 1)[0] if "-" in version else version
 
 
+def qemu_release(debian_version: str) -> str | None:
+    """The QEMU release a Debian qemu version packages, as its orig tarball's VERSION says it:
+    1:10.0.13+ds-0+deb13u1 -> 10.0.13, 1:11.0.0~rc2+ds-1 -> 11.0.0-rc2; None if it is no
+    QEMU release number."""
+    upstream = upstream_version(debian_version).split("+", 1)[0].replace("~rc", "-rc")
+    return upstream if re.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,4}(-rc\d+)?", upstream) else None
+
+
 def _private_apt(kind: str, suite: str, state_dir: Path) -> list[str]:
     """apt-get options for a private state directory listing `kind` (deb, deb-src) of suite."""
     if not KEYRING.is_file():

@@ -125,15 +125,6 @@ class RunContext:
     use_ccache: bool = True  # the compiler cache volume (`--no-ccache` turns it off)
     ccache: dict[str, Any] | None = None  # set when the build image can use the volume
     configure_reuse: dict[str, Any] | None = None  # stages.configure_cache: key, reused, why
-    # Chosen by the plan, or by the source's QEMU series (stage `series`):
-    image_plan: ImagePlan = None  # type: ignore[assignment]
-    patch_plans: tuple[PatchPlan, ...] = ()
-    configure_flags: tuple[str, ...] = ()
-    run_key: str = ""  # the plan's cache key, with the series' choices when it made any
-    # The plan's artifacts with `{version}` in their names resolved: every stage after
-    # `series` builds, checks and publishes these names (stage `series` sets them).
-    artifact_plans: tuple[ArtifactPlan, ...] = ()
-    series_record: dict[str, Any] = field(default_factory=dict)
     # Learned by the stages, in order:
     source: Any = None  # stages.source.PreparedSource
     source_date_epoch: int = 0
@@ -155,12 +146,31 @@ class RunContext:
     cache_record: dict[str, Any] = field(default_factory=dict)  # hit or miss, and why
     manifest: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.image_plan = self.image_plan or self.plan.image
-        self.patch_plans = self.patch_plans or self.plan.patches
-        self.configure_flags = self.configure_flags or self.plan.configure_flags
-        self.run_key = self.run_key or self.plan.cache_key
-        self.artifact_plans = self.artifact_plans or self.plan.artifacts
+    # What the run builds is the plan's, resolved once by stage `series` (ctx.plan is the
+    # resolved plan from there on); these read it.
+    @property
+    def image_plan(self) -> ImagePlan:
+        return self.plan.image
+
+    @property
+    def patch_plans(self) -> tuple[PatchPlan, ...]:
+        return self.plan.patches
+
+    @property
+    def configure_flags(self) -> tuple[str, ...]:
+        return self.plan.configure_flags
+
+    @property
+    def run_key(self) -> str:
+        return self.plan.cache_key
+
+    @property
+    def artifact_plans(self) -> tuple[ArtifactPlan, ...]:
+        return self.plan.artifacts
+
+    @property
+    def series_record(self) -> dict[str, Any]:
+        return self.plan.resolution.series if self.plan.resolution is not None else {}
 
     @property
     def layout(self) -> Layout:

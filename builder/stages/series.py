@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,6 +24,7 @@ from builder.config.plan import (
     ImagePlan,
     PatchPlan,
     Plan,
+    Resolution,
     debootstrap_base,
     image_plan,
     resolve_artifacts,
@@ -189,28 +190,35 @@ def recorded_key(plan: Plan, record: dict[str, object]) -> str:
     """The cache key a run records (manifest `cache_key`; the MSI's codes come from it) and
     `plan` prints: the plan's key, and the series' choices when the recipe leaves them to it."""
     if not plan.series_decides:
-        return plan.cache_key
-    return sha256_json({"plan": plan.cache_key, "series": record})
+        return plan.inputs_key
+    return sha256_json({"plan": plan.inputs_key, "series": record})
 
 
-def planned_key(plan: Plan, version: str | None) -> str | None:
-    """What `plan` prints as the cache key: the one the run will record. A recipe that leaves
-    its patches to the series needs the source's QEMU version for it (None: not known yet)."""
-    if not plan.series_decides:
-        return recorded_key(plan, {})
-    return choose(plan, version).run_key if version else None
+def resolve_plan(plan: Plan, version: str) -> Plan:
+    """The one resolution step: recipe + overrides (the plan) + the source's QEMU version -> the
+    plan the run builds, frozen: the series' patch set, base, packages and configure flags
+    where the recipe leaves them to it, `{version}` in artifact names, the cache key the run
+    records. `run` (stage `series`), `plan` and `lock` all take it from here."""
+    if plan.resolution is not None:
+        return plan
+    choice = choose(plan, version)
+    return replace(
+        plan,
+        image=choice.image_plan,
+        patches=choice.patch_plans,
+        configure_flags=choice.configure_flags,
+        artifacts=resolve_artifacts(plan, version),
+        resolution=Resolution(version, choice.record, choice.run_key, choice.summary),
+    )
 
 
 def resolve(ctx: RunContext, output: StepOutput) -> None:
-    """Stage `series`: read the source's VERSION and take what the plan or the series says."""
-    choice = choose(ctx.plan, ctx.source.version)
-    ctx.image_plan, ctx.patch_plans = choice.image_plan, choice.patch_plans
-    ctx.configure_flags, ctx.run_key = choice.configure_flags, choice.run_key
-    ctx.series_record = choice.record
-    output.line(choice.summary)
-    # The QEMU version is known here, before any container: `{version}` in names resolved.
-    ctx.artifact_plans = resolve_artifacts(ctx.plan, ctx.source.version)
-    for template, artifact in zip(ctx.plan.artifacts, ctx.artifact_plans, strict=True):
+    """Stage `series`: the source's VERSION read, the plan resolved (`resolve_plan`)."""
+    unresolved = ctx.plan
+    ctx.plan = resolve_plan(unresolved, ctx.source.version)
+    assert ctx.plan.resolution is not None
+    output.line(ctx.plan.resolution.summary)
+    for template, artifact in zip(unresolved.artifacts, ctx.plan.artifacts, strict=True):
         if template.name != artifact.name:
             output.line(f"artifact {template.name} is published as {artifact.name}")
 

@@ -84,6 +84,24 @@ def known_version(plan: SourcePlan, cache_root: Path) -> str | None:
     return None
 
 
+def source_version(plan: SourcePlan, cache: Cache, log: LineSink) -> str:
+    """The source's QEMU version, as the run will read it from VERSION: known without fetching
+    (a local tree or tarball, a tarball a run already checked, the release a pinned Debian
+    version packages, which the run checks against VERSION), else fetched as the run fetches
+    it (cached; a fetch that fails is the run's error)."""
+    known = known_version(plan, cache.root)
+    if known is None and plan.kind == "debian" and plan.version:
+        known = debian.qemu_release(plan.version)
+    if known is not None:
+        return known
+    log("reading the source's QEMU version: fetching it as a run would (kept in the cache)")
+    prepared = prepare_source(plan, cache, log)
+    try:
+        return prepared.version
+    finally:
+        prepared.cleanup()
+
+
 def checked_marker_name(sha256: str) -> str:
     return f"v3-{sha256}.json"
 
@@ -131,14 +149,27 @@ def _debian(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
                 plan.package, plan.version, plan.suite, dest, cache.apt, log
             )
         verify_digest(path, plan.sha256, "source.debian")
-    record = {
+    prepared = _from_tarball(path, plan.sha256, _debian_record(plan, path), cache)
+    release = debian.qemu_release(plan.version)
+    if release is not None and prepared.version.strip() != release:
+        prepared.cleanup()
+        raise InputError(
+            f"source.debian: {plan.package} {plan.version} holds QEMU "
+            f"{prepared.version.strip()[:40]!r} (its VERSION), not {release}",
+            hint="`plan` reads the release from the Debian version: pin a package whose "
+            "orig tarball is that release",
+        )
+    return prepared
+
+
+def _debian_record(plan: SourcePlan, path: Path) -> dict[str, Any]:
+    return {
         "kind": "debian",
         "package": plan.package,
         "version": plan.version,
         "suite": plan.suite,
         "file": path.name,
     }
-    return _from_tarball(path, plan.sha256, record, cache)
 
 
 def _tarball(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:

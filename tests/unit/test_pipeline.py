@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -467,11 +468,21 @@ def test_plan_prints_the_cache_key_the_manifest_records(
         del data["patches"]  # the 10.0 patch set, with the recipe's base, packages and flags
     path = tmp_path / "keyed.yaml"
     path.write_text(yaml.safe_dump(data))
-    assert main(["plan", str(path)]) == 0
+    assert main(["plan", "--json", str(path)]) == 0
     printed = json.loads(capsys.readouterr().out)
     plan, text = load_plan(path, Overrides(output=tmp_path / "keyed"))
     assert plan.series_decides == (("patches",) if leaves_patches else ())
     manifest = pipeline.run(plan, engine, cache, text).manifest
     assert printed["cache_key"] == manifest["cache_key"]
-    if leaves_patches:  # read from the local tree, as the run reads it
-        assert printed["qemu_version"] == QEMU_VERSION
+    assert printed["qemu_version"] == QEMU_VERSION  # read from the local tree, as the run reads it
+    # What `plan` shows is what the run built with: patches, image, flags, artifacts.
+    assert [p["sha256"] for p in printed["patches"]] == [p["sha256"] for p in manifest["patches"]]
+    built = manifest["environment"]["image"]
+    assert dict(printed["image"]["build_args"]) == built["build_args"]
+    assert printed["image"]["dockerfile_sha256"] == built["dockerfile_sha256"]
+    assert manifest["build"]["configure"].startswith(
+        shlex.join(["configure", *printed["configure_flags"]])
+    )
+    assert [a["name"] for a in printed["artifacts"]] == [
+        a["name"] for a in manifest["artifacts"] if a["kind"] == "static-elf"
+    ]
