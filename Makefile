@@ -39,6 +39,7 @@ lint:
 	scripts/setup.sh --lint
 	$(VENV)/bin/ruff check builder tests bench
 	$(VENV)/bin/ruff format --check builder tests bench
+	$(VENV)/bin/mypy  # strict: builder/config/ and the run context (pyproject's [tool.mypy])
 
 format: setup
 	$(VENV)/bin/ruff format builder tests bench

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder import __version__
-from builder.config.package_fields import PACKAGE_KINDS, Package
-from builder.config.recipe import (
+from builder.config.artifact_fields import (
     VERSION_PLACEHOLDER,
-    Recipe,
     artifact_name_problem,
     names_problem,
 )
+from builder.config.package_fields import PACKAGE_KINDS, Package
+from builder.config.recipe import Recipe
 from builder.errors import InputError, RecipeError
 from builder.formats.checksums import sha256_bytes, sha256_json, verify_digest
 
@@ -200,7 +200,8 @@ class Plan:
         data = asdict(self)
         data["cache_key"] = self.resolution.cache_key if self.resolution is not None else None
         data["tool_version"] = __version__
-        return _jsonable(data)
+        jsonable: dict[str, Any] = _jsonable(data)
+        return jsonable
 
 
 def _jsonable(value: Any) -> Any:

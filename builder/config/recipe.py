@@ -211,11 +211,18 @@ class Build(Model):
     )
 
 
+ServiceKind = Literal["systemd", "sysvinit", "upstart"]
+
+
+def _every_service_kind() -> list[ServiceKind]:
+    return ["systemd", "sysvinit", "upstart"]
+
+
 class Services(Model):
     """Service definitions written beside the binary (from the seed page)."""
 
-    kinds: list[Literal["systemd", "sysvinit", "upstart"]] = Field(
-        default_factory=lambda: ["systemd", "sysvinit", "upstart"],
+    kinds: list[ServiceKind] = Field(
+        default_factory=_every_service_kind,
         max_length=3,
         description="the loose service files written beside the binary; [] for none (the "
         "deb, rpm and tarball carry their own, with exec_path)",
@@ -336,14 +343,15 @@ def json_schema() -> dict[str, Any]:
 class _StrictLoader(yaml.SafeLoader):
     """safe_load without aliases (no billion-laughs expansion) and with bounded nesting."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+    def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise yaml.MarkedYAMLError("aliases are not allowed in recipes", event.start_mark)
         depth = getattr(self, "_depth", 0) + 1
         if depth > MAX_NESTING:
             raise yaml.MarkedYAMLError(
-                f"nesting deeper than {MAX_NESTING} levels", self.peek_event().start_mark
+                f"nesting deeper than {MAX_NESTING} levels",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
             )
         self._depth = depth
         try:

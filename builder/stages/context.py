@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from builder.config.layout import Layout, Variation
 from builder.config.plan import ArtifactPlan, ImagePlan, PatchPlan, Plan
@@ -25,6 +25,13 @@ from builder.host.cache import Cache
 from builder.log import LineSink, Progress, StepOutput
 from builder.stages import container_commands
 from builder.stages.output_dir import OutputDir
+
+if TYPE_CHECKING:  # the stages' own records (those modules import this one)
+    from builder.stages.artifact_cache import CacheHit
+    from builder.stages.base_image import BaseImage
+    from builder.stages.build_image import BuildImage
+    from builder.stages.patches import CheckedPatch
+    from builder.stages.source import PreparedSource
 
 KEPT_LINES = 2000  # of a command's output, in memory (the step log has all of it)
 
@@ -126,12 +133,12 @@ class RunContext:
     ccache: dict[str, Any] | None = None  # set when the build image can use the volume
     configure_reuse: dict[str, Any] | None = None  # stages.configure_cache: key, reused, why
     # Learned by the stages, in order:
-    source: Any = None  # stages.source.PreparedSource
+    source: PreparedSource = None  # type: ignore[assignment]  # stage source
     source_date_epoch: int = 0
     source_date_epoch_origin: str = ""
-    checked_patches: list[Any] = field(default_factory=list)  # stages.patches.CheckedPatch
-    base: Any = None  # stages.base_image.BaseImage
-    build_image: Any = None  # stages.build_image.BuildImage
+    checked_patches: list[CheckedPatch] = field(default_factory=list)  # stage patches
+    base: BaseImage = None  # type: ignore[assignment]  # stage base-image
+    build_image: BuildImage = None  # type: ignore[assignment]  # stage build-image
     distribution: str = "unknown"  # the build image's os-release PRETTY_NAME
     packages: dict[str, str] = field(default_factory=dict)
     package_format: str = "deb"
@@ -142,7 +149,7 @@ class RunContext:
     fsfreeze_hook: str = ""  # stage patches: QEMU's hook script, the run's patches applied
     agent_paths: dict[str, str] = field(default_factory=dict)  # stage check: `qemu-ga -D`
     vm_report: dict[str, Any] | None = None
-    cache_hit: Any = None  # stages.artifact_cache.CacheHit: the build stages are skipped
+    cache_hit: CacheHit | None = None  # stage reuse: the build stages are skipped
     cache_record: dict[str, Any] = field(default_factory=dict)  # hit or miss, and why
     manifest: dict[str, Any] = field(default_factory=dict)
 
