@@ -49,10 +49,25 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node but those under `if TYPE_CHECKING:` (imports for annotations only, which
+    never run, so they make no cycle)."""
+    skipped = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If)
+        and isinstance(node.test, ast.Name)
+        and node.test.id == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
+    return [node for node in ast.walk(tree) if id(node) not in skipped]
+
+
 def imports_of(path: Path) -> set[str]:
-    """Every module imported anywhere in the file (`from a import b` counts b if a module)."""
+    """Every module imported anywhere in the file (`from a import b` counts b if a module),
+    also inside functions; not the annotations-only imports under `if TYPE_CHECKING:`."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
