@@ -16,12 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from builder.boxes.build_box import build_container
 from builder.config.layout import Variation
 from builder.config.plan import Plan
 from builder.formats import redact
 from builder.formats.manifest import Artifact
 from builder.host.cache import Cache
 from builder.log import Progress, StepOutput, get_logger
+from builder.outputs.output_dir import OutputDir
+from builder.run_context import ContainerEngine, RunContext
 from builder.stages import (
     artifact_cache,
     base_image,
@@ -38,9 +41,6 @@ from builder.stages import (
     toolchain,
     vm_test,
 )
-from builder.stages.build_box import build_container
-from builder.stages.context import ContainerEngine, RunContext
-from builder.stages.output_dir import OutputDir
 
 
 @dataclass(frozen=True)

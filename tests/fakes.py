@@ -14,9 +14,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
 
+from builder.boxes.container_commands import PATHS_MARK
 from builder.engine import ImageRecord
 from builder.log import LineSink
-from builder.stages.container_commands import PATHS_MARK
 
 QEMU_VERSION = "10.0.13"
 

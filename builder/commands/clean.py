@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from builder import log
+from builder.boxes.build_box import BUILD_CACHE, ccache_volume
 from builder.engine import (
     LABEL_BASE,
     LABEL_IMAGE,
@@ -30,8 +31,7 @@ from builder.engine import (
 )
 from builder.errors import OutputError
 from builder.host.cache import Cache
-from builder.stages import output_dir as output
-from builder.stages.build_box import BUILD_CACHE, ccache_volume
+from builder.outputs import output_dir as output
 
 KEEP_RUN_LOGS = 20
 STALE_TMP_SECONDS = 3600

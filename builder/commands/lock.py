@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from builder import log
+from builder.boxes.build_box import build_container
 from builder.commands.common import load_plan
 from builder.config.overrides import Overrides
 from builder.config.plan import Plan
@@ -15,7 +16,6 @@ from builder.host.files import replace_file
 from builder.log import Progress
 from builder.stages import series, toolchain
 from builder.stages.base_image import ensure_base
-from builder.stages.build_box import build_container
 from builder.stages.build_image import ensure_build_image
 from builder.stages.source import source_version
 

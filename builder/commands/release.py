@@ -14,10 +14,10 @@ from pathlib import Path
 from builder.errors import InputError, UsageError
 from builder.formats.release import Problem, merge
 from builder.log import get_logger
-from builder.stages import output_dir
-from builder.stages.output_dir import OutputDir
-from builder.stages.release_dir import write_release
-from builder.stages.release_inputs import read_input
+from builder.outputs import output_dir
+from builder.outputs.output_dir import OutputDir
+from builder.outputs.release_dir import write_release
+from builder.outputs.release_inputs import read_input
 
 
 def check_paths(inputs: list[Path], output: Path) -> None:

@@ -14,7 +14,7 @@ from builder.commands.matrix import Matrix, child_arguments, matrix_log_dir, pla
 from builder.engine import Engine
 from builder.errors import DockerUnavailableError, UsageError
 from builder.host.cache import Cache
-from builder.stages import output_dir
+from builder.outputs import output_dir
 
 
 def cmd_run(args: argparse.Namespace) -> int:

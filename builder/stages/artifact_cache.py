@@ -21,9 +21,9 @@ from builder import __version__
 from builder.formats.checksums import sha256_json
 from builder.formats.manifest import LOGS_DIR
 from builder.log import StepOutput, get_logger
+from builder.outputs.output_dir import why_not_ours
+from builder.run_context import RunContext
 from builder.stages import toolchain
-from builder.stages.context import RunContext
-from builder.stages.output_dir import why_not_ours
 
 KEPT_PER_RECIPE = 3  # entries kept per recipe name, newest first: a few MB to tens of MB each
 _SOURCE_DIGESTS = ("kind", "url", "tag", "commit", "sha256", "tree_tar_sha256", "subprojects")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.caches.image_transfer import copy_from_peers
 from builder.config.plan import BasePlan
 from builder.engine import LABEL_KIND, LABEL_RECIPE
 from builder.errors import HostToolError, ImageError
@@ -29,8 +30,7 @@ from builder.host import debian
 from builder.host.cache import Cache
 from builder.host.locks import exclusive
 from builder.log import LineSink, StepOutput
-from builder.stages.context import ContainerEngine, RunContext
-from builder.stages.image_transfer import copy_from_peers
+from builder.run_context import ContainerEngine, RunContext
 
 LABEL_BASE_INPUTS = "org.qga-builder.base.inputs"
 LABEL_OS_RELEASE = "org.qga-builder.base.os-release"

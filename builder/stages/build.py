@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from contextlib import closing
 
+from builder.boxes import container_commands
+from builder.caches import configure_cache
 from builder.config.layout import BUILD_UID
 from builder.errors import InputError
 from builder.formats import archives
 from builder.log import StepOutput
-from builder.stages import configure_cache, container_commands, package, patches
-from builder.stages.context import RunContext
+from builder.run_context import RunContext
+from builder.stages import package, patches
 
 
 def unpack(ctx: RunContext, output: StepOutput) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from builder.caches.image_transfer import copy_from_peers
 from builder.config.plan import ImagePlan
 from builder.engine import LABEL_BASE, LABEL_INPUTS, LABEL_KIND, LABEL_RECIPE
 from builder.errors import ImageError, InputError
@@ -17,8 +18,7 @@ from builder.formats.checksums import sha256_bytes
 from builder.host.cache import Cache
 from builder.host.locks import exclusive
 from builder.log import StepOutput
-from builder.stages.context import ContainerEngine, RunContext
-from builder.stages.image_transfer import copy_from_peers
+from builder.run_context import ContainerEngine, RunContext
 
 
 def _checked_dockerfile(plan: ImagePlan) -> bytes:

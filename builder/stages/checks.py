@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from builder.boxes import container_commands, msi_install, wine_box
 from builder.config.plan import ArtifactPlan
 from builder.errors import ArtifactError
 from builder.formats import archives, msi
@@ -25,8 +26,7 @@ from builder.formats.checksums import sha256_file
 from builder.formats.elf import ElfFormatError, read_elf
 from builder.formats.pe import PeFormatError, PeInfo, read_pe
 from builder.log import StepOutput
-from builder.stages import container_commands, msi_install, wine_box
-from builder.stages.context import RunContext
+from builder.run_context import RunContext
 
 BASE_TABLES = ("File", "ServiceInstall", "CustomAction", "Property")
 TABLES = tuple(dict.fromkeys((*BASE_TABLES, *msi_install.TABLES)))

@@ -11,7 +11,7 @@ from builder.formats import archives
 from builder.formats.checksums import parse_sha256sums, sha256_file
 from builder.formats.manifest import Artifact
 from builder.log import StepOutput
-from builder.stages.context import RunContext
+from builder.run_context import RunContext
 
 
 def collect(ctx: RunContext, output: StepOutput) -> None:

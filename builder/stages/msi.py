@@ -12,7 +12,7 @@ import dataclasses
 from builder.formats import msi_rewrite
 from builder.formats.checksums import sha256_file
 from builder.log import StepOutput
-from builder.stages.context import RunContext
+from builder.run_context import RunContext
 
 
 def make_reproducible(ctx: RunContext, output: StepOutput) -> None:

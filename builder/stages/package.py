@@ -17,6 +17,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from builder.boxes import container_commands
+from builder.boxes.tool_box import ASSETS, TRIXIE, ToolBox
 from builder.config.layout import BUILD_UID
 from builder.config.plan import Plan
 from builder.errors import ArtifactError, InputError, RecipeError
@@ -27,9 +29,7 @@ from builder.formats.manifest import Artifact
 from builder.formats.packages import PackageFormatError, read_deb, read_rpm
 from builder.host.cache import Cache
 from builder.log import StepOutput
-from builder.stages import container_commands
-from builder.stages.context import Container, ContainerEngine, RunContext
-from builder.stages.tool_box import ASSETS, TRIXIE, ToolBox
+from builder.run_context import Container, ContainerEngine, RunContext
 
 PACKAGES = ("dpkg-dev", "debhelper", "rpm", "rpmlint", "lintian", "systemd")
 BOX = ToolBox("packager", ASSETS / "Dockerfile.packager", PACKAGES, memory="2g")

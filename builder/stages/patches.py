@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.boxes import container_commands
 from builder.config.layout import BUILD_UID
 from builder.config.plan import PatchPlan
 from builder.errors import InputError, PatchError
 from builder.formats.archives import FSFREEZE_HOOK
 from builder.formats.checksums import verify_bytes
 from builder.log import StepOutput
-from builder.stages import container_commands
-from builder.stages.context import RunContext
+from builder.run_context import RunContext
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from builder.formats.manifest import (
 )
 from builder.formats.service_files import render_services
 from builder.log import StepOutput
+from builder.run_context import RunContext
 from builder.stages import artifact_cache
-from builder.stages.context import RunContext
 
 
 def publish(ctx: RunContext, output: StepOutput) -> None:

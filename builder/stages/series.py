@@ -33,7 +33,7 @@ from builder.config.recipe import Model, Sha256, parse_yaml
 from builder.errors import HostToolError, InputError, PatchError
 from builder.formats.checksums import sha256_file, sha256_json
 from builder.log import StepOutput
-from builder.stages.context import RunContext
+from builder.run_context import RunContext
 from builder.stages.patches import TOUCHED, describe_failure
 
 PATCHES_DIR = Path(__file__).resolve().parent.parent.parent / "patches"

@@ -35,7 +35,7 @@ from builder.host import debian
 from builder.host.cache import Cache
 from builder.host.locks import exclusive
 from builder.log import LineSink, StepOutput
-from builder.stages.context import RunContext
+from builder.run_context import RunContext
 
 
 @dataclass(frozen=True)

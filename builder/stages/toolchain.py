@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from builder.boxes import container_commands
 from builder.errors import InputError, StepError
 from builder.log import StepOutput
-from builder.stages import container_commands
-from builder.stages.context import Container, RunContext
+from builder.run_context import Container, RunContext
 
 HEADER = "# qga-builder toolchain lock: package version architecture (from dpkg-query)\n"
 

@@ -18,14 +18,15 @@ from typing import Any
 
 from builder.agent import guest_test
 from builder.agent.contract_in_vm import run_vm_test
+from builder.caches import guest_image
 from builder.errors import VmTestError
 from builder.formats import package_sources
 from builder.formats import service_files as sf
 from builder.formats.packages import PackageFormatError, read_deb
 from builder.host.cache import Cache
 from builder.log import StepOutput
-from builder.stages import guest_image, package
-from builder.stages.context import ContainerEngine, RunContext
+from builder.run_context import ContainerEngine, RunContext
+from builder.stages import package
 
 
 def boot_and_test(ctx: RunContext, output: StepOutput) -> None:

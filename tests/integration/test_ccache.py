@@ -8,7 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from builder.stages.build_box import ccache_volume
+from builder.boxes.build_box import ccache_volume
 from tests.helpers import leftover_containers, run_cli, write_variant
 
 

@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from builder.boxes.build_box import BUILD_CACHE, ccache_volume
 from builder.engine import LABEL_IMAGE, LABEL_KIND, Engine
-from builder.stages.build_box import BUILD_CACHE, ccache_volume
 from tests.helpers import run_cli
 
 

@@ -9,12 +9,12 @@ from urllib.parse import urlparse
 
 import pytest
 
+from builder.boxes.build_box import build_container
 from builder.commands.common import load_plan
 from builder.config.layout import BUILD_UID
 from builder.config.overrides import Overrides
 from builder.engine import Engine
 from builder.host import debian
-from builder.stages.build_box import build_container
 from tests.helpers import DEFAULT_RECIPE, write_variant
 
 

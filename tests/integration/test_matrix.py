@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from builder.stages.output_dir import why_not_ours
+from builder.outputs.output_dir import why_not_ours
 from tests.helpers import leftover_containers, run_cli, start_cli, write_variant
 
 

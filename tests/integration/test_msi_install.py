@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from builder.boxes import msi_install
+from builder.boxes.wine_box import wine_box
 from builder.errors import ArtifactError
 from builder.formats import msi
 from builder.host.cache import Cache
 from builder.log import StepOutput
-from builder.stages import msi_install
-from builder.stages.wine_box import wine_box
 
 MSI = "qemu-ga-x86_64.msi"
 INSTALL_DIR = "C:\\Program Files\\Qemu-ga"

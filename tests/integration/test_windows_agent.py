@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from builder.agent.client import AgentClient, ExecResult
+from builder.boxes.wine_box import DRIVE_C, WORK, WineBox, wine_box
 from builder.config.layout import BUILD_UID
 from builder.host.cache import Cache
 from builder.log import StepOutput
-from builder.stages.wine_box import DRIVE_C, WORK, WineBox, wine_box
 from tests.agents import poll
 from tests.helpers import artifact_of
 

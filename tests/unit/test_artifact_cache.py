@@ -12,7 +12,8 @@ import pytest
 
 from builder import pipeline
 from builder.engine import ImageRecord
-from builder.stages import artifact_cache, output_dir, toolchain
+from builder.outputs import output_dir
+from builder.stages import artifact_cache, toolchain
 from tests.fakes import FakeEngine
 from tests.unit import test_pipeline
 

@@ -7,6 +7,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+from builder.boxes.build_box import BUILD_CACHE, ccache_volume
 from builder.commands.clean import clean
 from builder.engine import (
     LABEL_BASE,
@@ -19,7 +20,6 @@ from builder.engine import (
     VolumeRecord,
 )
 from builder.host.cache import Cache
-from builder.stages.build_box import BUILD_CACHE, ccache_volume
 
 
 def dead_pid() -> int:

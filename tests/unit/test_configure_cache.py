@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from builder.stages.configure_cache import build_system_digest, configure_key, diff_sections
+from builder.caches.configure_cache import build_system_digest, configure_key, diff_sections
 
 C_EDIT = b"""From 1 Mon Sep 17 00:00:00 2001
 Subject: [PATCH] qga: stream output

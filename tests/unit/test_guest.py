@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from builder.agent import guest_test
+from builder.caches import guest_image
 from builder.errors import ImageError
 from builder.formats.checksums import format_sha256sums, sha256_bytes
 from builder.host import guest_vm
 from builder.log import StepOutput
-from builder.stages import guest_image
 
 FILES = {"disk.img": b"\0" * 4096, "vmlinuz": b"kernel", "initrd.img": b"initrd"}
 FILES["packages.txt"] = b"systemd\t257.13-1~deb13u1\nlinux-image-6.12.117+deb13-amd64\t6.12\n"

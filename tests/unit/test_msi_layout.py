@@ -144,7 +144,7 @@ def test_value_matches_type_and_data() -> None:
 
 
 def test_the_failed_action_is_not_wines_unimplemented_one() -> None:
-    from builder.stages.msi_install import box_path, failed_action
+    from builder.boxes.msi_install import box_path, failed_action
 
     log = "\n".join(
         [

@@ -13,8 +13,8 @@ import pytest
 from builder.errors import OutputError
 from builder.formats.checksums import format_sha256sums, sha256_bytes
 from builder.formats.manifest import MANIFEST_SCHEMA
-from builder.stages import output_dir as output
-from builder.stages.output_dir import OutputDir
+from builder.outputs import output_dir as output
+from builder.outputs.output_dir import OutputDir
 
 
 def fake_release(directory: Path, files: dict[str, bytes] | None = None) -> Path:

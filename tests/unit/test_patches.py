@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from builder.boxes.container_commands import apply_patch
 from builder.config.layout import Layout
 from builder.config.plan import PatchPlan
 from builder.errors import InputError, PatchError
-from builder.stages.container_commands import apply_patch
 from builder.stages.patches import check_patches, describe_failure
 
 PATCH = """\

@@ -25,7 +25,7 @@ from builder.config.overrides import Overrides
 from builder.engine import ImageRecord
 from builder.errors import InputError, Interrupted, PatchError, StepError
 from builder.host.cache import Cache
-from builder.stages import output_dir
+from builder.outputs import output_dir
 from tests.fakes import AGENT, QEMU_VERSION, FakeEngine
 from tests.helpers import ROOT
 

@@ -21,8 +21,8 @@ from builder.formats.checksums import format_sha256sums, sha256_bytes
 from builder.formats.manifest import MANIFEST_SCHEMA
 from builder.formats.provenance import PREDICATE_TYPE, STATEMENT_TYPE
 from builder.formats.release import RELEASE_SCHEMA
-from builder.stages import output_dir, release_dir, release_inputs
-from builder.stages.output_dir import why_not_ours
+from builder.outputs import output_dir, release_dir, release_inputs
+from builder.outputs.output_dir import why_not_ours
 
 SERVICE = b"[Unit]\nDescription=QEMU Guest Agent\n"
 # windows-msi-qemu-10.2's files, named by their version and machine as the recipe names them.

@@ -34,7 +34,7 @@ from builder.host.files import (
     rename_no_replace,
     write_new_file,
 )
-from builder.stages.release_dir import why_not_release
+from builder.outputs.release_dir import why_not_release
 
 STAGING_MARKER = ".qga-builder-staging"  # inside a staging dir, holds its run id
 MAX_MANIFEST_BYTES = 64 << 20

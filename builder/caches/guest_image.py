@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder.boxes.tool_box import ASSETS, ToolBox
 from builder.engine import LABEL_RECIPE
 from builder.errors import ImageError
 from builder.formats import archives
@@ -24,8 +25,7 @@ from builder.formats.checksums import parse_sha256sums, sha256_file
 from builder.host.cache import Cache
 from builder.host.locks import exclusive
 from builder.log import StepOutput
-from builder.stages.context import ContainerEngine
-from builder.stages.tool_box import ASSETS, ToolBox
+from builder.run_context import ContainerEngine
 
 _COMMON = (
     "udev",

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from builder.boxes import container_commands
 from builder.config.layout import Layout, Variation
 from builder.config.plan import ArtifactPlan, ImagePlan, PatchPlan, Plan
 from builder.engine import ImageRecord
@@ -23,8 +24,7 @@ from builder.errors import StepError
 from builder.formats.manifest import Artifact
 from builder.host.cache import Cache
 from builder.log import LineSink, Progress, StepOutput
-from builder.stages import container_commands
-from builder.stages.output_dir import OutputDir
+from builder.outputs.output_dir import OutputDir
 
 if TYPE_CHECKING:  # the stages' own records (those modules import this one)
     from builder.stages.artifact_cache import CacheHit

@@ -28,7 +28,7 @@ from builder.formats.release import (
     release_record,
 )
 from builder.host.files import is_real_dir, write_new_file
-from builder.stages.release_inputs import (
+from builder.outputs.release_inputs import (
     MAX_ARTIFACT_BYTES,
     MAX_RECORD_BYTES,
     MAX_SUMS_BYTES,

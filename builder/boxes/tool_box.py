@@ -14,9 +14,9 @@ from builder.engine import LABEL_RECIPE
 from builder.formats.checksums import sha256_bytes, sha256_json
 from builder.host.cache import Cache
 from builder.log import StepOutput
+from builder.run_context import Container, ContainerEngine
 from builder.stages.base_image import ensure_base
 from builder.stages.build_image import BuildImage, ensure_build_image
-from builder.stages.context import Container, ContainerEngine
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TRIXIE = BasePlan(

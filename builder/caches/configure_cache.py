@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder.boxes import container_commands
+from builder.boxes.container_commands import CCACHE_DIR, Command
 from builder.config.layout import PLAIN_ROOT, WORK
 from builder.log import StepOutput
-from builder.stages import container_commands
-from builder.stages.container_commands import CCACHE_DIR, Command
-from builder.stages.context import RunContext
+from builder.run_context import RunContext
 
 ARCHIVES = f"{CCACHE_DIR}/configured"  # in the build image's cache volume
 KEEP = 8  # archives per volume (about 15 MB each); the least recently used go first

@@ -18,12 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.boxes.tool_box import ASSETS, TRIXIE, ToolBox
 from builder.config.layout import BUILD_UID
 from builder.errors import ArtifactError
 from builder.host.cache import Cache
 from builder.log import StepOutput
-from builder.stages.context import Container, ContainerEngine
-from builder.stages.tool_box import ASSETS, TRIXIE, ToolBox
+from builder.run_context import Container, ContainerEngine
 
 BOX = ToolBox("wine", ASSETS / "Dockerfile.wine", ("wine", "wine64", "socat"), memory="4g")
 BASE = TRIXIE

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.boxes.wine_box import DRIVE_C, WORK, WineBox
 from builder.config.layout import BUILD_UID
 from builder.errors import ArtifactError
 from builder.formats import msi_layout
 from builder.log import StepOutput
-from builder.stages.wine_box import DRIVE_C, WORK, WineBox
 
 # The tables `formats.msi_layout.install_layout` reads.
 TABLES = ("File", "Component", "Directory", "Registry", "ServiceInstall", "ServiceControl")

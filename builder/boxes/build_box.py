@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 
+from builder.boxes.container_commands import CCACHE_DIR
 from builder.config.layout import BUILD_UID, BUILD_USER
 from builder.config.plan import Plan
 from builder.engine import DEFAULT_MEMORY, LABEL_IMAGE, LABEL_KIND, LABEL_RECIPE
-from builder.stages.container_commands import CCACHE_DIR
-from builder.stages.context import Container, ContainerEngine
+from builder.run_context import Container, ContainerEngine
 
 BUILD_CACHE = "build-cache"  # the kind label of a cache volume
 

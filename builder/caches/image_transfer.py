@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from builder.engine import ImageRecord
 from builder.errors import DockerUnavailableError
 from builder.log import LineSink
-from builder.stages.context import ContainerEngine
+from builder.run_context import ContainerEngine
 
 
 def copy_from_peers(
