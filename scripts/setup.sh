@@ -107,7 +107,7 @@ fi
 
 # 2. Host tools the builds use: debootstrap (registry-free base images), git, xz, apt keyring,
 #    qemu-system-x86 (the VM test of built agents), diffoscope (what differs, for `verify`).
-apt_install debootstrap debian-archive-keyring git xz-utils ca-certificates diffoscope-minimal
+apt_install make debootstrap debian-archive-keyring git xz-utils ca-certificates diffoscope-minimal
 # The unit tests make small MSIs with wixl and read them back with msitools and gcab.
 apt_install wixl msitools gcab
 if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install ok installed"; then

@@ -132,3 +132,23 @@ def test_the_matrix_publishes_each_file_under_a_name_of_its_own() -> None:
     assert "qemu-ga-patched-7.2.0+qga1-linux-x86_64-static" in owners
     assert "qemu-ga-patched-10.2.2+qga1-windows-x86_64.msi" in owners
     assert "qemu-ga-patched_5.2.0+qga1-1_amd64.deb" in owners
+
+
+NIGHTLY = ROOT / "examples" / "github-actions-nightly.yml"
+
+
+def test_the_nightly_workflow_runs_every_tier() -> None:
+    """`make test` on pushes, `make test-all` on a schedule: each command one the checkout has
+    (.ci/run, a make target)."""
+    data = yaml.safe_load(NIGHTLY.read_text())
+    triggers = data.get("on", data.get(True))  # YAML 1.1 reads a bare `on` as True
+    assert triggers["schedule"][0]["cron"]
+    runs = {
+        name: " ".join(s.get("run", "") for s in job["steps"]) for name, job in data["jobs"].items()
+    }
+    assert "bash .ci/run" in runs["test"]
+    assert "make test-all" in runs["test-all"]
+    assert "schedule" in data["jobs"]["test-all"]["if"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test-all:", makefile, re.M)
+    assert (ROOT / ".ci" / "run").exists()
