@@ -1,4 +1,4 @@
-# qga-builder: `make build` runs the main job, `make test` the whole test suite.
+# qga-builder: `make build` runs the main job, `make test` the suite CI runs (`make test-all` all).
 # Both do their own set-up (virtualenv, Docker engine, host tools) through scripts/setup.sh.
 
 VENV   ?= .venv

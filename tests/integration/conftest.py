@@ -10,12 +10,14 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from builder.engine import Engine
 from tests.helpers import (
+    CI_SERIES,
     DEFAULT_RECIPE,
     OLD_SERIES,
     RECIPES,
@@ -101,31 +103,51 @@ def series_source(series: str) -> Path:
     return prepare_source(plan.source, Cache.default(), lambda line: None).archive
 
 
-@pytest.fixture(scope="session")
-def series_builds(builds_dir: Path, linux_builds: dict[str, Path]) -> dict[str, Path]:
-    """The default recipe with `--source` set to each other series' pinned tarball: the tool
-    picks that series' patch set and environment by the source's VERSION. One at a time."""
-    builds = {}
-    for series in OLD_SERIES:
-        out = builds_dir / f"series-{series}"
-        result = run_cli(
-            "run",
-            str(DEFAULT_RECIPE),
-            "--no-cache",
-            "--source",
-            str(series_source(series)),
-            "--output",
-            str(out),
-            "--log-format",
-            "json",
-        )
-        assert result.returncode == 0, result.stderr[-4000:]
-        builds[series] = out
-    return builds
+class SeriesBuilds:
+    """The default recipe with `--source` set to another series' pinned tarball: the tool picks
+    that series' patch set and environment by the source's VERSION. Each series is built the
+    first time a test asks for it (one at a time), then shared by the session."""
+
+    def __init__(self, builds_dir: Path) -> None:
+        self.builds_dir = builds_dir
+        self.built: dict[str, Path] = {}
+
+    def __getitem__(self, series: str) -> Path:
+        if series not in self.built:
+            out = self.builds_dir / f"series-{series}"
+            result = run_cli(
+                "run",
+                str(DEFAULT_RECIPE),
+                "--no-cache",
+                "--source",
+                str(series_source(series)),
+                "--output",
+                str(out),
+                "--log-format",
+                "json",
+            )
+            assert result.returncode == 0, result.stderr[-4000:]
+            self.built[series] = out
+        return self.built[series]
 
 
 @pytest.fixture(scope="session")
-def unpatched_old_build(builds_dir: Path, series_builds: dict[str, Path]) -> Path:
+def series_builds(builds_dir: Path, linux_builds: dict[str, Path]) -> SeriesBuilds:
+    return SeriesBuilds(builds_dir)
+
+
+def series_params() -> list[Any]:
+    """OLD_SERIES as test parameters: `make test` builds one series of the old code path (the
+    oldest, 5.2: its own suite, packages and configure flags); the others are in the `full`
+    tier (`make test-all`)."""
+    return [
+        pytest.param(series, marks=() if series == CI_SERIES else pytest.mark.full)
+        for series in OLD_SERIES
+    ]
+
+
+@pytest.fixture(scope="session")
+def unpatched_old_build(builds_dir: Path, series_builds: SeriesBuilds) -> Path:
     """QEMU 7.2 as upstream ships it (its series recipe with no patches)."""
     data = localize(
         yaml.safe_load((RECIPES / "linux-static-qemu-7.2.yaml").read_text()), builds_dir

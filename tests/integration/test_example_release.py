@@ -23,6 +23,10 @@ import yaml
 from builder.formats.checksums import parse_sha256sums, sha256_file
 from tests.helpers import ROOT, run_cli
 
+# The whole matrix (four series builds, each booting its guest, and Windows 10.2): `make test-all`.
+# `make test` merges a real release in test_release.py.
+pytestmark = pytest.mark.full
+
 WORKFLOW = ROOT / "examples" / "github-actions-release.yml"
 MATRIX_VALUE = "${{ matrix.recipe }}"
 SERIES = {"10.0", "10.2", "7.2", "5.2"}

@@ -101,6 +101,7 @@ def test_provenance_describes_the_build(patched_build: Path) -> None:
     )  # every package, and the Debian source package
 
 
+@pytest.mark.full
 def test_verify_windows_msi_and_exe_are_identical(
     tmp_path: Path, engine, windows_build: Path
 ) -> None:

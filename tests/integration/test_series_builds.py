@@ -21,14 +21,15 @@ from tests.agents import (
     firewheel_loses_nothing,
     firewheel_sees_output_while_running,
 )
-from tests.helpers import OLD_SERIES, artifact_of
+from tests.helpers import artifact_of
+from tests.integration.conftest import SeriesBuilds, series_params
 
 SUITES = {"10.2": "trixie", "7.2": "bookworm", "5.2": "bullseye"}
 
 
-@pytest.mark.parametrize("series", OLD_SERIES)
+@pytest.mark.parametrize("series", series_params())
 def test_the_default_recipe_builds_the_series_the_source_is(
-    series_builds: dict[str, Path], series: str
+    series_builds: SeriesBuilds, series: str
 ) -> None:
     manifest = json.loads((series_builds[series] / "manifest.json").read_text())
     assert manifest["qemu_version"].startswith(series + ".")
@@ -50,10 +51,10 @@ def test_the_default_recipe_builds_the_series_the_source_is(
     assert manifest["agent_paths"]["statedir"] == "/var/run"
 
 
-@pytest.mark.parametrize("series", OLD_SERIES)
+@pytest.mark.parametrize("series", series_params())
 @pytest.mark.parametrize("scenario", contract.SCENARIOS, ids=lambda s: s.__name__)
 def test_every_series_keeps_the_contract_on_this_host(
-    series_builds: dict[str, Path],
+    series_builds: SeriesBuilds,
     series: str,
     scenario: Callable[[AgentClient], str],
     short_tmp: Path,
@@ -65,9 +66,9 @@ def test_every_series_keeps_the_contract_on_this_host(
         agent.stop()
 
 
-@pytest.mark.parametrize("series", OLD_SERIES)
+@pytest.mark.parametrize("series", series_params())
 def test_every_series_serves_firewheels_driver(
-    series_builds: dict[str, Path], series: str, short_tmp: Path
+    series_builds: SeriesBuilds, series: str, short_tmp: Path
 ) -> None:
     binary = series_builds[series] / "qemu-ga-patched-static"
     with firewheel_driver(binary, short_tmp) as driver:
@@ -75,6 +76,7 @@ def test_every_series_serves_firewheels_driver(
         firewheel_loses_nothing(driver)
 
 
+@pytest.mark.full
 def test_upstream_7_2_holds_output_and_reports_truncation_wrongly(
     unpatched_old_build: Path, short_tmp: Path
 ) -> None:

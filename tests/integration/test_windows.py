@@ -8,6 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from builder.formats.checksums import parse_sha256sums, sha256_file
@@ -127,6 +128,7 @@ def test_wxs_naming_a_dll_the_sysroot_lacks(tmp_path: Path, engine, windows_buil
     assert not out.exists() and leftover_containers(engine) == []
 
 
+@pytest.mark.full
 def test_qemu_10_2_for_windows(windows_102_build: Path) -> None:
     """10.2's MSI holds the same files, and its qemu-ga.exe ran under wine in the box."""
     manifest = json.loads((windows_102_build / "manifest.json").read_text())

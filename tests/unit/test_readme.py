@@ -155,3 +155,17 @@ def test_the_own_patch_example_validates(
     (project / "recipes" / "my-agent.yaml").write_text(text.replace(digest, "ab" * 32))
     assert main(["validate", "recipes/my-agent.yaml"]) != 0
     assert "0001-my-change.patch" in capsys.readouterr().err
+
+
+def test_every_test_left_to_the_full_tier_is_named() -> None:
+    """A test `make test` leaves out (marked `full`) is named in the README's Tests section."""
+    tests = README.split("## Tests", 1)[1].split("\n## ", 1)[0]
+    marked = sorted(
+        path.name
+        for path in (ROOT / "tests" / "integration").glob("test_*.py")
+        if re.search(r"mark\.full|series_params\(\)", path.read_text())
+    )
+    assert marked, "no test is in the full tier"
+    for name in marked:
+        assert f"`{name}" in tests, f"{name} has tests in the full tier the README does not name"
+    assert "make test-all" in tests and "github-actions-nightly.yml" in tests
