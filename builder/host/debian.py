@@ -10,11 +10,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from builder.config import settings
 from builder.config.settings import MIRROR_ENV
 from builder.errors import HostToolError, InputError
+from builder.host.locks import exclusive
 from builder.log import LineSink
 
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -132,6 +135,21 @@ def fetch_orig_tarball(
 ) -> Path:
     """Download the .orig tarball of `package=version` from `suite` with apt-get source."""
     _need_apt("source.debian")
+    with _apt_state(state_dir, "deb-src", suite, log):
+        return _fetch_orig_tarball(package, version, suite, dest_dir, state_dir, log)
+
+
+@contextmanager
+def _apt_state(state_dir: Path, kind: str, suite: str, log: LineSink) -> Iterator[None]:
+    """One apt-get at a time on a private state directory (apt's own lock would make a second,
+    concurrent run fail instead of wait)."""
+    with exclusive(state_dir / f"{suite}-{kind}.lock", f"apt state for {suite} ({kind})", log):
+        yield
+
+
+def _fetch_orig_tarball(
+    package: str, version: str, suite: str, dest_dir: Path, state_dir: Path, log: LineSink
+) -> Path:
     options = _private_apt("deb-src", suite, state_dir)
     _apt(["apt-get", *options, "update"], state_dir, log, f"apt-get update for {suite}")
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +180,13 @@ def fetch_deb(
 ) -> Path:
     """Download one binary package (`package=version` from `suite`) with apt-get download."""
     _need_apt(f"fetching {package}")
+    with _apt_state(state_dir, "deb", suite, log):
+        return _fetch_deb(package, version, suite, dest_dir, state_dir, log)
+
+
+def _fetch_deb(
+    package: str, version: str, suite: str, dest_dir: Path, state_dir: Path, log: LineSink
+) -> Path:
     options = _private_apt("deb", suite, state_dir)
     _apt(["apt-get", *options, "update"], state_dir, log, f"apt-get update for {suite}")
     dest_dir.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from builder.errors import HostToolError, VmTestError
 from builder.formats.checksums import sha256_file, verify_digest
 from builder.host import debian
 from builder.host.cache import Cache
+from builder.host.locks import exclusive
 from builder.log import LineSink
 
 AGENT_PORT = "org.qemu.guest_agent.0"
@@ -86,13 +87,15 @@ class PreparedVm:
 
 def _deb(pin: PinnedDeb, suite: str, cache: Cache, log: LineSink) -> Path:
     dest = cache.dir("vm/debs")
-    for candidate in dest.glob(f"{pin.package}_*.deb"):
-        if sha256_file(candidate) == pin.sha256:
-            return candidate
-    log(f"fetching {pin.package}={pin.version} ({suite})")
-    path = debian.fetch_deb(pin.package, pin.version, suite, dest, cache.apt, log)
-    verify_digest(path, pin.sha256, f"vm: {pin.package}")
-    return path
+    # Two runs at once (vm-test of two outputs) fetch it once: the second waits, then finds it.
+    with exclusive(cache.lock_path(f"vm-deb-{pin.package}"), f"{pin.package} for the VM", log):
+        for candidate in dest.glob(f"{pin.package}_*.deb"):
+            if sha256_file(candidate) == pin.sha256:
+                return candidate
+        log(f"fetching {pin.package}={pin.version} ({suite})")
+        path = debian.fetch_deb(pin.package, pin.version, suite, dest, cache.apt, log)
+        verify_digest(path, pin.sha256, f"vm: {pin.package}")
+        return path
 
 
 def deb_members(deb: Path) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
@@ -120,9 +123,10 @@ def prepare(assets: VmAssets, cache: Cache, log: LineSink) -> PreparedVm:
     busybox_deb = _deb(assets.busybox, assets.suite, cache, log)
     root = cache.dir(f"vm/unpacked/{assets.kernel.sha256[:16]}-{assets.busybox.sha256[:16]}")
     done = root / ".complete"
-    if not done.exists():
-        _unpack(kernel_deb, busybox_deb, root, assets)
-        done.write_text("ok\n")
+    with exclusive(cache.lock_path(f"vm-unpack-{root.name}"), "the VM's kernel and busybox", log):
+        if not done.exists():
+            _unpack(kernel_deb, busybox_deb, root, assets)
+            done.write_text("ok\n")
     compressed = next(root.glob("vmlinuz-*"))
     # An uncompressed PVH vmlinux boots in about half the time of the bzImage under TCG.
     pvh = root / "vmlinux"

@@ -8,6 +8,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from builder.boxes.build_box import ccache_volume
 from tests.helpers import leftover_containers, run_cli, write_variant
 
@@ -16,6 +18,7 @@ def _manifest(directory: Path) -> dict:
     return json.loads((directory / "manifest.json").read_text())
 
 
+@pytest.mark.full  # make test's builds use the cache; this proves it changes no byte
 def test_cold_warm_and_off_give_identical_artifacts(
     tmp_path: Path, engine, patched_build: Path
 ) -> None:

@@ -116,6 +116,7 @@ def fresh_debian(request: pytest.FixtureRequest, engine: Engine) -> Iterator[tup
         yield suite, Box(container)
 
 
+@pytest.mark.full  # make test plays the newcomer's path on this Debian 12 host
 def test_the_unit_suite_passes_with_the_distributions_python(
     fresh_debian: tuple[str, Box], checkout: bytes
 ) -> None:

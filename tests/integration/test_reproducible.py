@@ -23,6 +23,7 @@ def locked_recipe(tmp_path_factory: pytest.TempPathFactory, patched_build: Path)
     return recipe
 
 
+@pytest.mark.full  # make test: one rebuild against the published sums (below)
 def test_verify_two_varied_builds_are_identical(
     locked_recipe: Path, tmp_path: Path, engine
 ) -> None:

@@ -46,7 +46,8 @@ class WineAgent:
     channel: socket.socket  # the agent's COM5, as a byte stream
 
 
-@pytest.fixture(scope="module", params=["10.0", "10.2"])
+# 10.2's agent is built in the `full` tier (make test-all) only.
+@pytest.fixture(scope="module", params=["10.0", pytest.param("10.2", marks=pytest.mark.full)])
 def wine_agent(
     request: pytest.FixtureRequest, engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WineAgent]:
