@@ -7,9 +7,9 @@ virtualenv active: the card's command as typed, `make lint`, `make build` (which
 packages and boots its guest inside that system) and the release checked with
 `sha256sum --strict -c`.
 
-In the `full` tier (`make test-all`): the set-up installs the host tools anew there (several
-minutes). The system is a container driven with the docker CLI (the test's harness, not the
-tool: the tool itself never mounts a host path).
+About 2-3 minutes: the set-up installs the host tools anew there; the build shares this
+machine's engine (its images and compiler cache). The system is a container driven with the
+docker CLI (the test's harness, not the tool: the tool itself never mounts a host path).
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from builder.engine import Engine
 from builder.host.cache import Cache
 from builder.stages.base_image import ensure_base
 from tests.integration.test_host_pythons import PIP_CA, PIP_SETTINGS, _checkout_tar
-
-pytestmark = pytest.mark.full
 
 SOCKET = "/var/run/docker.sock"
 USER, HOME = "newcomer", "/home/newcomer"
