@@ -138,17 +138,20 @@ def _debian(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
     assert plan.package and plan.version and plan.suite and plan.sha256
     dest = cache.sources / "debian"
     pattern = f"{plan.package}_{debian.upstream_version(plan.version)}.orig.tar.*"
-    present = [p for p in sorted(dest.glob(pattern)) if sha256_file(p) == plan.sha256]
-    if present:
-        log(f"using cached {present[0].name}")
-        path = present[0]
-    else:
-        with exclusive(cache.lock_path(f"apt-{plan.suite}"), f"apt state for {plan.suite}", log):
+    # Two runs of one source fetch it once: the second waits, then finds it (debian.py keeps
+    # apt's own state to one apt-get at a time).
+    what = f"the {plan.package} {plan.version} source"
+    with exclusive(cache.lock_path(f"source-{plan.sha256[:16]}"), what, log):
+        present = [p for p in sorted(dest.glob(pattern)) if sha256_file(p) == plan.sha256]
+        if present:
+            log(f"using cached {present[0].name}")
+            path = present[0]
+        else:
             log(f"fetching {plan.package}={plan.version} from {plan.suite} with apt-get source")
             path = debian.fetch_orig_tarball(
                 plan.package, plan.version, plan.suite, dest, cache.apt, log
             )
-        verify_digest(path, plan.sha256, "source.debian")
+            verify_digest(path, plan.sha256, "source.debian")
     prepared = _from_tarball(path, plan.sha256, _debian_record(plan, path), cache)
     release = debian.qemu_release(plan.version)
     if release is not None and prepared.version.strip() != release:

@@ -82,7 +82,7 @@ def _take_pip_settings(box: Box) -> None:
         box.env["PIP_CERT"] = PIP_CA
 
 
-def _checkout_tar() -> bytes:
+def checkout_tar() -> bytes:
     """The checkout as a newcomer has it: what git tracks or would (no .venv, no caches)."""
     command = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
     listed = subprocess.run(command, cwd=ROOT, capture_output=True, check=True).stdout
@@ -97,7 +97,7 @@ def _checkout_tar() -> bytes:
 
 @pytest.fixture(scope="module")
 def checkout() -> bytes:
-    return _checkout_tar()
+    return checkout_tar()
 
 
 @pytest.fixture(params=sorted(PYTHONS))

@@ -29,7 +29,7 @@ from builder.config.plan import debootstrap_base
 from builder.engine import Engine
 from builder.host.cache import Cache
 from builder.stages.base_image import ensure_base
-from tests.integration.test_host_pythons import PIP_CA, PIP_SETTINGS, _checkout_tar
+from tests.integration.test_host_pythons import PIP_CA, PIP_SETTINGS, checkout_tar
 
 SOCKET = "/var/run/docker.sock"
 USER, HOME = "newcomer", "/home/newcomer"
@@ -116,7 +116,7 @@ def test_the_newcomer_path_on_debian_13(trixie: System) -> None:
         f" && (getent group {socket_gid} >/dev/null || groupadd --gid {socket_gid} hostdocker)"
         f" && usermod --append --groups $(getent group {socket_gid} | cut -d: -f1) {USER}"
     )
-    system.put(_checkout_tar(), HOME)
+    system.put(checkout_tar(), HOME)
     _seed_sources(system)
     system.run(f"chown -R {USER}: {HOME}")
 
