@@ -96,9 +96,11 @@ def upstream_version(debian_version: str) -> str:
 
 def qemu_release(debian_version: str) -> str | None:
     """The QEMU release a Debian qemu version packages, as its orig tarball's VERSION says it:
-    1:10.0.13+ds-0+deb13u1 -> 10.0.13, 1:11.0.0~rc2+ds-1 -> 11.0.0-rc2; None if it is no
-    QEMU release number."""
+    1:10.0.13+ds-0+deb13u1 -> 10.0.13, 1:11.0.0~rc2+ds-1 -> 11.0.0-rc2, and Debian's X.Y for
+    QEMU's X.Y.0 (1:7.2+dfsg-7+deb12u18 -> 7.2.0); None if it is no QEMU release number."""
     upstream = upstream_version(debian_version).split("+", 1)[0].replace("~rc", "-rc")
+    if re.fullmatch(r"\d{1,3}\.\d{1,3}", upstream):
+        upstream += ".0"
     return upstream if re.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,4}(-rc\d+)?", upstream) else None
 
 

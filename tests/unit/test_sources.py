@@ -227,3 +227,20 @@ def test_an_unpinned_git_source_warns(git_repo: tuple[Path, str], cache: Cache) 
     plan = SourcePlan(kind="git", url=f"file://{repo}", tag="v10.0.99")
     prepare_source(plan, cache, said.append).cleanup()
     assert any("no commit" in line and "can move" in line for line in said)
+
+
+@pytest.mark.parametrize(
+    ("debian_version", "release"),
+    [
+        ("1:10.0.13+ds-0+deb13u1", "10.0.13"),
+        ("1:10.2.2+ds-1", "10.2.2"),
+        ("1:7.2+dfsg-7+deb12u18", "7.2.0"),  # Debian's X.Y is QEMU's X.Y.0
+        ("1:5.2+dfsg-11+deb11u3", "5.2.0"),
+        ("1:11.0.0~rc2+ds-1", "11.0.0-rc2"),
+        ("1:not-a-release-1", None),
+    ],
+)
+def test_the_release_a_debian_version_packages(debian_version: str, release: str | None) -> None:
+    from builder.host.debian import qemu_release
+
+    assert qemu_release(debian_version) == release
