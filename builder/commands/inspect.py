@@ -76,7 +76,13 @@ def plan_text(document: dict[str, Any]) -> str:
     """The resolved plan for people: what is built from what, on what, with which patches."""
     image, source = document["image"], document["source"]
     base = image["base"]
-    pin = source.get("version") or source.get("tag") or source.get("url") or source.get("path")
+    pin = (
+        source.get("version")
+        or source.get("tag")
+        or source.get("url")
+        or source.get("mirror_path")
+        or source.get("path")
+    )
     lines = [
         f"recipe      {document['recipe_name']} ({document['recipe_path']})",
         f"source      {source['kind']} {pin} -> QEMU {document['qemu_version']}",

@@ -62,6 +62,13 @@ MIRROR = pattern(
     "a mirror URL: http://, https:// or file:// and no spaces",
     "http://mirror.example/debian",
 )
+MIRROR_POOL_PATH = pattern(
+    r"^pool/[a-z0-9-]{1,32}/[a-z0-9]{1,5}/[a-z0-9][a-z0-9+.-]{0,63}/"
+    r"[a-z0-9][a-z0-9+.-]{0,63}_[0-9A-Za-z.+~-]{1,64}\.orig\.tar\.(xz|gz|bz2)$",
+    "a Debian orig tarball's path under the mirror: pool/COMPONENT/LETTER/SOURCE/"
+    "SOURCE_VERSION.orig.tar.xz (gz, bz2), no host name",
+    "pool/main/q/qemu/qemu_11.1.1+ds.orig.tar.xz",
+)
 PACKAGE = pattern(
     r"^[a-z0-9][a-z0-9+.:=~_-]{0,127}$",
     "a package (name or name=version): lower-case letters, digits and + . : = ~ _ -",

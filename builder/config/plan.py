@@ -52,7 +52,7 @@ class ImagePlan:
 
 @dataclass(frozen=True)
 class SourcePlan:
-    kind: Literal["git", "tarball", "local", "debian"]
+    kind: Literal["git", "tarball", "local", "debian", "mirror"]
     sha256: str | None = None
     url: str | None = None
     path: Path | None = None
@@ -61,6 +61,7 @@ class SourcePlan:
     package: str | None = None
     version: str | None = None
     suite: str | None = None
+    mirror_path: str | None = None  # kind mirror: the file under the configured Debian mirror
 
     def describe(self) -> str:
         match self.kind:
@@ -73,6 +74,8 @@ class SourcePlan:
                 return f"local tree {self.path}"
             case "debian":
                 return f"Debian source {self.package}={self.version} ({self.suite})"
+            case "mirror":
+                return f"Debian mirror {self.mirror_path} sha256:{self.sha256}"
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,8 @@ class Plan:
             patch["path"] = Path(patch["path"]).name
         if self.source.path is not None and self.source.sha256:
             summary["source"]["path"] = self.source.path.name
+        if self.source.mirror_path is None:  # keys of the other source kinds stay as they were
+            summary["source"].pop("mirror_path", None)
         return sha256_json(summary)
 
     def summary(self) -> dict[str, Any]:
@@ -351,6 +356,8 @@ def resolve_source(recipe: Recipe, recipe_dir: Path) -> SourcePlan:
         return SourcePlan(kind="tarball", url=src.tarball.url, path=path, sha256=src.tarball.sha256)
     if src.local is not None:
         return SourcePlan(kind="local", path=_resolve(recipe_dir, src.local.path))
+    if src.mirror is not None:
+        return SourcePlan(kind="mirror", mirror_path=src.mirror.path, sha256=src.mirror.sha256)
     assert src.debian is not None
     deb = src.debian
     return SourcePlan(

@@ -153,17 +153,29 @@ class DebianSource(Model):
     sha256: Sha256 = Field(description="sha256 of the .orig.tar.* file")
 
 
+class MirrorSource(Model):
+    """A Debian orig tarball by its path under the configured Debian mirror (no host name in
+    the recipe): pins a version the mirror's pool holds whatever its Sources index lists."""
+
+    path: Annotated[str, Field(pattern=patterns.MIRROR_POOL_PATH)] = Field(
+        description="the file's path under the mirror, e.g. "
+        "pool/main/q/qemu/qemu_11.1.1+ds.orig.tar.xz"
+    )
+    sha256: Sha256 = Field(description="sha256 of the file")
+
+
 class Source(Model):
-    """The QEMU source: exactly one of git, tarball, local, debian."""
+    """The QEMU source: exactly one of git, tarball, local, debian, mirror."""
 
     git: GitSource | None = None
     tarball: TarballSource | None = None
     local: LocalSource | None = None
     debian: DebianSource | None = None
+    mirror: MirrorSource | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
-        _exactly_one(self, ("git", "tarball", "local", "debian"))
+        _exactly_one(self, ("git", "tarball", "local", "debian", "mirror"))
         return self
 
 

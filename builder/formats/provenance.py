@@ -148,6 +148,8 @@ def _source_uri(source: dict[str, Any]) -> str:
             )
         case "tarball":
             return source.get("url") or f"file:{source.get('path')}"
+        case "mirror":  # the file's path under the Debian mirror the run was configured with
+            return f"debian-mirror:{source.get('path')}"
         case _:
             return f"file:{source.get('path')}"
 

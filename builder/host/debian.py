@@ -94,6 +94,14 @@ def upstream_version(debian_version: str) -> str:
     return version.rsplit("-", 1)[0] if "-" in version else version
 
 
+def orig_tarball_version(path: str) -> str:
+    """pool/main/q/qemu/qemu_11.1.1+ds.orig.tar.xz -> 11.1.1+ds (the upstream version its name
+    carries; empty when the name is no orig tarball's)."""
+    name = path.rsplit("/", 1)[-1]
+    match = re.fullmatch(r"[a-z0-9][a-z0-9+.-]*_([0-9A-Za-z.+~-]+)\.orig\.tar\.[a-z0-9]+", name)
+    return match.group(1) if match else ""
+
+
 def qemu_release(debian_version: str) -> str | None:
     """The QEMU release a Debian qemu version packages, as its orig tarball's VERSION says it:
     1:10.0.13+ds-0+deb13u1 -> 10.0.13, 1:11.0.0~rc2+ds-1 -> 11.0.0-rc2, and Debian's X.Y for

@@ -67,6 +67,8 @@ class TargetSpec(Model):
     patches: list[Annotated[str, Field(pattern=patterns.PATCH_FILE)]]
     suite: Annotated[str, Field(pattern=patterns.SUITE)]
     packages: list[Annotated[str, Field(pattern=patterns.PACKAGE)]]
+    # Packages from the suite's backports (the image's build arg BACKPORTS).
+    backports: list[Annotated[str, Field(pattern=patterns.PACKAGE)]] = Field(default_factory=list)
     configure: list[Annotated[str, Field(min_length=1, max_length=1024)]]
 
 
@@ -146,6 +148,8 @@ def choose(plan: Plan, version: str) -> Choice:
     base = debootstrap_base(target.suite) if "base" in chosen else image.base
     packages = target.packages if "packages" in chosen else _packages(image.build_args)
     extra = {key: value for key, value in image.build_args if key != "PACKAGES"}
+    if "packages" in chosen and target.backports:
+        extra["BACKPORTS"] = " ".join(target.backports)
     flags = plan.configure_flags
     if "configure" in chosen:
         flags = (*target.configure, *(f for f in flags if f.startswith("--qemu-ga-")))

@@ -60,6 +60,8 @@ def prepare_source(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSou
             return _debian(plan, cache, log)
         case "tarball":
             return _tarball(plan, cache, log)
+        case "mirror":
+            return _mirror(plan, cache, log)
         case "git":
             return _git(plan, cache, log)
         case "local":
@@ -92,6 +94,8 @@ def source_version(plan: SourcePlan, cache: Cache, log: LineSink) -> str:
     known = known_version(plan, cache.root)
     if known is None and plan.kind == "debian" and plan.version:
         known = debian.qemu_release(plan.version)
+    if known is None and plan.kind == "mirror" and plan.mirror_path:
+        known = debian.qemu_release(debian.orig_tarball_version(plan.mirror_path))
     if known is not None:
         return known
     log("reading the source's QEMU version: fetching it as a run would (kept in the cache)")
@@ -165,6 +169,37 @@ def _debian(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
     return prepared
 
 
+def _mirror(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
+    """A file of the configured Debian mirror's pool, by path and sha256 (a version the
+    mirror's Sources index may not list): downloaded once, checked, cached by digest."""
+    assert plan.mirror_path and plan.sha256
+    name = Path(plan.mirror_path).name
+    path = cache.sources / "mirror" / f"{plan.sha256[:16]}-{name}"
+    with exclusive(cache.lock_path(f"source-{plan.sha256[:16]}"), f"the source {name}", log):
+        if path.is_file() and sha256_file(path) == plan.sha256:
+            log(f"using cached {name}")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            url = f"{debian.host_mirror()}/{plan.mirror_path}"
+            _download(url, path, log, field="source.mirror.path")
+            try:
+                verify_digest(path, plan.sha256, "source.mirror")
+            except InputError:
+                path.unlink(missing_ok=True)  # ours, just written: no wrong file kept
+                raise
+    record = {"kind": "mirror", "path": plan.mirror_path, "file": name}
+    prepared = _from_tarball(path, plan.sha256, record, cache)
+    release = debian.qemu_release(debian.orig_tarball_version(plan.mirror_path))
+    if release is not None and prepared.version.strip() != release:
+        raise InputError(
+            f"source.mirror: {name} holds QEMU {prepared.version.strip()[:40]!r} (its VERSION), "
+            f"not {release} as its name says",
+            hint="`plan` reads the release from the file's name: pin the orig tarball of "
+            "that release",
+        )
+    return prepared
+
+
 def _debian_record(plan: SourcePlan, path: Path) -> dict[str, Any]:
     return {
         "kind": "debian",
@@ -191,7 +226,7 @@ def _tarball(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
     return _from_tarball(path, plan.sha256, record, cache)
 
 
-def _download(url: str, dest: Path, log: LineSink) -> None:
+def _download(url: str, dest: Path, log: LineSink, field: str = "source.tarball.url") -> None:
     log(f"downloading {url}")
     partial = dest.with_suffix(dest.suffix + ".part")
     try:
@@ -200,8 +235,8 @@ def _download(url: str, dest: Path, log: LineSink) -> None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         partial.unlink(missing_ok=True)
         raise InputError(
-            f"source.tarball.url: cannot download {url}: {exc}",
-            hint="download it yourself and set `path:` (or use --source PATH)",
+            f"{field}: cannot download {url}: {exc}",
+            hint="download it yourself and set `source.tarball.path:` (or use --source PATH)",
         ) from None
     partial.rename(dest)
 

@@ -24,7 +24,13 @@ from tests.agents import (
 from tests.helpers import artifact_of
 from tests.integration.conftest import SeriesBuilds, series_params
 
-SUITES = {"10.2": "trixie", "7.2": "bookworm", "5.2": "bullseye"}
+SUITES = {
+    "11.1": "trixie",
+    "11.0": "trixie",
+    "10.2": "trixie",
+    "7.2": "bookworm",
+    "5.2": "bullseye",
+}
 
 
 @pytest.mark.parametrize("series", series_params())

@@ -19,11 +19,14 @@ from tests.helpers import RECIPES, ROOT
 
 WORKFLOW = ROOT / "examples" / "github-actions-release.yml"
 RELEASE_RECIPES = {
+    "linux-static-qemu-11.1",
+    "linux-static-qemu-11.0",
     "linux-static-qemu-10.0",
     "linux-static-qemu-10.2",
     "linux-static-qemu-7.2",
     "linux-static-qemu-5.2",
     "windows-msi-qemu-10.2",
+    "windows-msi-qemu-11.1",
 }
 
 
@@ -98,11 +101,14 @@ def test_only_standard_actions_pinned_to_a_major_version() -> None:
 
 # What each release recipe's pinned source says in its VERSION (the integration tests build them).
 QEMU_VERSIONS = {
+    "linux-static-qemu-11.1": "11.1.1",
+    "linux-static-qemu-11.0": "11.0.3",
     "linux-static-qemu-10.0": "10.0.13",
     "linux-static-qemu-10.2": "10.2.2",
     "linux-static-qemu-7.2": "7.2.0",
     "linux-static-qemu-5.2": "5.2.0",
     "windows-msi-qemu-10.2": "10.2.2",
+    "windows-msi-qemu-11.1": "11.1.1",
 }
 
 

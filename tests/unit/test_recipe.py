@@ -32,8 +32,8 @@ def test_default_recipe_pins_its_source_and_leaves_patches_to_the_series() -> No
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("linux-static-qemu-*.yaml")), ids=str)
 def test_series_recipes_pin_everything(path: Path) -> None:
     recipe = load_recipe(path)
-    assert recipe.source.debian is not None
-    assert len(recipe.source.debian.sha256) == 64
+    pinned = recipe.source.debian or recipe.source.mirror  # by apt, or by its pool path
+    assert pinned is not None and len(pinned.sha256) == 64
     assert recipe.environment.base.debootstrap is not None
     assert recipe.patches and all(len(p.sha256) == 64 for p in recipe.patches)
 
@@ -42,6 +42,7 @@ RELEASE_RECIPES = [
     *sorted(RECIPES.glob("linux-static-qemu-*.yaml")),
     RECIPES / "linux-static-ubuntu.yaml",
     RECIPES / "windows-msi-qemu-10.2.yaml",
+    RECIPES / "windows-msi-qemu-11.1.yaml",
     RECIPES / "windows-msi-fedora.yaml",
 ]
 
@@ -255,6 +256,32 @@ INVALID = [
         "{version}" * 129,
         "artifacts[0].name",
         "is not a file name",
+    ),
+    (
+        "mirror path with a host",
+        ("source",),
+        {
+            "mirror": {
+                "path": "http://h.example/pool/main/q/qemu/qemu_11.1.1+ds.orig.tar.xz",
+                "sha256": "a" * 64,
+            }
+        },
+        "source.mirror.path",
+        "is not a Debian orig tarball's path under the mirror",
+    ),
+    (
+        "mirror path that climbs",
+        ("source",),
+        {"mirror": {"path": "pool/main/q/../../../etc/qemu_1.0.orig.tar.xz", "sha256": "a" * 64}},
+        "source.mirror.path",
+        "is not a Debian orig tarball's path",
+    ),
+    (
+        "mirror path that is no orig tarball",
+        ("source",),
+        {"mirror": {"path": "pool/main/q/qemu/qemu_11.1.1+ds-1.dsc", "sha256": "a" * 64}},
+        "source.mirror.path",
+        "e.g. pool/main/q/qemu/qemu_11.1.1+ds.orig.tar.xz",
     ),
     (
         "bad package name",

@@ -32,7 +32,7 @@ def test_a_version_that_is_not_one() -> None:
 
 
 def test_every_series_we_carry_has_its_patches() -> None:
-    assert {"5.2", "7.2", "10.0", "10.2"} <= set(series.supported_series())
+    assert {"5.2", "7.2", "10.0", "10.2", "11.0", "11.1"} <= set(series.supported_series())
     for name in series.supported_series():
         assert series.patch_set(name)
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from builder.config.plan import SourcePlan
+from builder.config.settings import MIRROR_ENV
 from builder.errors import InputError
 from builder.host.cache import Cache
-from builder.host.debian import upstream_version
-from builder.stages.source import prepare_source
+from builder.host.debian import orig_tarball_version, upstream_version
+from builder.stages.source import prepare_source, source_version
 
 COMMIT_TIME = 1_700_000_000
 
@@ -244,3 +245,77 @@ def test_the_release_a_debian_version_packages(debian_version: str, release: str
     from builder.host.debian import qemu_release
 
     assert qemu_release(debian_version) == release
+
+
+def _mirror_with(tmp_path: Path, version: str) -> tuple[Path, str, str]:
+    """A file:// mirror whose pool holds qemu_<version>+ds.orig.tar.xz of a fake tree."""
+    tree = fake_qemu(tmp_path / f"qemu-{version}")
+    (tree / "VERSION").write_text(f"{version}\n")
+    pool = tmp_path / "mirror" / "pool" / "main" / "q" / "qemu"
+    pool.mkdir(parents=True)
+    tarball = pool / f"qemu_{version}+ds.orig.tar.xz"
+    with tarfile.open(tarball, "w:xz") as tar:
+        tar.add(tree, arcname=f"qemu-{version}")
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    return tmp_path / "mirror", f"pool/main/q/qemu/{tarball.name}", digest
+
+
+def test_a_mirror_path_is_fetched_from_the_configured_mirror(
+    tmp_path: Path, cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror, path, digest = _mirror_with(tmp_path, "11.1.1")
+    monkeypatch.setenv(MIRROR_ENV, f"file://{mirror}")
+    plan = SourcePlan(kind="mirror", mirror_path=path, sha256=digest)
+    assert source_version(plan, cache, lambda _: None) == "11.1.1"  # from the name, no fetch
+    assert not (cache.sources / "mirror").exists()
+    prepared = prepare_source(plan, cache, lambda _: None)
+    assert prepared.version.strip() == "11.1.1" and prepared.record["kind"] == "mirror"
+    assert prepared.record["path"] == path and prepared.sha256 == digest
+    (mirror / path).unlink()  # cached by digest: the second run needs no mirror
+    assert prepare_source(plan, cache, lambda _: None).archive == prepared.archive
+
+
+def test_a_mirror_path_with_another_digest_is_refused_and_not_kept(
+    tmp_path: Path, cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror, path, _ = _mirror_with(tmp_path, "11.0.3")
+    monkeypatch.setenv(MIRROR_ENV, f"file://{mirror}")
+    plan = SourcePlan(kind="mirror", mirror_path=path, sha256="0" * 64)
+    with pytest.raises(InputError, match=r"source\.mirror: sha256 mismatch"):
+        prepare_source(plan, cache, lambda _: None)
+    assert not list((cache.sources / "mirror").iterdir())
+
+
+def test_a_missing_mirror_file_names_the_field(
+    tmp_path: Path, cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MIRROR_ENV, f"file://{tmp_path}")
+    plan = SourcePlan(
+        kind="mirror", mirror_path="pool/main/q/qemu/qemu_11.1.3+ds.orig.tar.xz", sha256="0" * 64
+    )
+    with pytest.raises(InputError, match=r"source.mirror.path: cannot download"):
+        prepare_source(plan, cache, lambda _: None)
+
+
+def test_a_mirror_file_whose_version_is_not_its_names(
+    tmp_path: Path, cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror, path, digest = _mirror_with(tmp_path, "11.0.3")
+    renamed = path.replace("11.0.3", "11.0.4")
+    (mirror / path).rename(mirror / renamed)
+    monkeypatch.setenv(MIRROR_ENV, f"file://{mirror}")
+    plan = SourcePlan(kind="mirror", mirror_path=renamed, sha256=digest)
+    with pytest.raises(InputError, match=r"holds QEMU '11.0.3'.*not 11.0.4"):
+        prepare_source(plan, cache, lambda _: None)
+
+
+@pytest.mark.parametrize(
+    "path,version",
+    [
+        ("pool/main/q/qemu/qemu_11.1.1+ds.orig.tar.xz", "11.1.1+ds"),
+        ("pool/main/q/qemu/qemu_7.2+dfsg.orig.tar.xz", "7.2+dfsg"),
+        ("pool/main/q/qemu/qemu_11.1.1+ds-1.dsc", ""),
+    ],
+)
+def test_the_version_an_orig_tarballs_name_carries(path: str, version: str) -> None:
+    assert orig_tarball_version(path) == version
