@@ -189,6 +189,12 @@ def windows_102_build(builds_dir: Path, windows_build: Path) -> Path:
     return build_windows("windows-msi-qemu-10.2.yaml", builds_dir / "windows-10.2", builds_dir)
 
 
+@pytest.fixture(scope="session")
+def windows_111_build(builds_dir: Path, windows_build: Path) -> Path:
+    """recipes/windows-msi-qemu-11.1.yaml: QEMU 11.1's Windows agent and MSI."""
+    return build_windows("windows-msi-qemu-11.1.yaml", builds_dir / "windows-11.1", builds_dir)
+
+
 def path_without_wine(directory: Path) -> str:
     """A PATH of links to every program of this host's PATH except wine's."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -23,13 +23,13 @@ import yaml
 from builder.formats.checksums import parse_sha256sums, sha256_file
 from tests.helpers import ROOT, run_cli
 
-# The whole matrix (four series builds, each booting its guest, and Windows 10.2): `make test-all`.
+# The whole matrix (six series builds, each booting its guest; Windows 11.1, 10.2): make test-all.
 # `make test` merges a real release in test_release.py.
 pytestmark = pytest.mark.full
 
 WORKFLOW = ROOT / "examples" / "github-actions-release.yml"
 MATRIX_VALUE = "${{ matrix.recipe }}"
-SERIES = {"10.0", "10.2", "7.2", "5.2"}
+SERIES = {"11.1", "11.0", "10.0", "10.2", "7.2", "5.2"}
 PACKAGE_KINDS = {"deb", "rpm", "tarball"}  # named the distributions' way (amd64 or x86_64)
 Released = tuple[Path, subprocess.CompletedProcess[str]]  # the work directory, the merge step
 
@@ -81,8 +81,14 @@ def bash(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+SESSION_BUILDS = {
+    "windows-msi-qemu-10.2": "windows_102_build",
+    "windows-msi-qemu-11.1": "windows_111_build",
+}
+
+
 @pytest.fixture(scope="module")
-def downloaded(windows_102_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def downloaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The release job's working directory after its download step: out/out-<recipe>/ for
     every recipe of the matrix."""
     work = tmp_path_factory.mktemp("example-release")
@@ -90,10 +96,10 @@ def downloaded(windows_102_build: Path, tmp_path_factory: pytest.TempPathFactory
     recipes = workflow()["jobs"]["build"]["strategy"]["matrix"]["recipe"]
     for recipe in recipes:  # one build at a time: never two compiles at once
         built = runners / recipe
-        if recipe == "windows-msi-qemu-10.2":
-            # The session already built this very recipe (recipes/windows-msi-qemu-10.2.yaml,
-            # in the windows_102_build fixture): its output is this job's output.
-            built = windows_102_build
+        if recipe in SESSION_BUILDS:
+            # The session builds this very recipe (recipes/windows-msi-qemu-X.Y.yaml, in its
+            # fixture) for the Windows tests: its output is this job's output.
+            built = request.getfixturevalue(SESSION_BUILDS[recipe])
         else:
             result = run_cli(*build_arguments(recipe, built))
             assert result.returncode == 0, f"{recipe}:\n{result.stderr[-4000:]}"

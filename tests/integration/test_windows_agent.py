@@ -46,16 +46,24 @@ class WineAgent:
     channel: socket.socket  # the agent's COM5, as a byte stream
 
 
-# 10.2's agent is built in the `full` tier (make test-all) only.
-@pytest.fixture(scope="module", params=["10.0", pytest.param("10.2", marks=pytest.mark.full)])
+# 10.2's and 11.1's agents are built in the `full` tier (make test-all) only.
+BUILDS = {"10.0": "windows_build", "10.2": "windows_102_build", "11.1": "windows_111_build"}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        "10.0",
+        pytest.param("10.2", marks=pytest.mark.full),
+        pytest.param("11.1", marks=pytest.mark.full),
+    ],
+)
 def wine_agent(
     request: pytest.FixtureRequest, engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WineAgent]:
     """The patched qemu-ga.exe from the MSI, running under wine in the wine box (never on this
     host) on `-m isa-serial -p COM5`; COM5 is a pty that socat ties to a stream we hold."""
-    build = request.getfixturevalue(
-        "windows_build" if request.param == "10.0" else "windows_102_build"
-    )
+    build = request.getfixturevalue(BUILDS[request.param])
     files = tmp_path_factory.mktemp("msi")
     subprocess.run(
         ["msiextract", "-C", str(files), str(artifact_of(build, "msi"))],
