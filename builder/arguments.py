@@ -13,6 +13,7 @@ from builder import __version__
 from builder.agent.contract_in_vm import BOOT_DEADLINE
 from builder.agent.guest_test import SCENARIOS
 from builder.config.settings import MIRROR_ENV
+from builder.host.debian import KEYRING
 from builder.host.virtual_machine import AGENT_PORT
 from builder.option_parser import (
     GlobalOptionAction,
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_schema,
         _add_base,
         _add_patches,
+        _add_bump,
         _add_clean,
     ):
         add(sub, common, recipes)
@@ -379,6 +381,54 @@ def _add_patches(
     )
     b.add_argument("source", type=Path, metavar="SOURCE", help="a QEMU source tarball or tree")
     b.set_defaults(handler=_handler("patches", "cmd_patches_check"))
+
+
+def _add_bump(
+    sub: Subcommands, common: argparse.ArgumentParser, recipes: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "bump",
+        parents=[common],
+        help="move Debian pins (source.debian, source.mirror) to the newest point release of "
+        "their QEMU series that the mirror's signed index lists and our patches apply to",
+        description="For each RECIPE pinned from Debian's archive, find the newest point "
+        "release of its QEMU series on the configured Debian mirror: InRelease verified with "
+        "gpgv, Sources, .dsc and orig tarball each checked against the one before, files that "
+        "are missing skipped, the recipe's patches tried on the tarball. Prints what it found; "
+        "--write rewrites the pin in the recipe (comments and layout kept). A refused recipe is "
+        "left as it is, and the exit code is the first refusal's (3, or 4 for patches).",
+    )
+    p.add_argument(
+        "recipes",
+        nargs="*",
+        type=Path,
+        metavar="RECIPE",
+        help="recipes to bump (default: every recipes/*.yaml)",
+    )
+    p.add_argument("--write", action="store_true", help="rewrite each recipe's pin in its file")
+    p.add_argument(
+        "--suite",
+        action="append",
+        metavar="SUITE",
+        help="a suite whose index to search for source.mirror pins; repeat it for several "
+        "(default: unstable); a source.debian pin is searched in its own suite only",
+    )
+    p.add_argument(
+        "--keyring",
+        type=Path,
+        default=KEYRING,
+        metavar="FILE",
+        help=f"the OpenPGP keyring the suites' InRelease must verify with (default: {KEYRING})",
+    )
+    p.add_argument(
+        "--allow-expired-index",
+        action="store_true",
+        help="take an InRelease past its Valid-Until (a snapshot mirror's), still verified",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="one JSON document instead of lines for people"
+    )
+    p.set_defaults(handler=_handler("bump", "cmd_bump"))
 
 
 def _add_clean(

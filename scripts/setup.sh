@@ -99,15 +99,18 @@ else
 fi
 if [[ "$MODE" == --lint ]]; then say "ready (lint)"; exit 0; fi
 if [[ "$MODE" == --unit ]]; then
-    # The unit tests make small MSIs (wixl, msitools, gcab) and compile and patch real files.
-    apt_install wixl msitools gcab gcc libc6-dev patch git openssl
+    # The unit tests make small MSIs (wixl, msitools, gcab) and compile and patch real files;
+    # bump's sign and verify an index with a key of their own (gpg, gpgv).
+    apt_install wixl msitools gcab gcc libc6-dev patch git openssl gpg gpgv
     say "ready (unit tests)"
     exit 0
 fi
 
 # 2. Host tools the builds use: debootstrap (registry-free base images), git, xz, apt keyring,
-#    qemu-system-x86 (the VM test of built agents), diffoscope (what differs, for `verify`).
-apt_install make debootstrap debian-archive-keyring git xz-utils ca-certificates diffoscope-minimal
+#    qemu-system-x86 (the VM test of built agents), diffoscope (what differs, for `verify`),
+#    gpgv (`bump` verifies the mirror's signed index; gpg makes the tests' own key).
+apt_install make debootstrap debian-archive-keyring git xz-utils ca-certificates diffoscope-minimal \
+    gpg gpgv
 # The unit tests make small MSIs with wixl and read them back with msitools and gcab.
 apt_install wixl msitools gcab
 if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install ok installed"; then
