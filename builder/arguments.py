@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from builder import __version__
 from builder.agent.contract_in_vm import BOOT_DEADLINE
 from builder.agent.guest_test import SCENARIOS
+from builder.config import patterns
 from builder.config.settings import MIRROR_ENV
 from builder.host.debian import KEYRING
 from builder.host.virtual_machine import AGENT_PORT
@@ -409,6 +411,7 @@ def _add_bump(
     p.add_argument(
         "--suite",
         action="append",
+        type=_debian_suite,
         metavar="SUITE",
         help="a suite whose index to search for source.mirror pins; repeat it for several "
         "(default: unstable); a source.debian pin is searched in its own suite only",
@@ -429,6 +432,13 @@ def _add_bump(
         "--json", action="store_true", help="one JSON document instead of lines for people"
     )
     p.set_defaults(handler=_handler("bump", "cmd_bump"))
+
+
+def _debian_suite(value: str) -> str:
+    """A suite name as a path part of the mirror's dists/ (never a path of its own)."""
+    if not re.fullmatch(patterns.DEBIAN_SUITE, value):
+        raise argparse.ArgumentTypeError(patterns.in_words(patterns.DEBIAN_SUITE, value) or value)
+    return value
 
 
 def _add_clean(

@@ -117,6 +117,9 @@ class Environment(Model):
                 f"{', '.join(owned)} is set by the tool (BASE_IMAGE is the base's image id, "
                 "PACKAGES comes from environment.packages)"
             )
+        for word in args.get("BACKPORTS", "").split():  # apt-get's arguments: packages only
+            if not re.fullmatch(patterns.PACKAGE, word):
+                raise ValueError(f"BACKPORTS: {patterns.in_words(patterns.PACKAGE, word)}")
         return args
 
 

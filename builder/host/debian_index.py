@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import lzma
 import re
 import shutil
@@ -65,7 +66,7 @@ def download(url: str, dest: Path) -> str:
         if exc.code in (404, 410):
             raise Missing(url) from None
         raise InputError(f"cannot download {url}: {exc}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         dest.unlink(missing_ok=True)
         if isinstance(getattr(exc, "reason", None), FileNotFoundError):
             raise Missing(url) from None
@@ -140,7 +141,12 @@ def _gpgv(signed: Path, text: Path, suite: str, keyring: Path) -> None:
             text=True,
             check=False,
         )
-    if process.returncode != 0 or "[GNUPG:] VALIDSIG " not in process.stdout:
+    status = process.stdout
+    # As apt: a good signature (GOODSIG and VALIDSIG) by a key that has neither expired nor
+    # been revoked (gpgv exits 0 and says VALIDSIG for those too, with EXPKEYSIG/REVKEYSIG).
+    refused = ("[GNUPG:] EXPKEYSIG ", "[GNUPG:] REVKEYSIG ", "[GNUPG:] BADSIG ", "[GNUPG:] ERRSIG ")
+    good = "[GNUPG:] GOODSIG " in status and "[GNUPG:] VALIDSIG " in status
+    if process.returncode != 0 or not good or any(word in status for word in refused):
         said = [line for line in process.stderr.splitlines() if line.strip()]
         raise InputError(
             f"InRelease of {suite}: its signature does not verify with {keyring}"

@@ -148,8 +148,9 @@ def choose(plan: Plan, version: str) -> Choice:
     base = debootstrap_base(target.suite) if "base" in chosen else image.base
     packages = target.packages if "packages" in chosen else _packages(image.build_args)
     extra = {key: value for key, value in image.build_args if key != "PACKAGES"}
-    if "packages" in chosen and target.backports:
-        extra["BACKPORTS"] = " ".join(target.backports)
+    if "packages" in chosen and target.backports:  # the series' and the recipe's own
+        own = [p for p in extra.get("BACKPORTS", "").split() if p not in target.backports]
+        extra["BACKPORTS"] = " ".join([*target.backports, *own])
     flags = plan.configure_flags
     if "configure" in chosen:
         flags = (*target.configure, *(f for f in flags if f.startswith("--qemu-ga-")))

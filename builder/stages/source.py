@@ -181,7 +181,14 @@ def _mirror(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             url = f"{debian.host_mirror()}/{plan.mirror_path}"
-            _download(url, path, log, field="source.mirror.path")
+            _download(
+                url,
+                path,
+                log,
+                field="source.mirror.path",
+                hint="is the path in this mirror's pool? (QGA_BUILDER_DEBIAN_MIRROR names "
+                "another mirror; or download the file and use --source PATH)",
+            )
             try:
                 verify_digest(path, plan.sha256, "source.mirror")
             except InputError:
@@ -226,7 +233,13 @@ def _tarball(plan: SourcePlan, cache: Cache, log: LineSink) -> PreparedSource:
     return _from_tarball(path, plan.sha256, record, cache)
 
 
-def _download(url: str, dest: Path, log: LineSink, field: str = "source.tarball.url") -> None:
+def _download(
+    url: str,
+    dest: Path,
+    log: LineSink,
+    field: str = "source.tarball.url",
+    hint: str = "download it yourself and set `source.tarball.path:` (or use --source PATH)",
+) -> None:
     log(f"downloading {url}")
     partial = dest.with_suffix(dest.suffix + ".part")
     try:
@@ -236,7 +249,7 @@ def _download(url: str, dest: Path, log: LineSink, field: str = "source.tarball.
         partial.unlink(missing_ok=True)
         raise InputError(
             f"{field}: cannot download {url}: {exc}",
-            hint="download it yourself and set `source.tarball.path:` (or use --source PATH)",
+            hint=hint,
         ) from None
     partial.rename(dest)
 

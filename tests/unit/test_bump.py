@@ -22,6 +22,7 @@ import yaml
 
 from builder.cli import main
 from builder.commands import bump
+from builder.config import recipe_pins
 from builder.config.recipe import load_recipe
 from builder.config.settings import CACHE_ENV, MIRROR_ENV
 from builder.errors import InputError
@@ -356,6 +357,22 @@ def test_a_mirror_pin_moves_to_the_next_point_release(
     assert pinned is not None and pinned.path.endswith(newer.orig) and pinned.sha256 == sha
 
 
+def test_a_debian_pin_its_suite_no_longer_lists_is_warned_about(
+    tmp_path: Path, mirror: Mirror, patches_apply: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pool still holds it, the index moved on (to another series): up to date, but apt
+    cannot fetch the pin from that suite any more, and bump says so."""
+    current = mirror.add("1:10.2.2+ds-1", "elsewhere")  # in the pool, not in unstable's index
+    mirror.add("1:11.1.3+ds-1", "unstable")
+    mirror.publish("unstable", "sid")
+    recipe = DEBIAN_PIN.format(version=current.version, sha256=current.files[current.orig])
+    path = write_recipe(tmp_path, "bump-unlisted", recipe.replace("trixie", "unstable"))
+    assert bump_cli(mirror, str(path)) == 0
+    out = capsys.readouterr().out
+    assert "1:10.2.2+ds-1 is no longer listed in unstable's Sources" in out
+    assert "`source.mirror`" in out and f"{path}: up to date (10.2.2)" in out
+
+
 def test_a_dry_run_reports_and_changes_nothing(
     tmp_path: Path, mirror: Mirror, patches_apply: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -566,11 +583,11 @@ def test_the_rewrite_keeps_every_other_byte() -> None:
         "    sha256: 'aa'   # trailing\r\n    path: pool/a\r\n"
         "patches: []\r\n  # stray comment\r\n"
     )
-    new = bump.rewritten(text, "mirror", {"path": "pool/b", "sha256": "bb"})
+    new = recipe_pins.rewritten(text, "mirror", {"path": "pool/b", "sha256": "bb"})
     assert new == text.replace("'aa'", "'bb'").replace("pool/a", "pool/b")
     # a plain value that YAML would read as something else is quoted
     plain = "source:\n  debian:\n    version: 1.0-1\n"
-    assert bump.rewritten(plain, "debian", {"version": "1:10"}) == (
+    assert recipe_pins.rewritten(plain, "debian", {"version": "1:10"}) == (
         'source:\n  debian:\n    version: "1:10"\n'
     )
 
@@ -590,7 +607,7 @@ def test_a_layout_the_rewrite_cannot_keep_is_refused(text: str) -> None:
     kind = "debian" if "debian" in text else "mirror"
     key = "version" if kind == "debian" else "path"
     with pytest.raises(InputError, match="rewrite"):
-        bump.rewritten(text, kind, {key: "x"})
+        recipe_pins.rewritten(text, kind, {key: "x"})
 
 
 def test_the_rewrite_is_atomic_and_keeps_the_mode(tmp_path: Path) -> None:
@@ -598,7 +615,7 @@ def test_the_rewrite_is_atomic_and_keeps_the_mode(tmp_path: Path) -> None:
     shutil.copy(ROOT / "recipes" / "linux-static-qemu-10.0.yaml", recipe)
     os.chmod(recipe, 0o640)
     before = recipe.read_text()
-    bump.rewrite_recipe(recipe, "debian", {"version": "1:10.0.99+ds-1", "sha256": "c" * 64})
+    recipe_pins.rewrite_recipe(recipe, "debian", {"version": "1:10.0.99+ds-1", "sha256": "c" * 64})
     assert len(changed_lines(before, recipe.read_text())) == 2
     assert (recipe.stat().st_mode & 0o777) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["r.yaml"]

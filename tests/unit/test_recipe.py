@@ -284,6 +284,13 @@ INVALID = [
         "e.g. pool/main/q/qemu/qemu_11.1.1+ds.orig.tar.xz",
     ),
     (
+        "backports that are no packages",
+        ("environment", "build_args"),
+        {"BACKPORTS": "python3-qemu-qmp --allow-unauthenticated"},
+        "environment.build_args",
+        "BACKPORTS: '--allow-unauthenticated' is not a package",
+    ),
+    (
         "bad package name",
         ("environment", "packages"),
         ["gcc; rm -rf /"],
