@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -20,12 +21,13 @@ from builder import log
 from builder.commands.common import load_plan, print_json
 from builder.config.overrides import Overrides
 from builder.config.plan import Plan, SourcePlan
-from builder.config.recipe_pins import rewrite_recipe
+from builder.config.recipe_pins import renamed, rewrite_recipe
 from builder.errors import BuilderError, InputError, PatchError, UsageError
 from builder.formats.checksums import sha256_file
 from builder.host import debian, debian_index
 from builder.host.cache import Cache
 from builder.host.debian_index import Missing, SourceEntry, compare_versions
+from builder.host.files import replace_file
 from builder.host.locks import exclusive
 from builder.log import LineSink
 from builder.stages import series
@@ -183,7 +185,9 @@ def bump_one(
                 continue
             check_patches(plan, found)
             if write:
-                rewrite_recipe(path, pin.kind, new_values(pin, found))
+                renames = _renames(pin, found)
+                rewrite_recipe(path, pin.kind, new_values(pin, found), renames)
+                skipped += _follow_in_readme(path, pin, renames)
             return Outcome(
                 path, "bumped", _bumped_text(path, pin, found, write), skipped, found, write
             )
@@ -346,6 +350,33 @@ def check_patches(plan: Plan, found: Found) -> None:
             + "; ".join(f"{t.patch.name} does not apply: {t.detail}" for t in failed),
             hint=f"the pin stays; `qga-builder patches check {found.tarball}` tries them again",
         )
+
+
+def _renames(pin: Pin, found: Found) -> list[tuple[str, str]]:
+    """What the recipe's comments and the README's series table say of the old pin: its
+    Debian version (source.debian), then its QEMU release."""
+    renames = [(pin.release, found.candidate.release)]
+    if pin.kind == "debian":
+        renames.insert(0, (pin.version, found.candidate.entry.version))
+    return renames
+
+
+def _follow_in_readme(path: Path, pin: Pin, renames: list[tuple[str, str]]) -> list[str]:
+    """The project's README series table (the recipe in <project>/recipes/): the series' row
+    says the new release. Nothing else of the README changes."""
+    readme = path.resolve().parent.parent / "README.md"
+    if not readme.is_file():
+        return []
+    text = readme.read_text(encoding="utf-8")
+    row = f"| {series.series_of(pin.release)} |"
+    lines = text.splitlines(keepends=True)
+    changed = [i for i, line in enumerate(lines) if line.startswith(row)]
+    for index in changed:
+        lines[index] = renamed(lines[index], renames)
+    if "".join(lines) == text:
+        return []
+    replace_file(readme, "".join(lines).encode("utf-8"), stat.S_IMODE(readme.stat().st_mode))
+    return [f"{path}: {readme.name}'s series table says {renames[-1][1]} now"]
 
 
 def new_values(pin: Pin, found: Found) -> dict[str, str]:

@@ -101,15 +101,37 @@ def rewritten(text: str, kind: str, values: dict[str, str]) -> str:
     return "".join(lines)
 
 
-def rewrite_recipe(path: Path, kind: str, values: dict[str, str]) -> None:
-    """Replace the pin in the file, atomically: a copy is written beside it, read back as a
-    recipe (the new values must be what it says), then renamed over it."""
+def renamed(text: str, renames: list[tuple[str, str]]) -> str:
+    """Each old version said as the new one (10.2.2 -> 10.2.3; never inside 10.2.20)."""
+    for old, new in renames:
+        text = re.sub(rf"(?<![0-9A-Za-z.]){re.escape(old)}(?![0-9])", new, text)
+    return text
+
+
+def renamed_in_comments(text: str, renames: list[tuple[str, str]]) -> str:
+    """The versions the recipe's comments name, said as the new ones; no value changes."""
+    lines = text.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if line.lstrip().startswith("#"):
+            lines[index] = renamed(line, renames)
+        elif " #" in line:  # a trailing comment (a value has no " #" in it: YAML ends it there)
+            value, comment = line.split(" #", 1)
+            lines[index] = value + " #" + renamed(comment, renames)
+    return "".join(lines)
+
+
+def rewrite_recipe(
+    path: Path, kind: str, values: dict[str, str], renames: list[tuple[str, str]] | None = None
+) -> None:
+    """Replace the pin in the file (and the old version its comments name), atomically: a copy
+    is written beside it, read back as a recipe (the new values must be what it says), then
+    renamed over it."""
     target = path.resolve()
     try:
         text = target.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"rewrite: cannot read {path}: {exc}") from None
-    new_text = rewritten(text, kind, values)
+    new_text = renamed_in_comments(rewritten(text, kind, values), renames or [])
     descriptor, name = tempfile.mkstemp(
         dir=target.parent, prefix=f".{target.name}.", suffix=".bump"
     )

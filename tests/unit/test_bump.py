@@ -373,6 +373,36 @@ def test_a_debian_pin_its_suite_no_longer_lists_is_warned_about(
     assert "`source.mirror`" in out and f"{path}: up to date (10.2.2)" in out
 
 
+def test_a_bump_follows_in_the_recipes_comments_and_the_readmes_series_row(
+    tmp_path: Path, mirror: Mirror, patches_apply: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    current = mirror.add("1:10.0.13+ds-0+deb13u1", "trixie")
+    mirror.add("1:10.0.14+ds-0+deb13u1", "trixie")
+    mirror.publish("trixie", "trixie")
+    recipe = debian_recipe(tmp_path, current)
+    header = "# QEMU 10.0.13 (Debian's 1:10.0.13+ds-0+deb13u1), not 10.0.130\n"
+    recipe.write_text(header + recipe.read_text())
+    readme = recipe.parent.parent / "README.md"
+    rows = (
+        "| series | tested with |\n|---|---|\n"
+        "| 10.0 | 10.0.13 (Debian trixie's) |\n| 10.2 | 10.0.13 is not this row's |\n"
+    )
+    readme.write_text("# A project\n\nIt tests 10.0.13 here.\n\n" + rows)
+
+    assert bump_cli(mirror, str(recipe), "--write") == 0, capsys.readouterr().err
+    assert "README.md's series table says 10.0.14 now" in capsys.readouterr().out
+    assert recipe.read_text().startswith(
+        "# QEMU 10.0.14 (Debian's 1:10.0.14+ds-0+deb13u1), not 10.0.130\n"
+    )
+    assert readme.read_text() == readme_after(rows)
+
+
+def readme_after(rows: str) -> str:
+    return "# A project\n\nIt tests 10.0.13 here.\n\n" + rows.replace(
+        "| 10.0 | 10.0.13", "| 10.0 | 10.0.14"
+    )
+
+
 def test_a_dry_run_reports_and_changes_nothing(
     tmp_path: Path, mirror: Mirror, patches_apply: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
