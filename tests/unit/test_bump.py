@@ -507,6 +507,37 @@ def test_an_inrelease_of_another_suite_is_refused(
     assert "signed for suite 'unstable'" in capsys.readouterr().out
 
 
+def test_an_index_signed_by_an_expired_key_is_refused(
+    tmp_path: Path, mirror: Mirror, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """gpgv exits 0 and says VALIDSIG for a signature by a key that has since expired; apt
+    refuses it, and so does bump (GOODSIG, no EXPKEYSIG)."""
+    current = mirror.add("1:10.0.13+ds-1", "unstable")
+    mirror.publish("unstable", "sid")
+    home = Path(tempfile.mkdtemp(prefix="qga-gpgx-"))  # short: gpg-agent's socket path
+    then = ("--faked-system-time", "20200101T000000!")  # a key valid for one day in 2020
+    try:
+        _gpg(home, *then, "--passphrase", "", "--quick-gen-key", "X <x@example.invalid>",
+             "ed25519", "sign", "1d")  # fmt: skip
+        dists = mirror.root / "dists" / "unstable"
+        (dists / "InRelease").unlink()
+        _gpg(home, *then, "--clearsign", "-o", str(dists / "InRelease"), str(dists / "Release"))
+        keyring = tmp_path / "expired.gpg"
+        keyring.write_bytes(
+            subprocess.run(
+                ["gpg", "--homedir", str(home), "--batch", "--export"],
+                capture_output=True,
+                check=True,
+            ).stdout
+        )
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
+        shutil.rmtree(home, ignore_errors=True)
+    recipe = mirror_recipe(tmp_path, current)
+    assert main(["bump", str(recipe), "--keyring", str(keyring)]) == 3
+    assert "its signature does not verify" in capsys.readouterr().out
+
+
 def test_an_expired_inrelease_is_refused(
     tmp_path: Path, mirror: Mirror, capsys: pytest.CaptureFixture[str]
 ) -> None:
