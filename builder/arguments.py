@@ -391,23 +391,34 @@ def _add_bump(
     p = sub.add_parser(
         "bump",
         parents=[common],
-        help="move Debian pins (source.debian, source.mirror) to the newest point release of "
-        "their QEMU series that the mirror's signed index lists and our patches apply to",
+        help="move Debian pins to their newest verified versions: recipes' QEMU (source.debian, "
+        "source.mirror) within its series, a Dockerfile's source pins (Dockerfile.mingw); say "
+        "which locks are behind their suite's updates of the libraries the agent links",
         description="For each RECIPE pinned from Debian's archive, find the newest point "
         "release of its QEMU series on the configured Debian mirror: InRelease verified with "
         "gpgv, Sources, .dsc and orig tarball each checked against the one before, files that "
-        "are missing skipped, the recipe's patches tried on the tarball. Prints what it found; "
-        "--write rewrites the pin in the recipe (comments and layout kept). A refused recipe is "
-        "left as it is, and the exit code is the first refusal's (3, or 4 for patches).",
+        "are missing skipped, the recipe's patches tried on the tarball. For each DOCKERFILE "
+        "with Debian source pins (ARG NAME_VERSION / NAME_SHA256), the newest version of each "
+        "package the suite its image is made from lists, by the same chain. For each static "
+        "Linux RECIPE, its lock against the suite's signed Packages index (the libraries the "
+        "agent links). Prints what it found; --write rewrites the pins in place (comments and "
+        "layout kept; a Dockerfile whole or not at all); locks are never written. A refusal "
+        "leaves its file as it is, and the exit code is the first refusal's (3, or 4 for "
+        "patches); 14 when a lock is behind its suite.",
     )
     p.add_argument(
         "recipes",
         nargs="*",
         type=Path,
-        metavar="RECIPE",
-        help="recipes to bump (default: every recipes/*.yaml)",
+        metavar="RECIPE|DOCKERFILE",
+        help="recipes (*.yaml, *.yml) and Dockerfiles to bump (default: every recipes/*.yaml, "
+        "and each Dockerfile they build in that pins Debian sources)",
     )
-    p.add_argument("--write", action="store_true", help="rewrite each recipe's pin in its file")
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="rewrite each recipe's and Dockerfile's pins in its file",
+    )
     p.add_argument(
         "--suite",
         action="append",

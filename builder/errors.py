@@ -120,6 +120,13 @@ class HostToolError(BuilderError):
     default_hint = "`make setup` (scripts/setup.sh) installs the host tools"
 
 
+class UpdatePendingError(BuilderError):
+    """`bump` found an update it does not apply itself (a lock behind its suite's packages)."""
+
+    exit_code = 14
+    default_hint = "run the command bump printed for it"
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived. A BaseException so generic handlers do not swallow it."""
 

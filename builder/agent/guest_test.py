@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from builder.agent import contract
 from builder.agent.client import AgentClient, AgentError
+from builder.agent.guest_scripts import FINISH, GO, LIB, scenario_script
 from builder.formats import service_files as sf
 from builder.host import guest_vm
 from builder.log import LineSink
@@ -34,95 +36,6 @@ from builder.log import LineSink
 SCENARIOS = ("systemd", "no-port", "replace", "sysvinit", "rpm")
 GUEST_OF = {"sysvinit": "sysvinit"}  # the others boot the systemd guest
 STEP = 180.0  # a guest step under TCG (a boot, an install) gets this long
-
-LIB = f"""\
-say() {{ echo "QGA-SCENARIO $*"; }}
-phase() {{ cat /var/lib/qga-scenario/phase 2>/dev/null || echo 0; }}
-set_phase() {{ mkdir -p /var/lib/qga-scenario && echo "$1" > /var/lib/qga-scenario/phase && sync; }}
-# Every path of the root file system with its type, mode and owner; what changes anyway
-# (package databases, logs, caches, systemd's own state) is left out.
-snapshot() {{
-    find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \\
-        -o -path /var/tmp -o -path /var/log -o -path /var/cache -o -path /var/lib/dpkg \\
-        -o -path /var/lib/rpm -o -path /var/lib/qga-scenario -o -path /opt/x \\
-        -o -path /var/lib/systemd/random-seed -o -path /var/lib/systemd/timers \\
-        -o -path /var/lib/systemd/catalog -o -path /var/lib/systemd/coredump \\
-        -o -path /var/lib/systemd/pstore -o -path /var/lib/systemd/credential.secret \\
-        -o -path /etc/ld.so.cache -o -path /root \\) -prune -o -printf '%p %y %m %U:%G\\n' | sort
-}}
-hello() {{
-    say hello "kernel=$(uname -r) init=$(cat /proc/1/comm)" \\
-        "systemd=$(systemctl --version 2>/dev/null | sed -n '1s/^systemd //p' | cut -d' ' -f1)"
-}}
-# After removal: is any agent left, and what of ours is in the tree (diff to before).
-leftovers() {{
-    sleep 3
-    if pgrep -f "$AGENT" >/dev/null; then
-        say removed agent-still-running
-    else
-        say removed no-agent-process
-    fi
-}}
-# When the agent is not running 30 s after the install, the console says why (a failed
-# check carries the console's last lines).
-explain_later() {{
-    (sleep 30; pgrep -f "$AGENT" >/dev/null && exit 0
-     say unit "$(systemctl show -p ActiveState -p SubState -p NRestarts -p Result \
-         {sf.SERVICE_NAME} 2>&1 | tr '\n' ' ')"
-     journalctl -b -u {sf.SERVICE_NAME} -n 15 --no-pager 2>&1 |
-         while read -r line; do say journal "$line"; done) &
-}}
-compare() {{
-    snapshot > /var/lib/qga-scenario/after.txt
-    diff /var/lib/qga-scenario/before.txt /var/lib/qga-scenario/after.txt | grep '^[<>]' |
-        while read -r line; do say diff "$line"; done
-    for f in {sf.STATE_FILE} {sf.PID_FILE}; do [ -e "$f" ] && say diff "> $f"; done
-    say compared done
-}}
-"""
-
-# Phase 0 of each scenario, at the first boot: what the guest does before the host talks.
-FIRST_BOOT = {
-    "systemd": "snapshot > /var/lib/qga-scenario/before.txt\n"
-    "dpkg -i /run/qga-scenario/v1.deb; say installed $?\nexplain_later\n",
-    "no-port": "dpkg -i /run/qga-scenario/v1.deb; say installed $?\nsleep 10\n"
-    'say state "$(systemctl show -p ActiveState --value qemu-guest-agent)'
-    " $(systemctl show -p NRestarts --value qemu-guest-agent)"
-    ' $(pgrep -c -f "$AGENT")"\nsay finished\nsystemctl poweroff\n',
-    # Debian's postinst does not start its agent on a running guest (a static unit): udev
-    # does, as at the next boot.
-    "replace": "dpkg -i /opt/qga-test/qemu-guest-agent_*.deb; say installed $?\n"
-    "udevadm trigger --subsystem-match=virtio-ports --action=add\n",
-    "sysvinit": "snapshot > /var/lib/qga-scenario/before.txt\n"
-    "dpkg -i /run/qga-scenario/v1.deb; say installed $?\n",
-    "rpm": "mkdir -p /etc/sysconfig /etc/rc.d/init.d  # as RPM-family guests have them\n"
-    "snapshot > /var/lib/qga-scenario/before.txt\n"
-    "rpm -i --nodeps /run/qga-scenario/v1.rpm; say installed $?\nexplain_later\n",
-}
-FINISH = {
-    "systemd": "dpkg -r qemu-ga-patched; leftovers\ndpkg -P qemu-ga-patched; say purged $?\n"
-    "compare\nsay finished\nsystemctl poweroff\n",
-    "sysvinit": "dpkg -r qemu-ga-patched; leftovers\ndpkg -P qemu-ga-patched; say purged $?\n"
-    "compare\nsay finished\npoweroff\n",
-    "rpm": "rpm -e qemu-ga-patched; say erased $?\nleftovers\ncompare\nsay finished\n"
-    "systemctl poweroff\n",
-}
-
-
-# On sysvinit the runner, not the agent, starts the removal after the reboot (the host asks by
-# creating GO through the agent): a process the agent started there did not outlive it.
-GO = "/run/qga-go-finish"  # in /run itself: the host may ask before the runner has unpacked
-
-
-def scenario_script(name: str) -> str:
-    first = FIRST_BOOT[name]
-    again = "  say booted again\n"
-    if name == "sysvinit":
-        again += f"  while [ ! -e {GO} ]; do sleep 1; done\n  exec sh /run/qga-scenario/finish.sh\n"
-    return (
-        f"#!/bin/sh\n. /run/qga-scenario/lib.sh\nhello\n"
-        f'if [ "$(phase)" = 0 ]; then\n  set_phase 1\n{first}else\n{again}fi\n'
-    )
 
 
 @dataclass
@@ -249,6 +162,16 @@ class Session:
                 return ident
             _expect(time.monotonic() < deadline, f"{failure} (last: {ident})")
 
+    def output_when(self, script: str, failure: str) -> str:
+        """Run `script` every 2 s until it prints something; that, stripped."""
+        deadline = time.monotonic() + STEP
+        while True:
+            with suppress(Failed, AgentError, OSError):
+                if out := self.sh(script).strip():
+                    return out
+            _expect(time.monotonic() < deadline, failure)
+            time.sleep(2)
+
     def detach(self, command: str, systemd: bool = True) -> None:
         """Start a command in the guest that outlives the agent (which it stops)."""
         if systemd:
@@ -257,6 +180,7 @@ class Session:
             self.sh(f"setsid nohup {command} >/dev/null 2>&1 < /dev/null &")
 
 
+REPLACE_RC = "/run/qga-replace.rc"
 SYSTEMD_MAIN = f"systemctl show -p MainPID --value {sf.SERVICE_NAME}"
 SYSV_MAIN = f"cat {sf.PID_FILE}"
 
@@ -427,7 +351,9 @@ def _drive(name: str, session: Session, packages: Packages, exec_path: str, rebo
         return
     if name == "replace":
         session.check("debian-agent-answers", lambda: _expect_debian(session))
-        session.detach("dpkg -i /run/qga-scenario/v1.deb")
+        # Its exit status in a file: the old agent's removal ends dpkg's run after ours
+        # starts (and answers), so the check waits for dpkg, not for the first answer.
+        session.detach(f"sh -c 'dpkg -i /run/qga-scenario/v1.deb; echo $? > {REPLACE_RC}'")
         session.check("ours-replaces-it", lambda: _replaced(session, exec_path))
         session.detach("systemctl poweroff")
         return
@@ -491,6 +417,8 @@ def _replaced(session: Session, exec_path: str) -> str:
     ident = session.identity_when(
         SYSTEMD_MAIN, lambda now: now.get("exe") == exec_path, "ours never answered"
     )
+    status = session.output_when(f"cat {REPLACE_RC} 2>/dev/null || true", "dpkg -i never ended")
+    _expect(status == "0", f"dpkg -i of ours over Debian's agent exited with {status}")
     state = session.sh("dpkg-query -W -f='${db:Status-Abbrev}' qemu-guest-agent || true")
     _expect(not state.startswith("ii"), f"Debian's agent is still installed ({state})")
     return _is_ours(ident, exec_path) + f"; Debian's qemu-guest-agent: {state.strip()}"

@@ -134,7 +134,7 @@ def ensure_guest(
             _make(engine, key, entry, output)
         else:
             output.line(f"reusing the {init} guest disk {entry} (image {key[:19]})")
-    return GuestImage(init, key, entry, _packages(entry / "packages.txt"))
+    return GuestImage(init, key, entry, read_packages(entry / "packages.txt"))
 
 
 def _complete(entry: Path, key: str) -> bool:
@@ -142,7 +142,7 @@ def _complete(entry: Path, key: str) -> bool:
     return marker.is_file() and marker.read_text().strip() == key
 
 
-def _packages(path: Path) -> dict[str, str]:
+def read_packages(path: Path) -> dict[str, str]:
     found = {}
     for line in path.read_text().splitlines():
         name, _, version = line.partition("\t")

@@ -1,15 +1,17 @@
-"""`qga-builder bump [RECIPE...]`: the newest point release of a recipe's QEMU series that the
-configured Debian mirror lists (InRelease verified with gpgv, Sources, .dsc and orig tarball
-each checked against the one before), whose files download, and on which the recipe's patches
-apply. Reported by default; `--write` rewrites the pin's two values in the recipe's text
-(comments and layout kept). A recipe whose chain breaks anywhere is refused and left as it is.
+"""`qga-builder bump [RECIPE...] [DOCKERFILE...]`: the newest point release of a recipe's QEMU
+series that the configured Debian mirror lists (InRelease verified with gpgv, Sources, .dsc and
+orig tarball each checked against the one before), whose files download, and on which the
+recipe's patches apply. Reported by default; `--write` rewrites the pin's two values in the
+recipe's text (comments and layout kept). A recipe whose chain breaks anywhere is refused and
+left as it is. Beside the recipes: a Dockerfile's Debian source pins (bump_dockerfile), the
+libraries a static Linux agent links against its recipe's lock (bump_locks), and whether our
+newest patch set applies to a series newer than any of ours (here, with the recipes').
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import os
 import stat
 import sys
 import tempfile
@@ -18,17 +20,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder import log
+from builder.commands import bump_dockerfile, bump_guests, bump_locks
 from builder.commands.common import load_plan, print_json
 from builder.config.overrides import Overrides
 from builder.config.plan import Plan, SourcePlan
 from builder.config.recipe_pins import renamed, rewrite_recipe
-from builder.errors import BuilderError, InputError, PatchError, UsageError
-from builder.formats.checksums import sha256_file
-from builder.host import debian, debian_index
+from builder.errors import BuilderError, InputError, PatchError, UpdatePendingError, UsageError
+from builder.host import debian, debian_chain
 from builder.host.cache import Cache
-from builder.host.debian_index import Missing, SourceEntry, compare_versions
+from builder.host.debian_chain import Index
+from builder.host.debian_index import SourceEntry, compare_versions
 from builder.host.files import replace_file
-from builder.host.locks import exclusive
 from builder.log import LineSink
 from builder.stages import series
 
@@ -79,51 +81,30 @@ class Outcome:
     error: BuilderError | None = None
 
 
-class Index:
-    """Each suite's verified Sources, fetched once per run (recipes share suites)."""
+@dataclass
+class NewSeries:
+    """A series the mirror lists that no patch set of ours serves: the versions seen of it,
+    and (once checked) whether our newest patch set applies to its newest verified tarball."""
 
-    def __init__(
-        self,
-        mirror: str,
-        keyring: Path,
-        workdir: Path,
-        sink: LineSink,
-        allow_expired: bool = False,
-    ) -> None:
-        self.mirror, self._keyring, self._workdir, self._sink = mirror, keyring, workdir, sink
-        self._allow_expired = allow_expired
-        self._texts: dict[str, str | BuilderError] = {}
-        self._entries: dict[tuple[str, str], list[SourceEntry]] = {}
+    name: str
+    newest_set: str
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    text: str = ""
+    check: dict[str, Any] = field(default_factory=dict)
 
-    def entries(self, suite: str, package: str) -> list[SourceEntry]:
-        if suite not in self._texts:
-            try:
-                release = debian_index.verified_release(
-                    self.mirror,
-                    suite,
-                    self._keyring,
-                    self._workdir,
-                    self._sink,
-                    self._allow_expired,
-                )
-                self._texts[suite] = debian_index.sources_text(
-                    self.mirror, suite, release, self._workdir, self._sink
-                )
-            except BuilderError as exc:
-                self._texts[suite] = exc  # every recipe of this suite is refused alike
-        known = self._texts[suite]
-        if isinstance(known, BuilderError):
-            raise known
-        key = (suite, package)
-        if key not in self._entries:
-            self._entries[key] = debian_index.source_entries(known, package)
-        return self._entries[key]
+
+@dataclass
+class Report:
+    recipes: list[Outcome]
+    dockerfiles: list[bump_dockerfile.DockerfileOutcome]
+    locks: list[bump_locks.LockOutcome]
+    news: list[NewSeries]
+    guests: list[bump_guests.GuestOutcome] = field(default_factory=list)
 
 
 def cmd_bump(args: argparse.Namespace) -> int:
-    recipes = list(args.recipes) or sorted(Path("recipes").glob("*.yaml"))
-    if not recipes:
-        raise UsageError("no RECIPE given, and no recipes/*.yaml here")
+    recipes, dockerfiles = _targets(list(args.recipes))
+    dockerfiles_only = bool(dockerfiles) and not recipes
     logger = log.get_logger(command="bump")
 
     def sink(line: str) -> None:
@@ -132,26 +113,97 @@ def cmd_bump(args: argparse.Namespace) -> int:
     mirror = debian.host_mirror()
     cache = Cache.default()
     suites = tuple(args.suite or DEFAULT_SUITES)
-    news: dict[str, tuple[str, str]] = {}
+    news: dict[str, NewSeries] = {}
     with tempfile.TemporaryDirectory(prefix="qga-bump-") as work:
         index = Index(mirror, args.keyring, Path(work), sink, args.allow_expired_index)
-        outcomes = [
-            bump_one(path, suites, args.write, index, cache, news, sink) for path in recipes
-        ]
-    notes = [text for _, text in news.values()]
-    if args.json:
-        print_json({"recipes": [_document(o) for o in outcomes], "newer_series": notes})
-    else:
-        lines = [line for o in outcomes for line in (*o.skipped, o.text)] + notes
-        sys.stdout.write("".join(f"{log.neutralize_lines(line)}\n" for line in lines))
-    refused = [o for o in outcomes if o.error is not None]
-    if refused:
-        first = refused[0].error
-        assert first is not None
-        raise type(first)(
-            f"bump refused {len(refused)} of {len(outcomes)} recipe(s), left as they were: "
-            + ", ".join(str(o.recipe) for o in refused),
+        report = Report(
+            [bump_one(path, suites, args.write, index, cache, news, sink) for path in recipes],
+            [
+                bump_dockerfile.bump_dockerfile(
+                    path, [*recipes, *_project_recipes(path)], args.write, index, cache, sink
+                )
+                for path in dockerfiles
+            ],
+            bump_locks.check_locks(recipes, index),
+            [],
+        )
+        report.news = [check_new_series(item, mirror, cache, sink) for item in news.values()]
+        if not dockerfiles_only:
+            report.guests = bump_guests.check_guests(cache, index)
+    _print(report, args.json)
+    return _exit_code(report)
+
+
+def _targets(given: list[Path]) -> tuple[list[Path], list[Path]]:
+    """The recipes (*.yaml, *.yml) and Dockerfiles (anything else) given; none given: every
+    recipes/*.yaml, and the Dockerfiles they build in that pin Debian sources."""
+    if given:  # a path that is not there is a recipe: its error names the one probably meant
+        dockerfiles = [p for p in given if p.suffix not in (".yaml", ".yml") and p.is_file()]
+        return [path for path in given if path not in dockerfiles], dockerfiles
+    recipes = sorted(Path("recipes").glob("*.yaml"))
+    if not recipes:
+        raise UsageError("no RECIPE given, and no recipes/*.yaml here")
+    return recipes, bump_dockerfile.pinned_dockerfiles(recipes)
+
+
+def _project_recipes(dockerfile: Path) -> list[Path]:
+    """The recipes that may build in a Dockerfile: ./recipes/ and the one beside it."""
+    return sorted(
+        {*Path("recipes").glob("*.yaml"), *(dockerfile.parent / "recipes").glob("*.yaml")}
+    )
+
+
+def _print(report: Report, as_json: bool) -> None:
+    if as_json:
+        print_json(
+            {
+                "recipes": [_document(o) for o in report.recipes],
+                "dockerfiles": [bump_dockerfile.document(o) for o in report.dockerfiles],
+                "locks": [bump_locks.document(o) for o in report.locks],
+                "guests": [bump_guests.document(o) for o in report.guests],
+                "newer_series": [item.text for item in report.news],
+                "newer_series_checks": [item.check for item in report.news],
+            }
+        )
+        return
+    lines = [line for o in report.recipes for line in (*o.skipped, o.text)]
+    for outcome in report.dockerfiles:
+        lines += [*outcome.skipped, *(pin.text for pin in outcome.pins), outcome.text]
+    lines += [line for o in report.locks for line in (*o.notes, o.text)]
+    lines += [o.text for o in report.guests]
+    lines += [item.text for item in report.news]
+    sys.stdout.write("".join(f"{log.neutralize_lines(line)}\n" for line in lines))
+
+
+def _exit_code(report: Report) -> int:
+    """The first refusal's error (recipes, then Dockerfiles, then locks); else a stale lock's
+    (bump reports it and writes nothing for it); else 0."""
+    groups = [
+        ("recipe(s)", [(o.recipe, o.error) for o in report.recipes]),
+        ("Dockerfile(s)", [(o.path, o.error) for o in report.dockerfiles]),
+        ("lock check(s)", [(o.recipe, o.error) for o in report.locks]),
+        ("guest check(s)", [(o.init, o.error) for o in report.guests]),
+    ]
+    counts, names, errors = [], [], []
+    for kind, items in groups:
+        refused = [(path, error) for path, error in items if error is not None]
+        if refused:
+            counts.append(f"{len(refused)} of {len(items)} {kind}")
+            names += [str(path) for path, _ in refused]
+            errors += [error for _, error in refused]
+    if errors:
+        raise type(errors[0])(
+            f"bump refused {' and '.join(counts)}, left as they were: {', '.join(names)}",
             hint="each refusal's line above says the step and why",
+        )
+    stale = [str(o.recipe) for o in report.locks if o.status == "stale"]
+    stale += [f"the vm-test {o.init} guest" for o in report.guests if o.status == "stale"]
+    if stale:
+        raise UpdatePendingError(
+            f"bump found {len(stale)} lock(s) or cached guest(s) behind their suite's updates "
+            f"(of the libraries the agent links; of the guest's kernel, init, udev, libc): "
+            f"{', '.join(stale)}",
+            hint="each one's line above gives the commands that remake the image (and the lock)",
         )
     return 0
 
@@ -162,7 +214,7 @@ def bump_one(
     write: bool,
     index: Index,
     cache: Cache,
-    news: dict[str, tuple[str, str]],
+    news: dict[str, NewSeries],
     sink: LineSink,
 ) -> Outcome:
     skipped: list[str] = []
@@ -176,7 +228,7 @@ def bump_one(
         if pin.kind == "debian" and pin.suite:
             skipped += _unlisted(path, pin, pin.suite, index)
         for candidate in candidates(pin, search, index, news):
-            found = fetch(candidate, pin, index.mirror, cache, sink)
+            found = fetch(candidate, index.mirror, cache, sink)
             if found is None:
                 skipped.append(
                     f"{path}: skipped {candidate.entry.version}: listed in {candidate.suite}'s "
@@ -234,7 +286,7 @@ def _series_key(name: str) -> tuple[int, int]:
 
 
 def candidates(
-    pin: Pin, suites: tuple[str, ...], index: Index, news: dict[str, tuple[str, str]]
+    pin: Pin, suites: tuple[str, ...], index: Index, news: dict[str, NewSeries]
 ) -> list[Candidate]:
     """The versions the suites list of the pin's series, newer than it, newest first; on the
     way, a series newer than any patch set of ours is noted (once per series)."""
@@ -248,7 +300,8 @@ def candidates(
                 continue
             name = series.series_of(release)
             if _series_key(name) > _series_key(newest):
-                _note_new_series(news, name, entry.version, release, suite, newest)
+                item = news.setdefault(name, NewSeries(name, newest))
+                item.candidates.setdefault(entry.version, Candidate(entry, suite, release))
             if name == series.series_of(pin.release) and pin.older_than(entry.version):
                 found.setdefault(entry.version, Candidate(entry, suite, release))
     return sorted(found.values(), key=functools.cmp_to_key(_newer_first))
@@ -258,49 +311,83 @@ def _newer_first(a: Candidate, b: Candidate) -> int:
     return compare_versions(b.entry.version, a.entry.version)
 
 
-def _note_new_series(
-    news: dict[str, tuple[str, str]], name: str, version: str, release: str, suite: str, newest: str
-) -> None:
-    known = news.get(name)
-    if known is None or compare_versions(version, known[0]) > 0:
-        news[name] = (
-            version,
-            f"QEMU {release} is out (Debian {version} in {suite}): no patch set of ours for "
-            f"{name}; the newest is {newest} (patches/qemu-{newest}/)",
+def check_new_series(item: NewSeries, mirror: str, cache: Cache, sink: LineSink) -> NewSeries:
+    """The note on a series newer than any patch set of ours, with whether our newest patch
+    set applies to its newest listed version whose files verify (as `patches check` tries a
+    source: every patch the set pins). A version whose files are missing is passed over; a
+    chain that breaks is said in the note (nothing is written for a note)."""
+    listed = sorted(item.candidates.values(), key=functools.cmp_to_key(_newer_first))
+    top = listed[0]
+    item.text = (
+        f"QEMU {top.release} is out (Debian {top.entry.version} in {top.suite}): no patch set "
+        f"of ours for {item.name}; the newest is {item.newest_set} "
+        f"(patches/qemu-{item.newest_set}/)"
+    )
+    item.check = {
+        "series": item.name,
+        "release": top.release,
+        "debian_version": top.entry.version,
+        "suite": top.suite,
+        "patch_set": f"patches/qemu-{item.newest_set}/",
+        "skipped": [],
+        "tried": None,
+        "applies": None,
+        "patches": [],
+    }
+    try:
+        said = _try_newest_set(item, listed, mirror, cache, sink)
+    except BuilderError as exc:
+        said = f"not tried: {exc.message}"
+    except OSError as exc:  # this host's side: the cache the tarball is kept in
+        said = f"not tried: cannot keep its tarball: {exc}"
+    item.check["message"] = said
+    item.text += f"; {said}"
+    return item
+
+
+def _try_newest_set(
+    item: NewSeries, listed: list[Candidate], mirror: str, cache: Cache, sink: LineSink
+) -> str:
+    for candidate in listed:
+        found = fetch(candidate, mirror, cache, sink)
+        if found is None:
+            item.check["skipped"].append(candidate.entry.version)
+            continue
+        trials = newest_set_trials(item.newest_set, found.tarball)
+        failed = [t for t in trials if not t.applies]
+        version = candidate.entry.version
+        item.check |= {
+            "tried": {"release": candidate.release, "debian_version": version, "file": found.file},
+            "applies": not failed,
+            "patches": [
+                {"name": t.patch.name, "applies": t.applies, "detail": t.detail} for t in trials
+            ],
+        }
+        where = f"{candidate.release}'s verified orig tarball (Debian {version})"
+        if not failed:
+            return f"patches/qemu-{item.newest_set}/ applies to {where}: all {len(trials)} patches"
+        return f"patches/qemu-{item.newest_set}/ does not apply to {where}: " + "; ".join(
+            f"{t.patch.name}: {t.detail}" for t in failed
         )
+    return "not tried: the files of every version listed are missing from the mirror"
 
 
-def fetch(
-    candidate: Candidate, pin: Pin, mirror: str, cache: Cache, sink: LineSink
-) -> Found | None:
+def newest_set_trials(name: str, tarball: Path) -> list[series.PatchTrial]:
+    """Every patch our set for series `name` pins, tried on the tarball (`patches check`)."""
+    return series.try_patches(tarball, series.patch_set(name))
+
+
+def fetch(candidate: Candidate, mirror: str, cache: Cache, sink: LineSink) -> Found | None:
     """The candidate's .dsc (checked against Sources), then its orig tarball (against the
-    .dsc): None when the mirror lacks either; a digest that differs is a refusal."""
-    entry, suite = candidate.entry, candidate.suite
-    dscs = [name for name in entry.files if name.endswith(".dsc")]
-    if len(dscs) != 1:
-        raise InputError(f"{suite}'s Sources lists {len(dscs)} .dsc files for {entry.version}")
-    base = f"{mirror}/{entry.directory}"
-    with tempfile.TemporaryDirectory(prefix="qga-bump-dsc-") as work:
-        dsc = Path(work) / dscs[0]
-        sink(f"downloading {base}/{dscs[0]}")
-        try:
-            digest = debian_index.download(f"{base}/{dscs[0]}", dsc)
-        except Missing:
-            return None
-        if digest != entry.files[dscs[0]]:
-            raise InputError(
-                f"{dscs[0]}: sha256 {digest} is not {entry.files[dscs[0]]}, which {suite}'s "
-                "verified Sources gives",
-                hint="the mirror serves a file the archive did not sign for: do not use it",
-            )
-        fields = debian_index.dsc_fields(dsc.read_text(errors="replace"))
-    origs = debian_index.orig_tarballs(debian_index.checksums(fields), pin.package, entry.version)
-    if len(origs) != 1:
-        raise InputError(f"{dscs[0]} names {len(origs)} orig tarballs, not one")
-    ((name, sha256),) = origs.items()
-    if entry.files.get(name) != sha256:
-        raise InputError(f"{dscs[0]} and {suite}'s Sources give {name} different sha256")
-    tarball = _orig(f"{base}/{name}", name, sha256, cache, sink)
+    .dsc), its VERSION read: None when the mirror lacks either; a digest that differs is a
+    refusal."""
+    entry = candidate.entry
+    orig = debian_chain.verified_orig(entry, candidate.suite, mirror, sink)
+    if orig is None:
+        return None
+    name, sha256 = orig
+    url = f"{mirror}/{entry.directory}/{name}"
+    tarball = debian_chain.cached_orig(url, name, sha256, cache, sink)
     if tarball is None:
         return None
     version = series.read_version(tarball)
@@ -309,30 +396,6 @@ def fetch(
             f"{name} holds QEMU {version[:40]!r} (its VERSION), not {candidate.release}"
         )
     return Found(candidate, name, sha256, tarball)
-
-
-def _orig(url: str, name: str, sha256: str, cache: Cache, sink: LineSink) -> Path | None:
-    """The orig tarball, kept where a run of `source.mirror` looks for it (by digest)."""
-    path = cache.sources / "mirror" / f"{sha256[:16]}-{name}"
-    with exclusive(cache.lock_path(f"source-{sha256[:16]}"), f"the source {name}", sink):
-        if path.is_file() and sha256_file(path) == sha256:
-            return path if debian_index.exists(url) else None  # others fetch it from there
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.bump-{os.getpid()}")
-        sink(f"downloading {url}")
-        try:
-            digest = debian_index.download(url, partial)
-            if digest != sha256:
-                raise InputError(
-                    f"{name}: sha256 {digest} is not {sha256}, which its verified .dsc gives",
-                    hint="the mirror serves a file the archive did not sign for: do not use it",
-                )
-            os.replace(partial, path)
-        except Missing:
-            return None
-        finally:
-            partial.unlink(missing_ok=True)  # gone once renamed; never left behind
-    return path
 
 
 def patch_trials(plan: Plan, release: str, tarball: Path) -> list[series.PatchTrial]:

@@ -31,9 +31,11 @@ from builder.engine import (
 )
 from builder.errors import OutputError
 from builder.host.cache import Cache
+from builder.host.locks import exclusive
 from builder.outputs import output_dir as output
 
 KEEP_RUN_LOGS = 20
+GUEST_ENTRY = re.compile(r"(systemd|sysvinit)-[0-9a-f]{24}")
 STALE_TMP_SECONDS = 3600
 
 
@@ -71,6 +73,7 @@ def clean(
         "locks": [],
         "images": [],
         "caches": [],
+        "guests": [],
         "logs": [],
     }
     for container in engine.containers(LABEL_OWNER):
@@ -102,6 +105,7 @@ def clean(
             if not dry_run:
                 engine.remove_image(image.id)
     removed["caches"] = _clean_cache_volumes(engine, gone, dry_run)
+    removed["guests"] = _clean_guest_disks(engine, cache, gone, dry_run)
     runs = sorted(cache.runs.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in runs[KEEP_RUN_LOGS:]:
         removed["logs"].append(str(path))
@@ -130,6 +134,32 @@ def _clean_cache_volumes(engine: Engine, gone: set[str], dry_run: bool) -> list[
             continue
         removed.append(volume.name)
     return removed
+
+
+def _clean_guest_disks(engine: Engine, cache: Cache, gone: set[str], dry_run: bool) -> list[str]:
+    """vm-test's cached guest disks (~700 MB each) whose guest image is gone (or goes now):
+    vm-test never boots them again (it keys a disk by its image's id). Only entries the tool
+    made: its naming, and the marker holding the image id it wrote when the disk was complete."""
+    removed = []
+    for entry in sorted(cache.dir("vm/guests").iterdir()):
+        marker = entry / ".complete"
+        if not (GUEST_ENTRY.fullmatch(entry.name) and entry.is_dir() and marker.is_file()):
+            continue
+        image = marker.read_text().strip()
+        if not image.startswith("sha256:") or image[7:31] != entry.name.split("-", 1)[1]:
+            log.get_logger().info("left alone", guest=str(entry), reason="not marked as ours")
+            continue
+        if image not in gone and engine.inspect_image(image) is not None:
+            continue
+        with exclusive(cache.lock_path(f"guest-{entry.name}"), f"guest {entry.name}", _quiet):
+            if not dry_run:
+                shutil.rmtree(entry)
+        removed.append(str(entry))
+    return removed
+
+
+def _quiet(line: str) -> None:
+    log.get_logger().info(line)
 
 
 def _container_verdict(engine: Engine, container: ContainerRecord) -> str | None:

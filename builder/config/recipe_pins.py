@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -131,20 +132,31 @@ def rewrite_recipe(
         text = target.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"rewrite: cannot read {path}: {exc}") from None
-    new_text = renamed_in_comments(rewritten(text, kind, values), renames or [])
+
+    def says_the_pin(written: Path) -> None:
+        pinned = getattr(load_recipe(written).source, kind)
+        if any(getattr(pinned, key) != value for key, value in values.items()):
+            raise InputError(f"rewrite: {path} would not say the new pin; edit it by hand")
+
+    write_checked(
+        target, renamed_in_comments(rewritten(text, kind, values), renames or []), says_the_pin
+    )
+
+
+def write_checked(target: Path, text: str, check: Callable[[Path], None]) -> None:
+    """Replace target with text, atomically: a copy beside it (its mode), synced, `check`ed,
+    renamed over it. On any failure the file is as it was and no copy is left."""
     descriptor, name = tempfile.mkstemp(
         dir=target.parent, prefix=f".{target.name}.", suffix=".bump"
     )
     temporary = Path(name)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as out:
-            out.write(new_text)
+            out.write(text)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(temporary, stat.S_IMODE(target.stat().st_mode))
-        pinned = getattr(load_recipe(temporary).source, kind)
-        if any(getattr(pinned, key) != value for key, value in values.items()):
-            raise InputError(f"rewrite: {path} would not say the new pin; edit it by hand")
+        check(temporary)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -26,11 +26,21 @@ from builder.errors import HostToolError, InputError
 from builder.host import debian
 from builder.log import LineSink
 
-SOURCES_INDEXES: tuple[tuple[str, Callable[[bytes], bytes]], ...] = (
+Unpack = Callable[[bytes], bytes]
+
+SOURCES_INDEXES: tuple[tuple[str, Unpack], ...] = (
     ("main/source/Sources.xz", lzma.decompress),
     ("main/source/Sources.gz", gzip.decompress),
     ("main/source/Sources", bytes),
 )
+
+
+def packages_indexes(architecture: str) -> tuple[tuple[str, Unpack], ...]:
+    """main/binary-ARCH/Packages, in the compressions a mirror may serve (the first one wins)."""
+    name = f"main/binary-{architecture}/Packages"
+    return ((f"{name}.xz", lzma.decompress), (f"{name}.gz", gzip.decompress), (name, bytes))
+
+
 # What the index may name: a pool directory and plain file names, never a way out of the pool.
 _DIRECTORY = re.compile(r"pool/[a-z0-9-]{1,32}/[a-z0-9]{1,5}/[a-z0-9][a-z0-9+.-]{0,63}")
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+.~_-]{0,127}")
@@ -40,6 +50,10 @@ _VERSION = re.compile(r"[0-9A-Za-z.+~:-]{1,64}")  # what a recipe's pin may say
 
 class Missing(Exception):
     """The mirror has no such file (HTTP 404/410, or no such file under a file:// mirror)."""
+
+
+class NoSuite(InputError):
+    """The mirror has no dists/SUITE/InRelease: a suite it does not serve."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +120,7 @@ def verified_release(
     try:
         download(url, signed)
     except Missing:
-        raise InputError(f"the mirror has no {url}: is {suite!r} a suite of it?") from None
+        raise NoSuite(f"the mirror has no {url}: is {suite!r} a suite of it?") from None
     _gpgv(signed, text, suite, keyring)
     fields = parse_deb822(text.read_text(errors="replace"))
     if not fields:
@@ -192,12 +206,25 @@ def release_sha256(release: dict[str, str]) -> dict[str, str]:
 def sources_text(
     mirror: str, suite: str, release: dict[str, str], workdir: Path, log: LineSink
 ) -> str:
-    """main/source/Sources of a verified suite (the first compression the mirror serves),
-    checked against InRelease and decompressed."""
+    """main/source/Sources of a verified suite, checked against InRelease and decompressed."""
+    return index_text(mirror, suite, release, SOURCES_INDEXES, workdir, log)
+
+
+def index_text(
+    mirror: str,
+    suite: str,
+    release: dict[str, str],
+    indexes: tuple[tuple[str, Unpack], ...],
+    workdir: Path,
+    log: LineSink,
+) -> str:
+    """One index of a verified suite (Sources, or an architecture's Packages), in the first
+    compression the mirror serves, checked against the sha256 InRelease gives, decompressed."""
     sums = release_sha256(release)
-    listed = [(name, unpack) for name, unpack in SOURCES_INDEXES if name in sums]
+    what = indexes[-1][0]
+    listed = [(name, unpack) for name, unpack in indexes if name in sums]
     if not listed:
-        raise InputError(f"InRelease of {suite} lists no main/source/Sources index")
+        raise InputError(f"InRelease of {suite} lists no {what} index")
     for name, unpack in listed:
         url = f"{mirror}/dists/{suite}/{name}"
         dest = workdir / f"{suite}.{name.replace('/', '_')}"
@@ -215,24 +242,53 @@ def sources_text(
             return unpack(dest.read_bytes()).decode("utf-8", errors="replace")
         except (lzma.LZMAError, OSError, EOFError) as exc:
             raise InputError(f"{suite}'s {name}: cannot decompress it: {exc}") from None
-    raise InputError(f"{suite}: InRelease lists main/source/Sources but the mirror has none")
+        finally:
+            dest.unlink(missing_ok=True)  # a Packages index is tens of MB: kept as text only
+    raise InputError(f"{suite}: InRelease lists {what} but the mirror has none")
 
 
 def source_entries(text: str, package: str) -> list[SourceEntry]:
-    """Every version of `package` that a Sources index lists (paragraphs of other packages are
-    not parsed: a Sources index has tens of thousands)."""
-    wanted = re.compile(rf"^Package:[ \t]*{re.escape(package)}[ \t]*$", re.M)
+    """Every version of `package` that a Sources index lists."""
     entries = []
-    for paragraph in re.split(r"\n[ \t]*\n", text):
-        if not wanted.search(paragraph):
-            continue
-        fields = parse_deb822(paragraph)[0]
+    for fields in _paragraphs(text, {package}):
         directory = fields.get("Directory", "")
         version = fields.get("Version", "")
         if not _VERSION.fullmatch(version) or not _DIRECTORY.fullmatch(directory):
             continue  # nothing a pin or a pool path can be made of
         entries.append(SourceEntry(package, version, directory, checksums(fields)))
     return entries
+
+
+def binary_versions(text: str, packages: Iterable[str]) -> dict[str, str]:
+    """The newest version a Packages index lists of each of `packages` (those it lists)."""
+    newest: dict[str, str] = {}
+    for fields in _paragraphs(text, set(packages)):
+        name, version = fields.get("Package", ""), fields.get("Version", "")
+        if _VERSION.fullmatch(version) and (
+            name not in newest or compare_versions(version, newest[name]) > 0
+        ):
+            newest[name] = version
+    return newest
+
+
+_SEPARATOR = re.compile(r"\n[ \t]*\n")
+
+
+def _paragraphs(text: str, packages: set[str]) -> Iterator[dict[str, str]]:
+    """The paragraphs of an index whose Package is one of `packages`, found where their
+    Package line is (an index has tens of thousands of paragraphs: the others are neither
+    parsed nor copied)."""
+    if not packages:
+        return
+    names = "|".join(re.escape(name) for name in sorted(packages))
+    line = rf"Package:[ \t]*(?:{names})[ \t]*(?=\n|$)"
+    # "\nPackage:" first: a literal the regex engine seeks fast (a `^` in re.M mode is tried
+    # at every character of tens of MB)
+    found = [m.start() + 1 for m in re.finditer(rf"\n{line}", text)]
+    for at in [0] * bool(re.match(line, text)) + found:
+        start = max(text.rfind(gap, 0, at) for gap in ("\n\n", "\n \n", "\n\t\n"))
+        end = _SEPARATOR.search(text, at)
+        yield parse_deb822(text[start + 1 : end.start() if end else len(text)])[0]
 
 
 def checksums(fields: dict[str, str]) -> dict[str, str]:

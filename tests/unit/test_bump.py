@@ -122,6 +122,8 @@ class Listed:
     dsc: str
     orig: str
     files: dict[str, str] = field(default_factory=dict)  # name -> sha256
+    package: str = "qemu"
+    directory: str = "pool/main/q/qemu"
 
 
 @dataclass
@@ -129,6 +131,7 @@ class Mirror:
     root: Path
     gnupg: Path
     listed: list[Listed] = field(default_factory=list)
+    binaries: dict[str, dict[str, str]] = field(default_factory=dict)  # suite -> Packages
 
     @property
     def pool(self) -> Path:
@@ -149,38 +152,74 @@ class Mirror:
                     member = tarfile.TarInfo(f"qemu-{release}/{name}")
                     member.size = len(data)
                     tar.addfile(member, io.BytesIO(data))
+        return self._list("qemu", version, suite, orig)
+
+    def add_source(
+        self, package: str, version: str, suite: str, suffix: str = ".orig.tar.xz", body: str = ""
+    ) -> Listed:
+        """Another source package (one Dockerfile.mingw pins): an orig tarball of one file
+        (`body`, default its upstream version: a new upstream, a new tarball) and a .dsc."""
+        upstream = debian.upstream_version(version)
+        pool = self.root / "pool" / "main" / package[0] / package
+        pool.mkdir(parents=True, exist_ok=True)
+        orig = pool / f"{package}_{upstream}{suffix}"
+        if not orig.exists():
+            mode = {".orig.tar.xz": "w:xz", ".orig.tar.gz": "w:gz", ".orig.tar.bz2": "w:bz2"}
+            with tarfile.open(orig, mode[suffix]) as tar:  # type: ignore[call-overload]
+                data = (body or upstream).encode()
+                member = tarfile.TarInfo(f"{package}-{upstream}/README")
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+        return self._list(package, version, suite, orig)
+
+    def _list(self, package: str, version: str, suite: str, orig: Path) -> Listed:
         orig_sha = _sha256(orig.read_bytes())
-        dsc = self.pool / f"qemu_{version.split(':', 1)[-1]}.dsc"
+        dsc = orig.parent / f"{package}_{version.split(':', 1)[-1]}.dsc"
         dsc.write_text(
-            f"Format: 3.0 (quilt)\nSource: qemu\nVersion: {version}\nChecksums-Sha256:\n"
+            f"Format: 3.0 (quilt)\nSource: {package}\nVersion: {version}\nChecksums-Sha256:\n"
             f" {orig_sha} {orig.stat().st_size} {orig.name}\n"
         )
-        entry = Listed(version, suite, dsc.name, orig.name)
+        directory = orig.parent.relative_to(self.root).as_posix()
+        entry = Listed(version, suite, dsc.name, orig.name, package=package, directory=directory)
         entry.files = {dsc.name: _sha256(dsc.read_bytes()), orig.name: orig_sha}
         self.listed.append(entry)
         return entry
 
     def publish(self, suite: str, codename: str, signer: str = ARCHIVE, extra: str = "") -> None:
-        """dists/SUITE: Sources.xz of what `add` listed there, and InRelease signed by signer."""
+        """dists/SUITE: Sources.xz of what `add` listed there, Packages.xz of what `binaries`
+        gives for it, and InRelease signed by signer."""
         paragraphs = ["Package: qemu-web\nVersion: 1.0-1\nDirectory: pool/main/q/qemu-web\n"]
         for entry in (e for e in self.listed if e.suite == suite):
             sums = "".join(f" {sha} 1 {name}\n" for name, sha in entry.files.items())
             paragraphs.append(
-                f"Package: qemu\nBinary: qemu-guest-agent\nVersion: {entry.version}\n"
-                f"Directory: pool/main/q/qemu\nChecksums-Sha256:\n{sums}"
+                f"Package: {entry.package}\nBinary: {entry.package}-bin\n"
+                f"Version: {entry.version}\nDirectory: {entry.directory}\n"
+                f"Checksums-Sha256:\n{sums}"
             )
         dists = self.root / "dists" / suite
-        (dists / "main" / "source").mkdir(parents=True, exist_ok=True)
-        sources = lzma.compress("\n".join(paragraphs).encode())
-        (dists / "main" / "source" / "Sources.xz").write_bytes(sources)
+        indexes = {
+            "main/source/Sources.xz": lzma.compress("\n".join(paragraphs).encode()),
+            "main/binary-amd64/Packages.xz": lzma.compress(self._packages(suite).encode()),
+        }
+        for name, data in indexes.items():
+            (dists / name).parent.mkdir(parents=True, exist_ok=True)
+            (dists / name).write_bytes(data)
+        sums = "".join(f" {_sha256(data)} {len(data)} {name}\n" for name, data in indexes.items())
         release = dists / "Release"
         release.write_text(
-            f"Origin: Debian\nSuite: {suite}\nCodename: {codename}\n{extra}SHA256:\n"
-            f" {_sha256(sources)} {len(sources)} main/source/Sources.xz\n"
+            f"Origin: Debian\nSuite: {suite}\nCodename: {codename}\n{extra}SHA256:\n{sums}"
         )
         (dists / "InRelease").unlink(missing_ok=True)
         _gpg(self.gnupg, "--local-user", signer, "--clearsign", "-o", str(dists / "InRelease"),
              str(release))  # fmt: skip
+
+    def _packages(self, suite: str) -> str:
+        paragraphs = ["Package: bash\nVersion: 5.2-1\nArchitecture: amd64\n"]
+        for name, version in self.binaries.get(suite, {}).items():
+            paragraphs.append(
+                f"Package: {name}\nSource: x\nVersion: {version}\nArchitecture: amd64\n"
+            )
+        return "\n".join(paragraphs)
 
 
 @pytest.fixture

@@ -152,3 +152,40 @@ def test_cache_volumes_go_with_their_build_image(tmp_path: Path) -> None:
     done = clean(engine, Cache(tmp_path), output_root=tmp_path, keep=1, dry_run=False)  # type: ignore[arg-type]
     assert sorted(done["caches"]) == sorted(ccache_volume(x) for x in (pruned, vanished))
     assert sorted(engine.removed_volumes) == sorted(done["caches"])
+
+
+def test_guest_disks_go_with_their_guest_image(tmp_path: Path) -> None:
+    """A cached guest disk goes when its image is gone or pruned now; one of a live image, one
+    not named as vm-test names them, and one whose marker is not the tool's stay."""
+    guests = Cache(tmp_path).dir("vm/guests")
+
+    def image_id(letter: str) -> str:
+        return "sha256:" + letter * 64
+
+    def disk(name: str, marker: str | None) -> Path:
+        entry = guests / name
+        entry.mkdir()
+        (entry / "disk.img").write_bytes(b"x")
+        if marker is not None:
+            (entry / ".complete").write_text(marker + "\n")
+        return entry
+
+    live, pruned, vanished = (image_id(x) for x in "abc")
+    engine = Engine([], {live: ImageRecord(id=live), pruned: ImageRecord(id=pruned)})
+    engine._image_list = [
+        ImageRecord(id=live, tags=("qga-builder/guest-systemd:new",), created=2),
+        ImageRecord(id=pruned, tags=("qga-builder/guest-systemd:old",), created=1),
+    ]
+    kept = [
+        disk(f"systemd-{'a' * 24}", live),
+        disk(f"systemd-{'d' * 24}", image_id("e")),  # marker names another image: not ours
+        disk(f"mine-{'c' * 24}", vanished),  # not vm-test's naming
+        disk(f"sysvinit-{'f' * 24}", None),  # incomplete (a disk being made)
+    ]
+    going = [disk(f"systemd-{'b' * 24}", pruned), disk(f"sysvinit-{'c' * 24}", vanished)]
+    dry = clean(engine, Cache(tmp_path), output_root=tmp_path, keep=1, dry_run=True)  # type: ignore[arg-type]
+    assert sorted(dry["guests"]) == sorted(str(p) for p in going)
+    assert all(p.is_dir() for p in (*kept, *going))
+    done = clean(engine, Cache(tmp_path), output_root=tmp_path, keep=1, dry_run=False)  # type: ignore[arg-type]
+    assert sorted(done["guests"]) == sorted(str(p) for p in going)
+    assert all(p.is_dir() for p in kept) and not any(p.exists() for p in going)

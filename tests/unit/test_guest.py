@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from builder.agent import guest_test
+from builder.agent import guest_scripts, guest_test
 from builder.caches import guest_image
 from builder.errors import ImageError
 from builder.formats.checksums import format_sha256sums, sha256_bytes
@@ -96,8 +96,8 @@ def test_the_payload_is_a_tar_a_disk_can_hold(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", guest_test.SCENARIOS)
 def test_every_scenario_script_is_valid_shell_and_phased(tmp_path: Path, name: str) -> None:
-    script = guest_test.scenario_script(name)
-    for text in (script, guest_test.LIB, guest_test.FINISH.get(name, "")):
+    script = guest_scripts.scenario_script(name)
+    for text in (script, guest_scripts.LIB, guest_scripts.FINISH.get(name, "")):
         path = tmp_path / "s.sh"
         path.write_text(text)
         assert subprocess.run(["sh", "-n", str(path)]).returncode == 0, text

@@ -27,6 +27,7 @@ LAYERS = {
     "builder.config": 2,
     "builder.agent.client": 2,
     "builder.agent.contract": 2,
+    "builder.agent.guest_scripts": 2,  # shell text only (the service files' names)
     "builder.host": 3,
     "builder.engine": 3,
     "builder.agent.contract_in_vm": 4,
