@@ -80,6 +80,7 @@ class ContainerEngine(Protocol):
         build_args: Mapping[str, str],
         labels: Mapping[str, str],
         on_line: LineSink,
+        fresh: bool = False,
     ) -> str: ...
 
     def import_rootfs(

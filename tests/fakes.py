@@ -202,6 +202,7 @@ class FakeEngine:
         build_args: Mapping[str, str],
         labels: Mapping[str, str],
         on_line: LineSink,
+        fresh: bool = False,
     ) -> str:
         self.events.append(("build", tag, dict(build_args)))
         self.images[tag] = ImageRecord(id="sha256:" + "c" * 64, labels=dict(labels))

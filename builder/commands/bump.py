@@ -104,7 +104,7 @@ class Report:
 
 def cmd_bump(args: argparse.Namespace) -> int:
     recipes, dockerfiles = _targets(list(args.recipes))
-    dockerfiles_only = bool(dockerfiles) and not recipes
+    whole_project = not args.recipes  # then vm-test's cached guests are checked too
     logger = log.get_logger(command="bump")
 
     def sink(line: str) -> None:
@@ -128,7 +128,9 @@ def cmd_bump(args: argparse.Namespace) -> int:
             [],
         )
         report.news = [check_new_series(item, mirror, cache, sink) for item in news.values()]
-        if not dockerfiles_only:
+        if args.write:
+            bump_locks.remake_stale(report.locks, cache, sink)
+        if whole_project:
             report.guests = bump_guests.check_guests(cache, index)
     _print(report, args.json)
     return _exit_code(report)

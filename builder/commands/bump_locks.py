@@ -16,12 +16,17 @@ from typing import Any, Literal
 
 from builder.commands.bump_images import beyond_the_image, image_suite, resolved_plan
 from builder.commands.common import load_plan
+from builder.commands.lock import refuse_foreign, toolchain_packages
 from builder.config.overrides import Overrides
 from builder.config.plan import Plan
-from builder.errors import BuilderError, InputError
+from builder.engine import Engine
+from builder.errors import BuilderError, ImageError, InputError
 from builder.formats.architecture import DEBIAN_ARCHITECTURE
+from builder.host.cache import Cache
 from builder.host.debian_chain import Index
 from builder.host.debian_index import NoSuite, compare_versions
+from builder.host.files import replace_file
+from builder.log import LineSink
 from builder.stages import toolchain
 
 # The -dev packages whose static archives are on qemu-ga's link line (qga links QEMU's util
@@ -40,7 +45,7 @@ LINKED = (
 @dataclass
 class LockOutcome:
     recipe: Path
-    status: Literal["current", "stale", "not-locked", "skipped", "refused"]
+    status: Literal["current", "stale", "remade", "not-locked", "skipped", "refused"]
     text: str
     suite: str | None = None
     lock: Path | None = None
@@ -158,6 +163,62 @@ def _elsewhere(path: Path, suite: str, current: dict[str, str], index: Index) ->
         f"sources name {suite} only)"
         for name, version, other in beyond_the_image(index, suite, current, listed)
     ]
+
+
+def remake_stale(outcomes: list[LockOutcome], cache: Cache, sink: LineSink) -> None:
+    """`--write`: each stale lock's build image made anew (no cached layer, so apt takes the
+    suite's packages as they are now), then its lock written from that image. Needs the engine;
+    an engine that cannot be reached, or an image that still has an older library, is that
+    lock's refusal (it is left as it was)."""
+    stale = [outcome for outcome in outcomes if outcome.status == "stale"]
+    if not stale:
+        return
+    try:
+        engine = Engine()
+    except BuilderError as exc:
+        for outcome in stale:
+            _refused(outcome, exc)
+        return
+    made: set[str] = set()  # images made anew in this run: recipes sharing one make it once
+    with engine:
+        for outcome in stale:
+            try:
+                _remake(outcome, engine, cache, sink, made)
+            except BuilderError as exc:
+                _refused(outcome, exc)
+
+
+def _remake(
+    outcome: LockOutcome, engine: Engine, cache: Cache, sink: LineSink, made: set[str]
+) -> None:
+    plan, _ = load_plan(outcome.recipe, Overrides())
+    resolved = resolved_plan(plan) or plan
+    refuse_foreign(resolved)
+    image = repr(resolved.image)
+    sink(f"{outcome.recipe}: making its build image anew for {resolved.lock_path.name}")
+    packages = toolchain_packages(resolved, engine, cache, fresh=image not in made)
+    made.add(image)
+    for update in outcome.updates:
+        have = packages.get(update["package"], "").split()
+        if not have or compare_versions(have[0], update["suite"]) < 0:
+            raise ImageError(
+                f"{outcome.recipe}: the build image made anew has {update['package']} "
+                f"{have[0] if have else '(none)'}, not {outcome.suite}'s {update['suite']}",
+                hint="the image's apt reads the mirror the base was made from: is it behind "
+                "the one bump read?",
+            )
+    replace_file(resolved.lock_path, toolchain.format_lock(packages).encode())
+    outcome.status = "remade"
+    moved = ", ".join(f"{u['package']} {u['locked']} -> {u['suite']}" for u in outcome.updates)
+    outcome.text = (
+        f"{outcome.recipe}: {resolved.lock_path.name} written from its build image made anew "
+        f"({moved}); the next run builds in that image"
+    )
+
+
+def _refused(outcome: LockOutcome, exc: BuilderError) -> None:
+    outcome.status, outcome.error = "refused", exc
+    outcome.text += f"; remaking it failed: {exc.message}"
 
 
 def document(outcome: LockOutcome) -> dict[str, Any]:

@@ -24,14 +24,14 @@ def cmd_lock(args: argparse.Namespace) -> int:
     with Engine() as engine:
         for path in args.recipes:
             plan, _ = load_plan(path, Overrides(), allow_outside_project=args.allow_outside_project)
-            _refuse_foreign(plan)
+            refuse_foreign(plan)
             packages = toolchain_packages(plan, engine, Cache.default())
             replace_file(plan.lock_path, toolchain.format_lock(packages).encode())
             log.get_logger().info("lock written", lock=str(plan.lock_path), packages=len(packages))
     return 0
 
 
-def _refuse_foreign(plan: Plan) -> None:
+def refuse_foreign(plan: Plan) -> None:
     """RECIPE.lock is replaced only when it is a lock the tool wrote."""
     path = plan.lock_path
     if path.is_symlink() or (path.exists() and not _starts_with_header(path)):
@@ -46,8 +46,10 @@ def _starts_with_header(path) -> bool:
         return handle.read(len(toolchain.HEADER)).decode(errors="replace") == toolchain.HEADER
 
 
-def toolchain_packages(plan: Plan, engine: Engine, cache: Cache) -> dict[str, str]:
-    """The packages of the image a plan builds in (made if missing)."""
+def toolchain_packages(
+    plan: Plan, engine: Engine, cache: Cache, *, fresh: bool = False
+) -> dict[str, str]:
+    """The packages of the image a plan builds in (made if missing; `fresh`: made anew)."""
     progress = Progress(total=4)
     with progress.step("series", log_output=False) as output:
         # The plan `run` builds (the image may be the source's series'), resolved as `plan` does.
@@ -56,7 +58,9 @@ def toolchain_packages(plan: Plan, engine: Engine, cache: Cache) -> dict[str, st
     with progress.step("base-image", log_output=False) as output:
         base = ensure_base(engine, image.base, cache, output.line)
     with progress.step("build-image", log_output=False) as output:
-        built = ensure_build_image(engine, image, base.image_id, plan.recipe_name, cache, output)
+        built = ensure_build_image(
+            engine, image, base.image_id, plan.recipe_name, cache, output, fresh=fresh
+        )
     with (
         progress.step("toolchain", log_output=False) as output,
         build_container(engine, plan, built.image_id) as box,

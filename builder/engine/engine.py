@@ -144,8 +144,11 @@ class Engine:
         build_args: Mapping[str, str],
         labels: Mapping[str, str],
         on_line: LineSink,
+        fresh: bool = False,
     ) -> str:
-        """Build from a context holding only the Dockerfile; stream its log; return the id."""
+        """Build from a context holding only the Dockerfile; stream its log; return the id.
+        `fresh`: no layer from the engine's build cache (each RUN again: apt takes the suite's
+        packages as they are now)."""
         context = io.BytesIO()
         with tarfile.open(fileobj=context, mode="w") as tar:
             info = tarfile.TarInfo("Dockerfile")
@@ -165,6 +168,7 @@ class Engine:
                 rm=True,
                 forcerm=True,
                 pull=False,
+                nocache=fresh,
                 decode=True,
             )
             partial = ""

@@ -63,12 +63,17 @@ def ensure_build_image(
     output: StepOutput,
     *,
     peers: Sequence[ContainerEngine] = (),
+    fresh: bool = False,
 ) -> BuildImage:
-    """The build image on `engine`: present, copied from one of `peers`, or built."""
+    """The build image on `engine`: present, copied from one of `peers`, or built. `fresh`:
+    built anew with no cached layer, whatever is present (`bump --write` remaking a lock's
+    image so it takes the suite's library updates)."""
     tag = plan.tag(base_image_id)
     inputs_hash = plan.final_hash(base_image_id)
     with exclusive(cache.lock_path(f"image-{inputs_hash[:16]}"), f"image {tag}", output.line):
         existing = engine.inspect_image(tag)
+        if fresh:
+            return _build(engine, plan, base_image_id, recipe_name, tag, inputs_hash, output, True)
         if existing is None or existing.labels.get(LABEL_INPUTS) != inputs_hash:
             copy_from_peers(
                 engine, peers, tag, label=LABEL_INPUTS, value=inputs_hash, log=output.line
@@ -89,7 +94,21 @@ def _reuse_or_build(
     if existing is not None and existing.labels.get(LABEL_INPUTS) == inputs_hash:
         output.line(f"reusing {tag}: Dockerfile, build args and base are unchanged")
         return BuildImage(tag, existing.id, inputs_hash, reused=True)
-    output.line(f"building {tag} from {plan.dockerfile.name}")
+    return _build(engine, plan, base_image_id, recipe_name, tag, inputs_hash, output, False)
+
+
+def _build(
+    engine: ContainerEngine,
+    plan: ImagePlan,
+    base_image_id: str,
+    recipe_name: str,
+    tag: str,
+    inputs_hash: str,
+    output: StepOutput,
+    fresh: bool,
+) -> BuildImage:
+    anew = " anew, no cached layer" if fresh else ""
+    output.line(f"building {tag} from {plan.dockerfile.name}{anew}")
     try:
         image_id = engine.build_image(
             _checked_dockerfile(plan),
@@ -102,6 +121,7 @@ def _reuse_or_build(
                 LABEL_BASE: base_image_id,
             },
             on_line=output.line,
+            fresh=fresh,
         )
     except ImageError as exc:
         raise ImageError(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.commands import bump_locks
 from builder.config import dockerfile_pins, recipe_pins
 from builder.errors import InputError
 from builder.host.debian_index import binary_versions, packages_indexes
@@ -311,7 +312,7 @@ def test_a_lock_behind_its_suite_is_reported_with_the_commands_that_remake_it(
     recipe = linux_recipe(tmp_path, mirror)
     lock = write_lock(recipe, TRIXIE_NOW | {"libglib2.0-dev": "2.84.4-3~deb13u5", "gcc": "4:14"})
     before = lock.read_bytes()
-    assert bump_cli(mirror, str(recipe), "--write") == 14
+    assert bump_cli(mirror, str(recipe)) == 14
     captured = capsys.readouterr()
     command = (
         "qga-builder clean --keep 0 --repository qga-builder/dockerfile.linux && "
@@ -323,7 +324,7 @@ def test_a_lock_behind_its_suite_is_reported_with_the_commands_that_remake_it(
     )
     assert f"run `{command}`" in captured.out
     assert "bump found 1 lock(s) or cached guest(s) behind their suite's updates" in captured.err
-    assert lock.read_bytes() == before  # bump writes no lock
+    assert lock.read_bytes() == before  # a dry run writes no lock
     assert bump_cli(mirror, str(recipe), "--json") == 14
     (document,) = json.loads(capsys.readouterr().out)["locks"]
     assert document["status"] == "stale" and document["command"] == command
@@ -518,15 +519,21 @@ def cached_guest(tmp_path: Path, init: str, key: str, packages: dict[str, str]) 
 
 
 def test_a_cached_guest_behind_its_suite_is_reported_with_the_command_that_remakes_it(
-    tmp_path: Path, mirror: Mirror, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    mirror: Mirror,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     recipe = linux_recipe(tmp_path, mirror)
+    monkeypatch.chdir(recipe.parent.parent)  # the whole project: guests are checked
     mirror.binaries["trixie"] = TRIXIE_NOW | GUEST_NOW | {"linux-image-amd64": "6.12.120-1"}
     mirror.publish("trixie", "trixie")
     old = cached_guest(tmp_path, "systemd", "a" * 64, GUEST_NOW | {"linux-image-amd64": "6.12.1-1"})
     os.utime(old / ".complete", (1, 1))  # older than the next: not the one vm-test uses
     cached_guest(tmp_path, "systemd", "b" * 64, GUEST_NOW)
-    assert bump_cli(mirror, str(recipe)) == 14
+    assert bump_cli(mirror, str(recipe)) == 0  # a recipe named: its pins only
+    assert "vm-test" not in capsys.readouterr().out
+    assert bump_cli(mirror) == 14
     captured = capsys.readouterr()
     command = "qga-builder clean --keep 0 --repository qga-builder/guest-systemd"
     assert (
@@ -536,7 +543,7 @@ def test_a_cached_guest_behind_its_suite_is_reported_with_the_command_that_remak
     )
     assert "vm-test sysvinit guest: none made yet here" in captured.out
     assert "the vm-test systemd guest" in captured.err
-    assert bump_cli(mirror, str(recipe), "--json") == 14
+    assert bump_cli(mirror, "--json") == 14
     systemd, sysvinit = json.loads(capsys.readouterr().out)["guests"]
     assert systemd["status"] == "stale" and systemd["command"] == command
     assert systemd["updates"] == [
@@ -546,14 +553,18 @@ def test_a_cached_guest_behind_its_suite_is_reported_with_the_command_that_remak
 
 
 def test_a_current_cached_guest_is_said_so(
-    tmp_path: Path, mirror: Mirror, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    mirror: Mirror,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     recipe = linux_recipe(tmp_path, mirror)
+    monkeypatch.chdir(recipe.parent.parent)
     mirror.binaries["trixie"] = TRIXIE_NOW | GUEST_NOW
     mirror.publish("trixie", "trixie")
     cached_guest(tmp_path, "sysvinit", "c" * 64, GUEST_NOW | {"sysvinit-core": "3.14-4"})
     (tmp_path / "cache" / "vm" / "guests" / f"systemd-{'d' * 24}").mkdir()  # incomplete
-    assert bump_cli(mirror, str(recipe)) == 0
+    assert bump_cli(mirror) == 0
     out = capsys.readouterr().out
     assert (
         f"vm-test sysvinit guest (sysvinit-{'c' * 24}): trixie's current versions "
@@ -577,3 +588,79 @@ def test_naming_only_a_dockerfile_checks_no_guest(
     assert "vm-test" not in capsys.readouterr().out
     assert bump_cli(mirror) == 14  # the whole project: the guest too
     assert "vm-test systemd guest" in capsys.readouterr().out
+
+
+class FakeEngine:
+    """Stands in for the engine (control flow only: the lock's image is made by the
+    integration test, tests/integration/test_bump_lock.py)."""
+
+    def __enter__(self) -> FakeEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def image_with(packages: dict[str, str], calls: list[bool]):  # type: ignore[no-untyped-def]
+    def toolchain_packages(plan: object, engine: object, cache: object, *, fresh: bool) -> dict:
+        calls.append(fresh)
+        return {name: f"{version} amd64" for name, version in packages.items()}
+
+    return toolchain_packages
+
+
+def test_write_remakes_a_stale_lock_from_an_image_made_anew(
+    tmp_path: Path,
+    mirror: Mirror,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    recipe = linux_recipe(tmp_path, mirror)
+    lock = write_lock(recipe, TRIXIE_NOW | {"libglib2.0-dev": "2.84.4-3~deb13u5"})
+    calls: list[bool] = []
+    monkeypatch.setattr(bump_locks, "Engine", FakeEngine)
+    monkeypatch.setattr(bump_locks, "toolchain_packages", image_with(TRIXIE_NOW, calls))
+    assert bump_cli(mirror, str(recipe), "--write") == 0
+    assert calls == [True]  # made anew: no cached layer
+    assert f"{lock.name} written from its build image made anew (libglib2.0-dev " in (
+        capsys.readouterr().out
+    )
+    assert "libglib2.0-dev 2.84.4-3~deb13u6 amd64" in lock.read_text()
+    assert lock.read_text().startswith(toolchain.HEADER)
+    assert bump_cli(mirror, str(recipe)) == 0  # current now
+
+
+def test_an_image_made_anew_with_the_old_library_leaves_the_lock(
+    tmp_path: Path,
+    mirror: Mirror,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    recipe = linux_recipe(tmp_path, mirror)
+    old = TRIXIE_NOW | {"libglib2.0-dev": "2.84.4-3~deb13u5"}
+    lock = write_lock(recipe, old)
+    before = lock.read_bytes()
+    monkeypatch.setattr(bump_locks, "Engine", FakeEngine)
+    monkeypatch.setattr(bump_locks, "toolchain_packages", image_with(old, []))
+    assert bump_cli(mirror, str(recipe), "--write") == 6
+    captured = capsys.readouterr()
+    assert "the build image made anew has libglib2.0-dev 2.84.4-3~deb13u5, not trixie's" in (
+        captured.out
+    )
+    assert "bump refused 1 of 1 lock check(s)" in captured.err
+    assert lock.read_bytes() == before
+
+
+def test_write_without_an_engine_leaves_the_lock(
+    tmp_path: Path,
+    mirror: Mirror,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    recipe = linux_recipe(tmp_path, mirror)
+    lock = write_lock(recipe, TRIXIE_NOW | {"libglib2.0-dev": "2.84.4-3~deb13u5"})
+    before = lock.read_bytes()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-engine.sock'}")
+    assert bump_cli(mirror, str(recipe), "--write") == 5
+    assert "remaking it failed:" in capsys.readouterr().out
+    assert lock.read_bytes() == before
