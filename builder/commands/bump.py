@@ -194,6 +194,9 @@ def _exit_code(report: Report) -> int:
             names += [str(path) for path, _ in refused]
             errors += [error for _, error in refused]
     if errors:
+        # A broken chain (3) outranks a patches refusal (4), which the bump workflow goes on
+        # after: a signature failure elsewhere must stop it.
+        errors.sort(key=lambda error: error.exit_code == PatchError.exit_code)
         raise type(errors[0])(
             f"bump refused {' and '.join(counts)}, left as they were: {', '.join(names)}",
             hint="each refusal's line above says the step and why",

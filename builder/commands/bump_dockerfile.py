@@ -58,11 +58,17 @@ def pinned_dockerfiles(recipes: Iterable[Path]) -> list[Path]:
     for recipe in recipes:
         try:
             plan, _ = load_plan(recipe, Overrides())
-            dockerfile = plan.image.dockerfile
-            if dockerfile.resolve() not in found and read_pins(dockerfile.read_text(), ""):
-                found[dockerfile.resolve()] = _shown(dockerfile)
-        except (BuilderError, OSError, UnicodeDecodeError):
+        except BuilderError:
             continue  # the recipe's own outcome says what is wrong with it
+        dockerfile = plan.image.dockerfile
+        if dockerfile.resolve() in found:
+            continue
+        try:
+            pinned = bool(read_pins(dockerfile.read_text(), ""))
+        except (BuilderError, OSError, UnicodeDecodeError):
+            pinned = True  # taken, so that bump_dockerfile says what is wrong with it
+        if pinned:
+            found[dockerfile.resolve()] = _shown(dockerfile)
     return list(found.values())
 
 
@@ -247,10 +253,14 @@ def _elsewhere(path: Path, pin: SourcePin, taken: str, suite: str, index: Index)
         newest = max(versions, key=functools.cmp_to_key(compare_versions), default=None)
         return {pin.package: newest} if newest else {}
 
+    try:
+        beyond = beyond_the_image(index, suite, {pin.package: taken}, listed)
+    except BuilderError as exc:  # a note's check (an expired -updates index) refuses nothing
+        return [f"{path}: {suite}-updates/-security not checked for {pin.package}: {exc.message}"]
     return [
         f"{path}: {name} {version} is in {other}, not taken: the image's apt sources name "
         f"{suite} only, so `apt-get source` cannot fetch it there"
-        for name, version, other in beyond_the_image(index, suite, {pin.package: taken}, listed)
+        for name, version, other in beyond
     ]
 
 

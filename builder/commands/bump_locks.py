@@ -97,7 +97,7 @@ def check_lock(path: Path, index: Index) -> LockOutcome | None:
     except BuilderError as exc:
         text = f"{path}: linked libraries: refused: {exc.message}"
         return LockOutcome(path, "refused", text, suite, error=exc)
-    except OSError as exc:  # the lock file is there but cannot be read
+    except (OSError, UnicodeDecodeError) as exc:  # the lock file is there but cannot be read
         error = InputError(f"cannot read {resolved.lock_path}: {exc}")
         text = f"{path}: linked libraries: refused: {error.message}"
         return LockOutcome(path, "refused", text, suite, error=error)
@@ -158,10 +158,14 @@ def _elsewhere(path: Path, suite: str, current: dict[str, str], index: Index) ->
     def listed(other: str) -> dict[str, str]:
         return index.binaries(other, DEBIAN_ARCHITECTURE, LINKED)
 
+    try:
+        beyond = beyond_the_image(index, suite, current, listed)
+    except BuilderError as exc:  # a note's check (an expired -updates index) refuses nothing
+        return [f"{path}: {suite}-updates/-security not checked: {exc.message}"]
     return [
         f"{path}: {name} {version} is in {other}, which the build image cannot get (its apt "
         f"sources name {suite} only)"
-        for name, version, other in beyond_the_image(index, suite, current, listed)
+        for name, version, other in beyond
     ]
 
 

@@ -31,6 +31,7 @@ from builder.engine import (
 )
 from builder.errors import OutputError
 from builder.host.cache import Cache
+from builder.host.files import is_real_dir
 from builder.host.locks import exclusive
 from builder.outputs import output_dir as output
 
@@ -139,23 +140,40 @@ def _clean_cache_volumes(engine: Engine, gone: set[str], dry_run: bool) -> list[
 def _clean_guest_disks(engine: Engine, cache: Cache, gone: set[str], dry_run: bool) -> list[str]:
     """vm-test's cached guest disks (~700 MB each) whose guest image is gone (or goes now):
     vm-test never boots them again (it keys a disk by its image's id). Only entries the tool
-    made: its naming, and the marker holding the image id it wrote when the disk was complete."""
+    made: its naming, a real directory, and the marker holding the image id it wrote when the
+    disk was complete; checked again under the disk's lock before anything goes."""
     removed = []
     for entry in sorted(cache.dir("vm/guests").iterdir()):
-        marker = entry / ".complete"
-        if not (GUEST_ENTRY.fullmatch(entry.name) and entry.is_dir() and marker.is_file()):
+        if _orphan_guest(engine, entry, gone) is None:
             continue
-        image = marker.read_text().strip()
-        if not image.startswith("sha256:") or image[7:31] != entry.name.split("-", 1)[1]:
-            log.get_logger().info("left alone", guest=str(entry), reason="not marked as ours")
-            continue
-        if image not in gone and engine.inspect_image(image) is not None:
+        if dry_run:
+            removed.append(str(entry))
             continue
         with exclusive(cache.lock_path(f"guest-{entry.name}"), f"guest {entry.name}", _quiet):
-            if not dry_run:
+            if _orphan_guest(engine, entry, gone) is not None:
                 shutil.rmtree(entry)
-        removed.append(str(entry))
+                removed.append(str(entry))
     return removed
+
+
+def _orphan_guest(engine: Engine, entry: Path, gone: set[str]) -> str | None:
+    """The image id of a guest disk entry of ours whose image is gone; else None."""
+    if not GUEST_ENTRY.fullmatch(entry.name) or not is_real_dir(entry):
+        return None
+    marker = entry / ".complete"
+    try:
+        if marker.is_symlink() or not marker.is_file():
+            return None
+        image = marker.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        log.get_logger().info("left alone", guest=str(entry), reason="its marker is unreadable")
+        return None
+    if not image.startswith("sha256:") or image[7:31] != entry.name.split("-", 1)[1]:
+        log.get_logger().info("left alone", guest=str(entry), reason="not marked as ours")
+        return None
+    if image not in gone and engine.inspect_image(image) is not None:
+        return None
+    return image
 
 
 def _quiet(line: str) -> None:

@@ -15,6 +15,7 @@ from builder.errors import BuilderError, InputError
 from builder.formats.checksums import sha256_file
 from builder.host.cache import Cache
 from builder.host.debian_index import (
+    MAX_DSC_BYTES,
     SOURCES_INDEXES,
     Missing,
     NoSuite,
@@ -134,7 +135,7 @@ def verified_orig(
         dsc = Path(work) / dscs[0]
         sink(f"downloading {url}")
         try:
-            digest = download(url, dsc)
+            digest = download(url, dsc, MAX_DSC_BYTES)
         except Missing:
             return None
         if digest != entry.files[dscs[0]]:

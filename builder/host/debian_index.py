@@ -14,7 +14,9 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -66,13 +68,48 @@ class SourceEntry:
     files: dict[str, str]  # file name -> sha256 (Checksums-Sha256)
 
 
-def download(url: str, dest: Path) -> str:
-    """Stream url to dest; its sha256. Missing when the mirror has no such file; a file that
-    is only partly written is removed."""
+# What the mirror may send, at most (its files are sha256-checked only once they are here): an
+# InRelease, a .dsc, an index, an orig tarball (QEMU's is ~130 MB), and for how long.
+MAX_INRELEASE_BYTES = 16 << 20
+MAX_DSC_BYTES = 1 << 20
+MAX_INDEX_BYTES = 256 << 20
+MAX_INDEX_TEXT_BYTES = 1 << 30  # decompressed
+MAX_FILE_BYTES = 2 << 30
+DOWNLOAD_SECONDS = 1800
+
+
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects stay on the mirror's scheme and host: every request goes to the configured
+    mirror, nowhere else (urllib would follow one to any host, https to http)."""
+
+    def redirect_request(  # type: ignore[no-untyped-def]
+        self, req, fp, code, msg, headers, newurl
+    ):
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if (old.scheme, old.netloc) != (new.scheme, new.netloc):
+            raise urllib.error.URLError(
+                f"redirected off the mirror, to {new.scheme}://{new.netloc}"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameHostRedirects)
+
+
+def download(url: str, dest: Path, limit: int = MAX_FILE_BYTES) -> str:
+    """Stream url to dest; its sha256. Missing when the mirror has no such file; more than
+    `limit` bytes, or longer than DOWNLOAD_SECONDS, is a refusal; a file that is only partly
+    written is removed."""
     digest = hashlib.sha256()
+    deadline, size = time.monotonic() + DOWNLOAD_SECONDS, 0
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, dest.open("wb") as out:
+        with _OPENER.open(url, timeout=60) as response, dest.open("wb") as out:
             while chunk := response.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise ValueError(f"more than {limit} bytes, more than such a file holds")
+                if time.monotonic() > deadline:
+                    raise ValueError(f"still downloading after {DOWNLOAD_SECONDS} s")
                 digest.update(chunk)
                 out.write(chunk)
     except urllib.error.HTTPError as exc:
@@ -91,13 +128,13 @@ def download(url: str, dest: Path) -> str:
 def exists(url: str) -> bool:
     """Whether the mirror still serves url (headers only: for a file already in the cache)."""
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=60):
+        with _OPENER.open(urllib.request.Request(url, method="HEAD"), timeout=60):
             return True
     except urllib.error.HTTPError as exc:
         if exc.code in (404, 410):
             return False
         raise InputError(f"cannot reach {url}: {exc}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         if isinstance(getattr(exc, "reason", None), FileNotFoundError):
             return False
         raise InputError(f"cannot reach {url}: {exc}") from None
@@ -118,7 +155,7 @@ def verified_release(
     signed, text = workdir / f"{suite}.InRelease", workdir / f"{suite}.Release"
     log(f"downloading {url}")
     try:
-        download(url, signed)
+        download(url, signed, MAX_INRELEASE_BYTES)
     except Missing:
         raise NoSuite(f"the mirror has no {url}: is {suite!r} a suite of it?") from None
     _gpgv(signed, text, suite, keyring)
@@ -230,7 +267,7 @@ def index_text(
         dest = workdir / f"{suite}.{name.replace('/', '_')}"
         log(f"downloading {url}")
         try:
-            digest = download(url, dest)
+            digest = download(url, dest, MAX_INDEX_BYTES)
         except Missing:
             continue
         if digest != sums[name]:
@@ -239,12 +276,25 @@ def index_text(
                 hint="the mirror may be updating: try again later",
             )
         try:
-            return unpack(dest.read_bytes()).decode("utf-8", errors="replace")
-        except (lzma.LZMAError, OSError, EOFError) as exc:
+            return _bounded_unpack(dest, unpack).decode("utf-8", errors="replace")
+        except (lzma.LZMAError, OSError, EOFError, ValueError) as exc:
             raise InputError(f"{suite}'s {name}: cannot decompress it: {exc}") from None
         finally:
             dest.unlink(missing_ok=True)  # a Packages index is tens of MB: kept as text only
     raise InputError(f"{suite}: InRelease lists {what} but the mirror has none")
+
+
+def _bounded_unpack(path: Path, unpack: Unpack) -> bytes:
+    """The index decompressed, refused past MAX_INDEX_TEXT_BYTES (a signed index is still
+    input: a small file must not become gigabytes)."""
+    if unpack is bytes:
+        return path.read_bytes()
+    opener = lzma.open if unpack is lzma.decompress else gzip.open
+    with opener(path, "rb") as stream:
+        data = stream.read(MAX_INDEX_TEXT_BYTES + 1)
+    if len(data) > MAX_INDEX_TEXT_BYTES:
+        raise ValueError(f"it decompresses to more than {MAX_INDEX_TEXT_BYTES} bytes")
+    return data
 
 
 def source_entries(text: str, package: str) -> list[SourceEntry]:

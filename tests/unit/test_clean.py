@@ -189,3 +189,14 @@ def test_guest_disks_go_with_their_guest_image(tmp_path: Path) -> None:
     done = clean(engine, Cache(tmp_path), output_root=tmp_path, keep=1, dry_run=False)  # type: ignore[arg-type]
     assert sorted(done["guests"]) == sorted(str(p) for p in going)
     assert all(p.is_dir() for p in kept) and not any(p.exists() for p in going)
+
+
+def test_a_guest_entry_that_is_a_link_stays(tmp_path: Path) -> None:
+    guests = Cache(tmp_path).dir("vm/guests")
+    elsewhere = tmp_path / "users-dir"
+    elsewhere.mkdir()
+    (elsewhere / ".complete").write_text("sha256:" + "a" * 64 + "\n")
+    (guests / f"systemd-{'a' * 24}").symlink_to(elsewhere)
+    engine = Engine([], {})
+    done = clean(engine, Cache(tmp_path), output_root=tmp_path, keep=1, dry_run=False)  # type: ignore[arg-type]
+    assert done["guests"] == [] and (elsewhere / ".complete").is_file()
