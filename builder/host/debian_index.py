@@ -336,9 +336,22 @@ def _paragraphs(text: str, packages: set[str]) -> Iterator[dict[str, str]]:
     # at every character of tens of MB)
     found = [m.start() + 1 for m in re.finditer(rf"\n{line}", text)]
     for at in [0] * bool(re.match(line, text)) + found:
-        start = max(text.rfind(gap, 0, at) for gap in ("\n\n", "\n \n", "\n\t\n"))
         end = _SEPARATOR.search(text, at)
-        yield parse_deb822(text[start + 1 : end.start() if end else len(text)])[0]
+        yield parse_deb822(text[_paragraph_start(text, at) : end.start() if end else len(text)])[0]
+
+
+def _paragraph_start(text: str, at: int) -> int:
+    """Where the paragraph holding the line that starts at `at` begins: after the last blank
+    line (empty, or spaces and tabs only, as _SEPARATOR takes it) before it."""
+    newline = at - 1  # the end of the line before
+    while newline > 0:
+        begin = text.rfind("\n", 0, newline)
+        if not text[begin + 1 : newline].strip(" \t"):
+            return newline + 1
+        if begin < 0:
+            return 0
+        newline = begin
+    return 0
 
 
 def checksums(fields: dict[str, str]) -> dict[str, str]:

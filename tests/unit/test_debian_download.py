@@ -55,3 +55,16 @@ def test_a_redirect_off_the_mirror_is_refused(server: str, tmp_path: Path) -> No
         debian_index.download(f"{server}/off", tmp_path / "a")
     assert debian_index.download(f"{server}/on", tmp_path / "b")  # on the mirror: followed
     assert (tmp_path / "b").read_bytes() == b"ok"
+
+
+def test_a_paragraph_after_a_blank_line_of_several_spaces_is_its_own() -> None:
+    text = (
+        "Package: other\nVersion: 1\nChecksums-Sha256:\n x\n  \t \n"
+        "Version: 2.0-1\nPackage: libglib2.0-dev\n\n"
+        "Package: libglib2.0-dev\nVersion: 2.1-1\n"
+    )
+    assert debian_index.binary_versions(text, frozenset({"libglib2.0-dev"})) == {
+        "libglib2.0-dev": "2.1-1"
+    }
+    found = list(debian_index._paragraphs(text, {"libglib2.0-dev"}))
+    assert [p["Version"] for p in found] == ["2.0-1", "2.1-1"]
