@@ -22,6 +22,7 @@ from builder.option_parser import (
     GlobalOptions,
     Parser,
     TopParser,
+    add_signing_options,
     at_least,
     positive_seconds,
 )
@@ -189,6 +190,7 @@ def _add_run(
         action="store_true",
         help="stop every other build as soon as one fails",
     )
+    add_signing_options(p, "the output's SHA256SUMS (then listing every file of it)")
     p.set_defaults(handler=_handler("run", "cmd_run"))
 
 
@@ -212,6 +214,14 @@ def _add_verify(
         type=Path,
         metavar="SHA256SUMS",
         help="compare with this published checksum file instead of a second build",
+    )
+    p.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="FILE",
+        help="only check DIR, without Docker: SHA256SUMS.asc must be a good signature of "
+        "SHA256SUMS by this OpenPGP public key (armored or binary), every line of SHA256SUMS "
+        "must match its file, and DIR must hold nothing else",
     )
     _overrides(
         p,
@@ -240,6 +250,15 @@ def _add_release(
         metavar="DIR",
         help="the release directory to write (new, empty, or a release this tool wrote)",
     )
+    p.add_argument(
+        "--input-public-key",
+        type=Path,
+        metavar="FILE",
+        help="require every input to be signed by this OpenPGP public key (its "
+        "SHA256SUMS.asc checked as `verify --public-key` checks it); without it an input's "
+        "signature is not checked (its SHA256SUMS is, against its files)",
+    )
+    add_signing_options(p, "the release's SHA256SUMS")
     p.set_defaults(handler=_handler("release", "cmd_release"))
 
 

@@ -127,6 +127,59 @@ class UpdatePendingError(BuilderError):
     default_hint = "run the command bump printed for it"
 
 
+class SigningKeyError(BuilderError):
+    """The OpenPGP key given to sign with cannot sign here (checked before anything is built):
+    not a usable secret key, a v6 key, expired or revoked, or a wrong or missing passphrase."""
+
+    exit_code = 15
+    default_hint = (
+        "check the key with `gpg --list-secret-keys`; the passphrase comes from "
+        "QGA_SIGNING_PASSPHRASE or --signing-passphrase-file FILE"
+    )
+
+
+class SignatureMissingError(BuilderError):
+    """`verify --public-key`: the directory has no SHA256SUMS.asc."""
+
+    exit_code = 16
+    default_hint = "the directory was published without a signature: ask for a signed one"
+
+
+class SignatureError(BuilderError):
+    """`verify --public-key`: SHA256SUMS.asc is not a good signature of SHA256SUMS by the key
+    given (bad, made by another key, or by a key since revoked or expired)."""
+
+    exit_code = 17
+    default_hint = (
+        "do not use these files: SHA256SUMS was changed, or signed by someone else, after "
+        "the release; check that KEY is the publisher's public key"
+    )
+
+
+class TamperedFileError(BuilderError):
+    """`verify --public-key`: a file differs from its line in the signed SHA256SUMS."""
+
+    exit_code = 18
+    default_hint = "do not use this file: it is not the one that was signed; download it again"
+
+
+class MissingFileError(BuilderError):
+    """`verify --public-key`: a file the signed SHA256SUMS lists is not there."""
+
+    exit_code = 19
+    default_hint = "the directory is incomplete: download it again"
+
+
+class ExtraFileError(BuilderError):
+    """`verify --public-key`: a file is there that the signed SHA256SUMS does not list."""
+
+    exit_code = 20
+    default_hint = (
+        "nobody signed this file: remove it, or download the directory again (a signed "
+        "directory holds exactly what SHA256SUMS lists, SHA256SUMS and SHA256SUMS.asc)"
+    )
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived. A BaseException so generic handlers do not swallow it."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from builder.config.suggest import close_match
 
@@ -45,6 +46,35 @@ class Parser(argparse.ArgumentParser):
         if guess is not None:
             return f"no option {option}; did you mean {guess}?"
         return f"no option {option} here; this command takes: {', '.join(known)}"
+
+
+def add_signing_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--signing-key FILE` or `--signing-key-id ID`, and `--signing-passphrase-file FILE`
+    (`run`, `release`); the passphrase is never an option's value."""
+    group = parser.add_argument_group(
+        "signing (an OpenPGP signature of SHA256SUMS, made on this host: SHA256SUMS.asc)"
+    )
+    keys = group.add_mutually_exclusive_group()
+    keys.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="FILE",
+        help=f"sign {what} with this ASCII-armored OpenPGP secret key (version 4; imported "
+        "into a private temporary GnuPG home, never yours); checked before anything is built",
+    )
+    keys.add_argument(
+        "--signing-key-id",
+        metavar="ID",
+        help=f"sign {what} with this key (fingerprint) of your GnuPG home (GNUPGHOME, else "
+        "~/.gnupg) and agent",
+    )
+    group.add_argument(
+        "--signing-passphrase-file",
+        type=Path,
+        metavar="FILE",
+        help="the key's passphrase: the first line of FILE (default: the environment "
+        "variable QGA_SIGNING_PASSPHRASE; else none, or your gpg agent's for --signing-key-id)",
+    )
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

@@ -22,6 +22,7 @@ from builder.config.plan import Plan
 from builder.formats import redact
 from builder.formats.manifest import Artifact
 from builder.host.cache import Cache
+from builder.host.openpgp import Signer
 from builder.log import Progress, StepOutput, get_logger
 from builder.outputs.output_dir import OutputDir
 from builder.run_context import ContainerEngine, RunContext
@@ -114,6 +115,7 @@ def run(
     use_cache: bool = True,
     use_ccache: bool = True,
     peer_engines: Sequence[ContainerEngine] = (),
+    signer: Signer | None = None,
 ) -> RunResult:
     run_id = run_id or engine.run_id
     redact.register_build_args(dict(plan.image.build_args))
@@ -136,6 +138,7 @@ def run(
             use_cache=use_cache,
             use_ccache=use_ccache,
             peer_engines=tuple(peer_engines),
+            signer=signer,
         )
         try:
             preflight(plan)

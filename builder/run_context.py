@@ -23,6 +23,7 @@ from builder.engine import ImageRecord
 from builder.errors import StepError
 from builder.formats.manifest import Artifact
 from builder.host.cache import Cache
+from builder.host.openpgp import Signer
 from builder.log import LineSink, Progress, StepOutput
 from builder.outputs.output_dir import OutputDir
 
@@ -131,6 +132,9 @@ class RunContext:
     peer_engines: tuple[ContainerEngine, ...] = ()
     use_cache: bool = True  # the artifact cache (`--no-cache` turns it off)
     use_ccache: bool = True  # the compiler cache volume (`--no-ccache` turns it off)
+    # Signs SHA256SUMS at publish (`--signing-key`); checked before the run. Not in the plan:
+    # whether and by whom a run is signed changes no artifact and no cache key.
+    signer: Signer | None = None
     ccache: dict[str, Any] | None = None  # set when the build image can use the volume
     configure_reuse: dict[str, Any] | None = None  # stages.configure_cache: key, reused, why
     # Learned by the stages, in order:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.commands.matrix_display import Display, summary_table
+from builder.commands.signing import signing_arguments
 from builder.errors import DockerUnavailableError, Interrupted, UsageError
 
 ENGINE_LOST = DockerUnavailableError.exit_code
@@ -230,7 +231,7 @@ def child_arguments(args: argparse.Namespace) -> list[str]:
         value = getattr(args, option, None)
         if value is not None:
             passed += ["--" + option.replace("_", "-"), str(value)]
-    return passed
+    return passed + signing_arguments(args)
 
 
 def default_parallel(engines: list[str | None]) -> int:

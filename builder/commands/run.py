@@ -9,6 +9,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from builder import log, pipeline
+from builder.commands import signing
 from builder.commands.common import load_plan, overrides_from
 from builder.commands.matrix import Matrix, child_arguments, matrix_log_dir, plan_jobs
 from builder.engine import Engine
@@ -36,7 +37,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     output_dir.check_replaceable(plan.output_dir)
     cache = Cache.default()
-    with Engine(args.engine[0] if args.engine else None) as engine, peers(args) as others:
+    # The signing key is checked first: a key that cannot sign stops the run before Docker.
+    with (
+        signing.signer_for(args) as signer,
+        Engine(args.engine[0] if args.engine else None) as engine,
+        peers(args) as others,
+    ):
         result = pipeline.run(
             plan,
             engine,
@@ -45,6 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             use_cache=not args.no_cache,
             use_ccache=not args.no_ccache,
             peer_engines=others,
+            signer=signer,
         )
     logger = log.get_logger()
     for artifact in result.artifacts:
@@ -84,6 +91,7 @@ def _run_matrix(args: argparse.Namespace) -> int:
         output_dir.check_replaceable(root / plan.recipe_name)
         named.append((path, plan.recipe_name))
     jobs = plan_jobs(named, root)
+    signing.check_signing_key(args)  # each build checks it again, and signs its own output
     engines: list[str | None] = list(args.engine) if args.engine else [None]
     for endpoint in engines:  # each must answer now, not after the first builds
         Engine(endpoint).close()

@@ -1,5 +1,6 @@
 """`qga-builder verify`: prove a recipe builds bit for bit the same, or check artifacts against a
-published SHA256SUMS (an output directory's or a merged release's).
+published SHA256SUMS (an output directory's or a merged release's); with --public-key, check a
+signed directory's signature and sums only, without Docker (outputs/signed_dir.py).
 
 Two builds differ on purpose in build directory, hostname, umask and wall-clock time, each in a
 fresh container; every artifact must come out identical. On a mismatch, diffoscope (Debian's
@@ -19,16 +20,19 @@ from pathlib import Path
 
 from builder import pipeline
 from builder.commands.common import load_plan, overrides_from
+from builder.commands.signing import optional_public_key
 from builder.config.layout import Variation
 from builder.engine import Engine
 from builder.errors import InputError, OutputError, UsageError, VerifyError
 from builder.formats.checksums import parse_sha256sums, sha256_file
-from builder.formats.manifest import LOGS_DIR, MANIFEST_NAME, SUMS_NAME
+from builder.formats.manifest import LOGS_DIR, MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME
 from builder.formats.provenance import PROVENANCE_NAME
 from builder.formats.release import MANIFESTS_DIR
+from builder.formats.signed_sums import artifact_lines
 from builder.host.cache import Cache
 from builder.host.files import is_real_dir, replace_file, replacing_writer, write_new_file
 from builder.log import get_logger
+from builder.outputs.signed_dir import check_signed_directory
 
 VARIATIONS = (
     ("a", "0022"),
@@ -126,13 +130,19 @@ def compare(expected: dict[str, str], actual: dict[str, str]) -> Comparison:
 
 
 # What a release directory holds besides its artifacts: never "extra".
-RELEASE_RECORDS = frozenset({SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR})
+RELEASE_RECORDS = frozenset({SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR, SIGNATURE_NAME})
 
 
-def check_directory(directory: Path, sums_file: Path) -> Comparison:
+def check_directory(
+    directory: Path, sums_file: Path, *, artifacts_only: bool = False
+) -> Comparison:
     """Hash the files that sums_file names inside directory and compare; a file present but
-    not listed (an added `libevil.so`) is reported as extra."""
+    not listed (an added `libevil.so`) is reported as extra. `artifacts_only` (a SHA256SUMS
+    published elsewhere): a signed output's lines for its manifest, provenance and step logs,
+    which differ from run to run, are left out."""
     expected = read_sums(sums_file)
+    if artifacts_only:
+        expected = artifact_lines(expected)
     actual = {
         name: sha256_file(directory / name) for name in expected if (directory / name).is_file()
     }
@@ -239,12 +249,33 @@ def _refuse_build_options(args: argparse.Namespace, directory: Path) -> None:
         )
 
 
+def _verify_signed(args: argparse.Namespace, target: Path) -> int:
+    """`verify --public-key FILE DIR`: signature, sums, nothing else; no engine, no build."""
+    if args.against is not None:
+        raise UsageError(
+            f"--against: not with --public-key, which checks DIR against its own signed {SUMS_NAME}"
+        )
+    _refuse_build_options(args, target)
+    with optional_public_key(args.public_key) as key:
+        assert key is not None
+        checked = check_signed_directory(target, key)
+    get_logger().info(
+        f"{target}: {SIGNATURE_NAME} is a good signature by {checked.fingerprint}; all "
+        f"{checked.files} files match {SUMS_NAME}, and nothing else is there",
+        fingerprint=checked.fingerprint,
+        files=checked.files,
+    )
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     target: Path = args.target
+    if args.public_key is not None:
+        return _verify_signed(args, target)
     if target.is_dir():
         _refuse_build_options(args, target)
         against = args.against or target / SUMS_NAME
-        comparison = check_directory(target, against)
+        comparison = check_directory(target, against, artifacts_only=args.against is not None)
         summary = summarize(comparison, {"checked": target}, None)
         conclude(comparison, f"{target} against {against}", None, None, summary)
         return 0
@@ -268,7 +299,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 use_cache=False,
                 use_ccache=not args.no_ccache,
             )
-            comparison = compare(expected, read_sums(result.output_dir / SUMS_NAME))
+            # The artifacts' lines: a signed publication lists its records too (run-specific).
+            built = read_sums(result.output_dir / SUMS_NAME)
+            comparison = compare(artifact_lines(expected), artifact_lines(built))
             summary = summarize(comparison, {"build": result.output_dir}, None)
             what = f"build against {args.against}"
             conclude(comparison, what, None, root / REPORT_NAME, summary)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from builder.agent import guest_test
 from builder.agent.contract_in_vm import BOOT_DEADLINE, run_vm_test
 from builder.commands.common import print_json
 from builder.errors import UsageError, VmTestError
-from builder.formats.manifest import MANIFEST_NAME
+from builder.formats.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from builder.host.cache import Cache
 from builder.host.files import replace_file
 from builder.host.virtual_machine import AGENT_PORT
@@ -111,6 +112,13 @@ def _scenarios(text: str | None) -> tuple[str, ...]:
 
 
 def _record(manifest_path: Path, result: dict[str, Any]) -> None:
+    if os.path.lexists(manifest_path.parent / SIGNATURE_NAME):
+        # A signed output's manifest is listed in its signed SHA256SUMS: changed, it would
+        # no longer verify. The report is printed, not recorded.
+        log.get_logger().info(
+            f"not recorded in {MANIFEST_NAME}: the directory is signed ({SIGNATURE_NAME})"
+        )
+        return
     if manifest_path.is_file() and not manifest_path.is_symlink():
         manifest = json.loads(manifest_path.read_text())
         manifest["vm_test"] = result

@@ -14,6 +14,7 @@ from pathlib import Path
 CACHE_ENV = "QGA_BUILDER_CACHE"
 KEEP_CONTAINER_ENV = "QGA_BUILDER_KEEP_CONTAINER"
 MIRROR_ENV = "QGA_BUILDER_DEBIAN_MIRROR"
+PASSPHRASE_ENV = "QGA_SIGNING_PASSPHRASE"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 # Every variable the tool reads, with what it does (README's table is checked against this).
@@ -26,6 +27,8 @@ DOCUMENTED = {
     "DOCKER_TLS_VERIFY": "non-empty: reach a tcp:// engine over TLS, verifying its certificate",
     "DOCKER_CERT_PATH": "where ca.pem, cert.pem and key.pem are (default ~/.docker)",
     "DOCKER_CONFIG": "the docker CLI's directory, whose contexts/ name engines (default ~/.docker)",
+    PASSPHRASE_ENV: "the passphrase of the key --signing-key or --signing-key-id names",
+    "GNUPGHOME": "GnuPG's home, where --signing-key-id looks for the key (read by gpg)",
     "PATH": "where host tools (git, debootstrap, apt-get, wine, qemu-system) are found",
 }
 
@@ -59,6 +62,14 @@ class HostSettings:
             docker_cert_path=env.get("DOCKER_CERT_PATH") or None,
             docker_config=env.get("DOCKER_CONFIG") or None,
         )
+
+
+def signing_passphrase(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The signing key's passphrase from the environment (None: not set). Kept out of
+    HostSettings, whose fields may be printed."""
+    env = os.environ if environ is None else environ
+    value = env.get(PASSPHRASE_ENV)
+    return None if value is None else value.encode("utf-8", "surrogateescape")
 
 
 def current() -> HostSettings:

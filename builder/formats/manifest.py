@@ -14,6 +14,7 @@ from builder.formats.architecture import ARCHITECTURE
 
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
+SIGNATURE_NAME = "SHA256SUMS.asc"  # an armored detached OpenPGP signature of SHA256SUMS
 LOGS_DIR = "logs"
 MANIFEST_SCHEMA = "https://qga-builder.invalid/manifest/v1"
 

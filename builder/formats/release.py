@@ -7,8 +7,9 @@ Layout of a release directory:
     manifests/<recipe>.json       each input's manifest.json, as it was
     provenance.intoto.jsonl       each input's in-toto statement, one per line (JSON Lines)
     release.json                  the inputs: recipes (series, target, architecture), cache
-                                  keys, source digests, artifacts
+                                  keys, source digests, artifacts; the signing key's fingerprint
     SHA256SUMS                    every file above (`sha256sum -c SHA256SUMS` checks them all)
+    SHA256SUMS.asc                when signed: an armored detached OpenPGP signature of SHA256SUMS
 
 Everything here is pure: records in (already read, bounded), records or a `Problem` out.
 """
@@ -224,9 +225,11 @@ def _record(manifest: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def release_record(inputs: list[ReleaseInput], merged: Merged) -> dict[str, Any]:
-    """release.json: what went into the release; no time or host path, so the same inputs give
-    the same bytes."""
+def release_record(
+    inputs: list[ReleaseInput], merged: Merged, signing: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """release.json: what went into the release, and who signs its SHA256SUMS (`signing`: the
+    key's public fingerprint); no time or host path, so the same inputs give the same bytes."""
     recipes = []
     for each in sorted(inputs, key=lambda item: item.recipe):
         manifest = each.manifest
@@ -251,7 +254,7 @@ def release_record(inputs: list[ReleaseInput], merged: Merged) -> dict[str, Any]
             }
         )
     label_to_recipe = {each.label: each.recipe for each in inputs}
-    return {
+    record: dict[str, Any] = {
         "schema": RELEASE_SCHEMA,
         "tool": {"name": "qga-builder", "version": __version__},
         "recipes": recipes,
@@ -267,3 +270,6 @@ def release_record(inputs: list[ReleaseInput], merged: Merged) -> dict[str, Any]
         ],
         "provenance": PROVENANCE_BUNDLE,
     }
+    if signing is not None:
+        record["signing"] = signing
+    return record

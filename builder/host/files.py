@@ -96,6 +96,25 @@ def replacing_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
         raise
 
 
+def open_beneath(root: int, name: str) -> int:
+    """A read-only descriptor on `name` (a relative path with `/`) under the directory `root`
+    (a descriptor), no component of it followed if it is a link: a link raises OSError
+    ELOOP (or ENOTDIR for a link in the middle), nothing outside `root` is ever opened."""
+    parts = name.split("/")
+    if name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"{name!r} is not a plain relative path")
+    opened: list[int] = []
+    directory = root
+    try:
+        for part in parts[:-1]:
+            directory = os.open(part, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW, dir_fd=directory)
+            opened.append(directory)
+        return os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW, dir_fd=directory)
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
 def is_real_dir(path: Path) -> bool:
     try:
         return stat.S_ISDIR(os.lstat(path).st_mode)

@@ -4,7 +4,9 @@ looks like a result, and a crash never leaves the name empty.
 
 The tool replaces only what it can prove it wrote: an existing output directory must hold a
 manifest of ours, a SHA256SUMS whose every line matches its file, and nothing else but our logs
-and provenance (or be a release of ours: stages/release_dir.py). Anything else (a user's
+and provenance, and SHA256SUMS.asc when it was signed (or be a release of ours:
+outputs/release_dir.py). A signed output's SHA256SUMS lists its records and logs too
+(formats/signed_sums.py). Anything else (a user's
 directory, `.`, a checkout, a link) is refused (exit 9).
 A lock file keeps two runs from writing the same output directory.
 """
@@ -24,9 +26,16 @@ from types import TracebackType
 
 from builder.errors import OutputError
 from builder.formats.checksums import parse_sha256sums, sha256_file
-from builder.formats.manifest import LOGS_DIR, MANIFEST_NAME, MANIFEST_SCHEMA, SUMS_NAME
+from builder.formats.manifest import (
+    LOGS_DIR,
+    MANIFEST_NAME,
+    MANIFEST_SCHEMA,
+    SIGNATURE_NAME,
+    SUMS_NAME,
+)
 from builder.formats.provenance import PROVENANCE_NAME
 from builder.formats.release import RELEASE_NAME
+from builder.formats.signed_sums import LOG_NAME, artifact_lines, is_record, listed_logs
 from builder.host.files import (
     is_real_dir,
     open_lock_file,
@@ -38,7 +47,6 @@ from builder.outputs.release_dir import why_not_release
 
 STAGING_MARKER = ".qga-builder-staging"  # inside a staging dir, holds its run id
 MAX_MANIFEST_BYTES = 64 << 20
-_LOG_NAME = re.compile(r"^[0-9]{2}-[a-z0-9-]{1,64}\.log$")
 _RUN_ID = r"[a-z0-9]{4,40}"
 
 
@@ -70,22 +78,34 @@ def why_not_ours(directory: Path) -> str | None:
     except (ValueError, OSError, UnicodeDecodeError):
         return f"its {SUMS_NAME} is not one qga-builder wrote"
     listed = {artifact.get("name") for artifact in manifest.get("artifacts", [])}
-    if listed != set(sums):
+    artifacts = artifact_lines(sums)
+    if listed != set(artifacts):
         return f"its {MANIFEST_NAME} and {SUMS_NAME} name different files"
     for name in sorted(sums):
         path = directory / name
-        if "/" in name or not _is_file(path) or sha256_file(path) != sums[name]:
+        plain = "/" not in name or (is_record(name) and is_real_dir(directory / LOGS_DIR))
+        if not plain or not _is_file(path) or sha256_file(path) != sums[name]:
             return f"{name} is missing or differs from its {SUMS_NAME} line"
-    extra = entries - set(sums) - {SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR}
+    extra = entries - set(artifacts) - {SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR}
+    if SIGNATURE_NAME in entries and _is_file(directory / SIGNATURE_NAME):
+        extra.discard(SIGNATURE_NAME)  # a signed output's (its contents are gpg's to check)
     if extra:
         shown = ", ".join(sorted(extra)[:5])
         return f"it holds files qga-builder did not write ({shown})"
-    if LOGS_DIR in entries:
-        logs = directory / LOGS_DIR
-        if not is_real_dir(logs) or any(
-            not _LOG_NAME.match(name) or not _is_file(logs / name) for name in os.listdir(logs)
-        ):
-            return f"its {LOGS_DIR}/ holds files qga-builder did not write"
+    return _why_not_our_logs(directory, sums) if LOGS_DIR in entries else None
+
+
+def _why_not_our_logs(directory: Path, sums: dict[str, str]) -> str | None:
+    """logs/ holds step logs only; when SHA256SUMS lists any of them (a signed output), all."""
+    logs = directory / LOGS_DIR
+    if not is_real_dir(logs):
+        return f"its {LOGS_DIR}/ holds files qga-builder did not write"
+    names = os.listdir(logs)
+    if any(not LOG_NAME.match(name) or not _is_file(logs / name) for name in names):
+        return f"its {LOGS_DIR}/ holds files qga-builder did not write"
+    listed = listed_logs(sums)
+    if listed and listed != set(names):
+        return f"its {LOGS_DIR}/ and {SUMS_NAME} name different step logs"
     return None
 
 

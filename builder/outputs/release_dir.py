@@ -7,11 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 
 from builder.errors import InputError
 from builder.formats.checksums import CHUNK, format_sha256sums, parse_sha256sums, sha256_bytes
-from builder.formats.manifest import SUMS_NAME
+from builder.formats.manifest import SIGNATURE_NAME, SUMS_NAME
 from builder.formats.release import (
     ARTIFACT_NAME,
     MANIFESTS_DIR,
@@ -42,7 +43,8 @@ MAX_RELEASE_FILES = 4096
 
 def why_not_release(directory: Path) -> str | None:
     """None when `directory` is a complete release qga-builder wrote; otherwise the reason.
-    Every file must be listed in SHA256SUMS and match it; nothing else may be there."""
+    Every file must be listed in SHA256SUMS and match it; nothing else may be there but
+    SHA256SUMS.asc, when the release was signed."""
     try:
         record = parse_json_object(
             read_bounded(directory / RELEASE_NAME, MAX_RECORD_BYTES), RELEASE_NAME
@@ -69,11 +71,14 @@ def why_not_release(directory: Path) -> str | None:
 
 
 def _files(directory: Path) -> set[str]:
-    """Every entry (and every entry of manifests/) but SHA256SUMS, as SHA256SUMS names them."""
+    """Every entry (and every entry of manifests/) but SHA256SUMS and its signature (a regular
+    file), as SHA256SUMS names them."""
     found: set[str] = set()
     for name in os.listdir(directory):
         if name == MANIFESTS_DIR and is_real_dir(directory / name):
             found.update(f"{MANIFESTS_DIR}/{child}" for child in os.listdir(directory / name))
+        elif name == SIGNATURE_NAME and stat.S_ISREG(os.lstat(directory / name).st_mode):
+            continue  # a signed release's (a link or anything else there is a stranger)
         elif name != SUMS_NAME:
             found.add(name)
         if len(found) > MAX_RELEASE_FILES:
@@ -90,8 +95,14 @@ def _is_release_name(name: str) -> bool:
     return ARTIFACT_NAME.match(name) is not None
 
 
-def write_release(staging: Path, inputs: list[ReleaseInput], merged: Merged) -> dict[str, str]:
-    """Fill `staging` with the release; returns what its SHA256SUMS lists."""
+def write_release(
+    staging: Path,
+    inputs: list[ReleaseInput],
+    merged: Merged,
+    signing: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Fill `staging` with the release (release.json says who signs it, when someone does:
+    `signing`); returns what its SHA256SUMS lists."""
     digests: dict[str, str] = {}
     by_label = {each.label: each for each in inputs}
     for name, artifact in sorted(merged.artifacts.items()):
@@ -103,7 +114,7 @@ def write_release(staging: Path, inputs: list[ReleaseInput], merged: Merged) -> 
         path = manifest_path(each.recipe)
         write_new_file(staging / path, each.manifest_bytes)
         digests[path] = sha256_bytes(each.manifest_bytes)
-    record = json.dumps(release_record(inputs, merged), indent=2).encode() + b"\n"
+    record = json.dumps(release_record(inputs, merged, signing), indent=2).encode() + b"\n"
     for name, data in ((PROVENANCE_BUNDLE, provenance_bundle(inputs)), (RELEASE_NAME, record)):
         write_new_file(staging / name, data)
         digests[name] = sha256_bytes(data)

@@ -8,13 +8,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import stat
 from pathlib import Path
 
 from builder.errors import InputError
-from builder.formats.checksums import CHUNK, parse_sha256sums
-from builder.formats.manifest import LOGS_DIR, MANIFEST_NAME, SUMS_NAME
+from builder.formats.checksums import CHUNK, parse_sha256sums, sha256_bytes
+from builder.formats.manifest import LOGS_DIR, MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME
 from builder.formats.provenance import PROVENANCE_NAME
 from builder.formats.release import (
     RELEASE_NAME,
@@ -27,13 +26,23 @@ from builder.formats.release import (
     parse_json_object,
     recipe_name,
 )
+from builder.formats.signed_sums import (
+    LOG_NAME,
+    RECORD_FILES,
+    artifact_lines,
+    listed_logs,
+    record_lines,
+)
+from builder.host.openpgp import PublicKey
+from builder.outputs.signed_dir import open_directory, read_signed_sums
 
 MAX_RECORD_BYTES = 16 << 20  # manifest.json, provenance.intoto.json
 MAX_SUMS_BYTES = 1 << 20
 MAX_ARTIFACT_BYTES = 1 << 30
 MAX_LOGS = 100
-LOG_NAME = re.compile(r"^[0-9]{2}-[a-z0-9-]{1,64}\.log$")  # as output_dir writes them
-RECORDS = frozenset({SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR})
+# A signed input's SHA256SUMS.asc is taken as it is unless `--input-public-key` asks for it to
+# be checked: the release's own SHA256SUMS is signed anew (or not at all).
+RECORDS = frozenset({SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR, SIGNATURE_NAME})
 INPUT_HINT = (
     "a release input must be an output directory of `qga-builder run`, exactly as it was "
     "written; rebuild that recipe (or download its CI artifact again)"
@@ -78,15 +87,27 @@ def hash_regular(path: Path, limit: int | None = None) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def read_input(directory: Path) -> ReleaseInput:
-    """The checked input, or InputError (exit 3) naming the directory and the file."""
+def read_input(directory: Path, key: PublicKey | None = None) -> ReleaseInput:
+    """The checked input, or InputError (exit 3) naming the directory and the file. With a
+    key, its SHA256SUMS must first be signed by it (SHA256SUMS.asc: exit 16 missing, 17 bad)."""
     try:
-        return _read(directory)
+        return _read(directory, key)
     except Problem as exc:
         raise InputError(f"release input {directory}: {exc}", hint=INPUT_HINT) from None
 
 
-def _read(directory: Path) -> ReleaseInput:
+def _sums_bytes(directory: Path, key: PublicKey | None) -> bytes:
+    if key is None:
+        return read_bounded(directory / SUMS_NAME, MAX_SUMS_BYTES)
+    label = f"release input {directory}"
+    root = open_directory(directory, label)
+    try:
+        return read_signed_sums(root, key, label)
+    finally:
+        os.close(root)
+
+
+def _read(directory: Path, key: PublicKey | None = None) -> ReleaseInput:
     try:
         mode = os.lstat(directory).st_mode
     except FileNotFoundError:
@@ -105,21 +126,24 @@ def _read(directory: Path) -> ReleaseInput:
     recipe = recipe_name(manifest)
     artifacts = manifest_artifacts(manifest)
     try:
-        sums = parse_sha256sums(read_bounded(directory / SUMS_NAME, MAX_SUMS_BYTES).decode("utf-8"))
+        listed = parse_sha256sums(_sums_bytes(directory, key).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise Problem(f"{SUMS_NAME} is not a checksum file qga-builder wrote ({exc})") from None
+    sums = artifact_lines(listed)
     check_sums_agree(artifacts, sums)
     extra = sorted(entries - {artifact.name for artifact in artifacts} - RECORDS)
     if extra:
         raise Problem(f"it holds files qga-builder did not write: {', '.join(extra[:5])}")
-    if LOGS_DIR in entries:
-        _check_logs(directory / LOGS_DIR)
+    if SIGNATURE_NAME in entries and not stat.S_ISREG(os.lstat(directory / SIGNATURE_NAME).st_mode):
+        raise Problem(f"{SIGNATURE_NAME} is not a regular file")
+    logs = _check_logs(directory / LOGS_DIR) if LOGS_DIR in entries else []
     for artifact in artifacts:
         _check_artifact(directory, artifact, sums[artifact.name])
-    statement = parse_json_object(
-        read_bounded(directory / PROVENANCE_NAME, MAX_RECORD_BYTES), PROVENANCE_NAME
-    )
+    provenance_bytes = read_bounded(directory / PROVENANCE_NAME, MAX_RECORD_BYTES)
+    statement = parse_json_object(provenance_bytes, PROVENANCE_NAME)
     check_statement(statement, artifacts)
+    records = {MANIFEST_NAME: manifest_bytes, PROVENANCE_NAME: provenance_bytes}
+    _check_records(directory, record_lines(listed), records, logs)
     return ReleaseInput(
         directory=directory,
         label=str(directory),
@@ -142,7 +166,30 @@ def _check_artifact(directory: Path, artifact: InputArtifact, listed: str) -> No
         raise Problem(f"{artifact.name} is {size} bytes; {MANIFEST_NAME} says {artifact.size}")
 
 
-def _check_logs(logs: Path) -> None:
+def _check_records(
+    directory: Path, listed: dict[str, str], records: dict[str, bytes], logs: list[str]
+) -> None:
+    """A signed run lists its records and step logs in SHA256SUMS too: each must match (the
+    manifest and provenance as they were read above), and every step log must be listed."""
+    if not listed:
+        return  # an unsigned run's SHA256SUMS lists its artifacts only
+    for name in RECORD_FILES:
+        if name not in listed:
+            raise Problem(f"{SUMS_NAME} lists step logs or records but not {name}")
+        if sha256_bytes(records[name]) != listed[name]:
+            raise Problem(f"{name} does not match its {SUMS_NAME} line: it was changed")
+    unlisted = sorted(set(logs) - listed_logs(listed))
+    if unlisted:
+        raise Problem(f"{LOGS_DIR}/{unlisted[0]} is not listed in its {SUMS_NAME}")
+    for name in sorted(listed_logs(listed)):
+        if name not in logs:
+            raise Problem(f"{LOGS_DIR}/{name} is listed in its {SUMS_NAME} but missing")
+        digest, _ = hash_regular(directory / LOGS_DIR / name)
+        if digest != listed[f"{LOGS_DIR}/{name}"]:
+            raise Problem(f"{LOGS_DIR}/{name} does not match its {SUMS_NAME} line")
+
+
+def _check_logs(logs: Path) -> list[str]:
     if not stat.S_ISDIR(os.lstat(logs).st_mode):
         raise Problem(f"{LOGS_DIR} is not a directory")
     names = sorted(os.listdir(logs))
@@ -151,3 +198,4 @@ def _check_logs(logs: Path) -> None:
     for name in names:
         if not LOG_NAME.match(name) or not stat.S_ISREG(os.lstat(logs / name).st_mode):
             raise Problem(f"{LOGS_DIR}/{name} is not a step log qga-builder wrote")
+    return names

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from builder import __version__
-from builder.formats.checksums import sha256_json
-from builder.formats.manifest import LOGS_DIR
+from builder.formats.checksums import format_sha256sums, sha256_json
+from builder.formats.manifest import LOGS_DIR, SIGNATURE_NAME, SUMS_NAME
 from builder.log import StepOutput, get_logger
 from builder.outputs.output_dir import why_not_ours
 from builder.run_context import RunContext
@@ -123,7 +123,9 @@ def _short(value: str) -> str:
 
 def store(ctx: RunContext, published: Path) -> None:
     """Keep a copy of a fresh, published output (without its logs) under the run's key. A
-    failure here costs the next run a rebuild, never this run its result."""
+    failure here costs the next run a rebuild, never this run its result. A signed output is
+    kept unsigned, its SHA256SUMS listing the artifacts only: a run served from the entry
+    signs (or not) with its own key, what it lists included."""
     if ctx.cache_hit is not None or "key" not in ctx.cache_record:
         return
     key = str(ctx.cache_record["key"])
@@ -131,7 +133,9 @@ def store(ctx: RunContext, published: Path) -> None:
     staging = root / f".tmp-{ctx.run_id}"
     try:
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(published, staging, ignore=shutil.ignore_patterns(LOGS_DIR))
+        shutil.copytree(published, staging, ignore=shutil.ignore_patterns(LOGS_DIR, SIGNATURE_NAME))
+        sums = {artifact.name: artifact.sha256 for artifact in ctx.artifacts}
+        (staging / SUMS_NAME).write_text(format_sha256sums(sums))
         _remove_entry(root, key)
         os.rename(staging, root / key)
         record = {
@@ -152,7 +156,7 @@ def restore(ctx: RunContext) -> None:
     """Copy a hit's files into the staging directory (publish then writes this run's records)."""
     assert ctx.cache_hit is not None
     for path in sorted(ctx.cache_hit.directory.iterdir()):
-        if path.is_file() and not path.is_symlink():
+        if path.is_file() and not path.is_symlink() and path.name != SIGNATURE_NAME:
             shutil.copy2(path, ctx.staging / path.name)
 
 

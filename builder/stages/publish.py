@@ -1,5 +1,7 @@
-"""Stage `publish`: service files, SHA256SUMS, manifest.json, provenance and the step logs are
-written into the staging directory, which then replaces the output directory in one step."""
+"""Stage `publish`: service files, manifest.json, provenance, the step logs and SHA256SUMS are
+written into the staging directory (and, with a signing key, SHA256SUMS.asc: a detached
+signature of a SHA256SUMS that then lists every file), which then replaces the output directory
+in one step."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from builder.formats.checksums import format_sha256sums, sha256_file
 from builder.formats.manifest import (
     LOGS_DIR,
     MANIFEST_NAME,
+    SIGNATURE_NAME,
     SUMS_NAME,
     Artifact,
     build_manifest,
@@ -20,6 +23,7 @@ from builder.formats.manifest import (
     write_json,
 )
 from builder.formats.service_files import render_services
+from builder.formats.signed_sums import LOG_NAME, RECORD_FILES
 from builder.log import StepOutput
 from builder.run_context import RunContext
 from builder.stages import artifact_cache
@@ -37,12 +41,11 @@ def publish(ctx: RunContext, output: StepOutput) -> None:
         path.write_bytes(content)
         path.chmod(mode)
         ctx.artifacts.append(Artifact(name, sha256_file(path), len(content), "service"))
-    sums = {artifact.name: artifact.sha256 for artifact in ctx.artifacts}
-    (staging / SUMS_NAME).write_text(format_sha256sums(sums))
     ctx.manifest = redact.deep(manifest(ctx))  # no secret leaves in a record
     write_json(staging / MANIFEST_NAME, ctx.manifest)
     write_json(staging / provenance.PROVENANCE_NAME, provenance.statement(ctx.manifest, ctx.run_id))
     shutil.copytree(ctx.log_dir, staging / LOGS_DIR, dirs_exist_ok=True)
+    seal(ctx, output)
     ctx.out.publish()
     output.line(f"published {ctx.out.final}")
     artifact_cache.store(ctx, ctx.out.final)  # still under the output's lock
@@ -65,13 +68,35 @@ def _publish_cached(ctx: RunContext, output: StepOutput) -> None:
         "started": iso(ctx.started),
         "finished": iso(datetime.now(UTC)),
     }
+    ctx.manifest.pop("signing", None)  # the stored run's signer is not this run's
+    if ctx.signer is not None:
+        ctx.manifest["signing"] = ctx.signer.record()
     write_json(ctx.staging / MANIFEST_NAME, ctx.manifest)
     write_json(
         ctx.staging / provenance.PROVENANCE_NAME, provenance.statement(ctx.manifest, ctx.run_id)
     )
     shutil.copytree(ctx.log_dir, ctx.staging / LOGS_DIR, dirs_exist_ok=True)
+    seal(ctx, output)
     ctx.out.publish()
     output.line(f"published {ctx.out.final} from the artifact cache (run {hit.from_run})")
+
+
+def seal(ctx: RunContext, output: StepOutput) -> None:
+    """SHA256SUMS: the artifacts' lines (the same bytes signed or not). With a signing key it
+    lists every other file of the directory too (manifest, provenance, step logs), and its
+    detached signature SHA256SUMS.asc, the last file written, covers them all."""
+    staging = ctx.staging
+    sums = {artifact.name: artifact.sha256 for artifact in ctx.artifacts}
+    if ctx.signer is not None:
+        for name in RECORD_FILES:
+            sums[name] = sha256_file(staging / name)
+        for log in sorted((staging / LOGS_DIR).iterdir()):
+            if LOG_NAME.match(log.name) and log.is_file() and not log.is_symlink():
+                sums[f"{LOGS_DIR}/{log.name}"] = sha256_file(log)
+    (staging / SUMS_NAME).write_text(format_sha256sums(sums))
+    if ctx.signer is not None:
+        ctx.signer.sign_file(staging / SUMS_NAME, staging / SIGNATURE_NAME)
+        output.line(f"signed {SUMS_NAME} ({len(sums)} files) with {ctx.signer.fingerprint}")
 
 
 def manifest(ctx: RunContext) -> dict:
@@ -121,4 +146,6 @@ def manifest(ctx: RunContext) -> dict:
         result["vm_test"] = ctx.vm_report
     if ctx.msi_contents:
         result["msi_contents"] = ctx.msi_contents
+    if ctx.signer is not None:
+        result["signing"] = ctx.signer.record()  # the public fingerprint, nothing else
     return result

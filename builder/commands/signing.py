@@ -1,0 +1,131 @@
+"""The command line's OpenPGP options: the key `run` and `release` sign with (checked before
+anything is built or written), and the public keys `verify` and `release` check with."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from builder.config.settings import PASSPHRASE_ENV, signing_passphrase
+from builder.errors import SigningKeyError, UsageError
+from builder.formats import redact
+from builder.host.openpgp import (
+    MAX_PASSPHRASE_BYTES,
+    PublicKey,
+    Signer,
+    SigningRequest,
+    open_signer,
+    public_key,
+)
+from builder.log import get_logger
+
+# A fingerprint (v4: 40 hex digits), a long key ID (16), with or without 0x, or a mail address.
+KEY_ID = re.compile(
+    r"^(?:(?:0x)?(?:[0-9A-Fa-f]{16}|[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})|<?[^\s<>@]+@[^\s<>@]+>?)$"
+)
+
+
+def signing_request(args: argparse.Namespace) -> SigningRequest | None:
+    """What the options ask to sign with (None: no signing); the passphrase from
+    --signing-passphrase-file, else QGA_SIGNING_PASSPHRASE, else none (the user's agent)."""
+    key_file: Path | None = getattr(args, "signing_key", None)
+    key_id: str | None = getattr(args, "signing_key_id", None)
+    passphrase_file: Path | None = getattr(args, "signing_passphrase_file", None)
+    if key_file is not None and key_id is not None:
+        raise UsageError("--signing-key and --signing-key-id: give one of them")
+    if key_file is None and key_id is None:
+        if passphrase_file is not None:
+            raise UsageError(
+                "--signing-passphrase-file: only with --signing-key FILE or --signing-key-id ID"
+            )
+        return None
+    if key_id is not None and not KEY_ID.match(key_id):
+        raise UsageError(
+            f"--signing-key-id {key_id!r}: not a fingerprint, key ID or mail address",
+            hint="give the key's fingerprint (`gpg --list-secret-keys` shows it)",
+        )
+    passphrase: bytes | None
+    if passphrase_file is not None:
+        passphrase = read_passphrase_file(passphrase_file)
+        source = f"from --signing-passphrase-file {passphrase_file}"
+    else:
+        passphrase, source = signing_passphrase(), f"from {PASSPHRASE_ENV}"
+    if passphrase:
+        redact.register(passphrase.decode("utf-8", "replace"))  # never in a log or record
+    return SigningRequest(
+        key_file=key_file.absolute() if key_file is not None else None,
+        key_id=key_id,
+        passphrase=passphrase,
+        passphrase_source=source,
+    )
+
+
+def read_passphrase_file(path: Path) -> bytes:
+    """The first line of a small regular file (a final line break is not part of it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SigningKeyError(f"--signing-passphrase-file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise SigningKeyError(f"--signing-passphrase-file {path} is not a regular file")
+        data = handle.read(MAX_PASSPHRASE_BYTES + 3)
+    if info.st_mode & 0o077:
+        get_logger().warning(
+            "the passphrase file can be read by other users: chmod 600 it", file=str(path)
+        )
+    data = data.removesuffix(b"\n").removesuffix(b"\r")
+    if b"\n" in data or len(data) > MAX_PASSPHRASE_BYTES:
+        raise SigningKeyError(
+            f"--signing-passphrase-file {path}: holds more than one line (or more than "
+            f"{MAX_PASSPHRASE_BYTES} bytes); it must hold the passphrase alone"
+        )
+    return data
+
+
+@contextmanager
+def signer_for(args: argparse.Namespace) -> Iterator[Signer | None]:
+    """The checked signer the options ask for (None without a signing key); SigningKeyError
+    (exit 15) before anything is built when the key cannot sign."""
+    request = signing_request(args)
+    if request is None:
+        yield None
+        return
+    with open_signer(request) as signer:
+        get_logger().info(
+            "signing key checked: SHA256SUMS will be signed", fingerprint=signer.fingerprint
+        )
+        yield signer
+
+
+def check_signing_key(args: argparse.Namespace) -> None:
+    """Only the check (a matrix, before its first build: each build opens the key itself)."""
+    with signer_for(args):
+        return
+
+
+def signing_arguments(args: argparse.Namespace) -> list[str]:
+    """The signing options as a matrix passes them on to each build (paths made absolute; the
+    passphrase stays in the environment or the file, never on a command line)."""
+    passed: list[str] = []
+    for option in ("signing_key", "signing_key_id", "signing_passphrase_file"):
+        value = getattr(args, option, None)
+        if value is not None:
+            shown = str(value.absolute()) if isinstance(value, Path) else str(value)
+            passed += ["--" + option.replace("_", "-"), shown]
+    return passed
+
+
+@contextmanager
+def optional_public_key(path: Path | None) -> Iterator[PublicKey | None]:
+    if path is None:
+        yield None
+        return
+    with public_key(path) as key:
+        yield key
