@@ -4,31 +4,25 @@ parser level takes (defined once, accepted anywhere on the line). `builder.cli` 
 from __future__ import annotations
 
 import argparse
-import importlib
-import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from builder import __version__
 from builder.agent.contract_in_vm import BOOT_DEADLINE
 from builder.agent.guest_test import SCENARIOS
-from builder.config import patterns
+from builder.arguments_upkeep import add_bump, add_clean, add_prepare
 from builder.config.settings import MIRROR_ENV
-from builder.host.debian import KEYRING
 from builder.host.virtual_machine import AGENT_PORT
 from builder.option_parser import (
     GlobalOptionAction,
     GlobalOptions,
     Parser,
+    Subcommands,
     TopParser,
     add_signing_options,
     at_least,
+    lazy_handler,
     positive_seconds,
 )
-
-Handler = Callable[[argparse.Namespace], int]
-Subcommands = Any  # argparse's _SubParsersAction, private in typeshed
 
 
 def _common(seen: GlobalOptions) -> argparse.ArgumentParser:
@@ -103,16 +97,6 @@ def _locked(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _handler(module: str, name: str) -> Handler:
-    """A command's handler, imported when it runs (so `--help` stays fast)."""
-
-    def handle(args: argparse.Namespace) -> int:
-        imported = importlib.import_module(f"builder.commands.{module}")
-        return int(getattr(imported, name)(args))
-
-    return handle
-
-
 def build_parser() -> argparse.ArgumentParser:
     seen = GlobalOptions()
     common = _common(seen)
@@ -139,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_schema,
         _add_base,
         _add_patches,
-        _add_bump,
-        _add_clean,
+        add_prepare,
+        add_bump,
+        add_clean,
     ):
         add(sub, common, recipes)
     return parser
@@ -191,7 +176,7 @@ def _add_run(
         help="stop every other build as soon as one fails",
     )
     add_signing_options(p, "the output's SHA256SUMS (then listing every file of it)")
-    p.set_defaults(handler=_handler("run", "cmd_run"))
+    p.set_defaults(handler=lazy_handler("run", "cmd_run"))
 
 
 def _add_verify(
@@ -230,7 +215,7 @@ def _add_verify(
     )
     _locked(p)
     _no_ccache(p)
-    p.set_defaults(handler=_handler("verify", "cmd_verify"))
+    p.set_defaults(handler=lazy_handler("verify", "cmd_verify"))
 
 
 def _add_release(
@@ -259,7 +244,7 @@ def _add_release(
         "signature is not checked (its SHA256SUMS is, against its files)",
     )
     add_signing_options(p, "the release's SHA256SUMS")
-    p.set_defaults(handler=_handler("release", "cmd_release"))
+    p.set_defaults(handler=lazy_handler("release", "cmd_release"))
 
 
 def _add_vm_test(
@@ -304,7 +289,7 @@ def _add_vm_test(
         help=f"with --fast: how long to wait for the agent's first answer (default "
         f"{BOOT_DEADLINE:g})",
     )
-    p.set_defaults(handler=_handler("vm_test", "cmd_vm_test"))
+    p.set_defaults(handler=lazy_handler("vm_test", "cmd_vm_test"))
 
 
 def _add_lock(
@@ -317,7 +302,7 @@ def _add_lock(
         "package of the recipe's build image",
     )
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
-    p.set_defaults(handler=_handler("lock", "cmd_lock"))
+    p.set_defaults(handler=lazy_handler("lock", "cmd_lock"))
 
 
 def _add_validate(
@@ -330,7 +315,7 @@ def _add_validate(
         "local file they pin",
     )
     p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
-    p.set_defaults(handler=_handler("inspect", "cmd_validate"))
+    p.set_defaults(handler=lazy_handler("inspect", "cmd_validate"))
 
 
 def _add_plan(
@@ -355,14 +340,14 @@ def _add_plan(
         "given for several (nothing printed when one fails)",
     )
     _overrides(p, "the output directory the plan names (default: out/<recipe name>)")
-    p.set_defaults(handler=_handler("inspect", "cmd_plan"))
+    p.set_defaults(handler=lazy_handler("inspect", "cmd_plan"))
 
 
 def _add_schema(
     sub: Subcommands, common: argparse.ArgumentParser, recipes: argparse.ArgumentParser
 ) -> None:
     p = sub.add_parser("schema", parents=[common], help="print the recipe JSON Schema")
-    p.set_defaults(handler=_handler("inspect", "cmd_schema"))
+    p.set_defaults(handler=lazy_handler("inspect", "cmd_schema"))
 
 
 def _add_base(
@@ -387,7 +372,7 @@ def _add_base(
         "variant and mirror: the tag recipes with `debootstrap:` look for)",
     )
     b.add_argument("--force", action="store_true", help="remake it even if it exists")
-    b.set_defaults(handler=_handler("base", "cmd_base_debootstrap"))
+    b.set_defaults(handler=lazy_handler("base", "cmd_base_debootstrap"))
 
 
 def _add_patches(
@@ -401,98 +386,4 @@ def _add_patches(
         help="name a source's QEMU series and patch set, and try each patch on it (no Docker)",
     )
     b.add_argument("source", type=Path, metavar="SOURCE", help="a QEMU source tarball or tree")
-    b.set_defaults(handler=_handler("patches", "cmd_patches_check"))
-
-
-def _add_bump(
-    sub: Subcommands, common: argparse.ArgumentParser, recipes: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser(
-        "bump",
-        parents=[common],
-        help="move Debian pins to their newest verified versions: recipes' QEMU (source.debian, "
-        "source.mirror) within its series, a Dockerfile's source pins (Dockerfile.mingw); say "
-        "which locks are behind their suite's updates of the libraries the agent links",
-        description="For each RECIPE pinned from Debian's archive, find the newest point "
-        "release of its QEMU series on the configured Debian mirror: InRelease verified with "
-        "gpgv, Sources, .dsc and orig tarball each checked against the one before, files that "
-        "are missing skipped, the recipe's patches tried on the tarball. For each DOCKERFILE "
-        "with Debian source pins (ARG NAME_VERSION / NAME_SHA256), the newest version of each "
-        "package the suite its image is made from lists, by the same chain. For each static "
-        "Linux RECIPE, its lock against the suite's signed Packages index (the libraries the "
-        "agent links). Prints what it found; --write rewrites the pins in place (comments and "
-        "layout kept; a Dockerfile whole or not at all); locks are never written. A refusal "
-        "leaves its file as it is, and the exit code is the first refusal's (3, or 4 for "
-        "patches); 14 when a lock is behind its suite.",
-    )
-    p.add_argument(
-        "recipes",
-        nargs="*",
-        type=Path,
-        metavar="RECIPE|DOCKERFILE",
-        help="recipes (*.yaml, *.yml) and Dockerfiles to bump (default: every recipes/*.yaml, "
-        "and each Dockerfile they build in that pins Debian sources)",
-    )
-    p.add_argument(
-        "--write",
-        action="store_true",
-        help="rewrite each recipe's and Dockerfile's pins in its file",
-    )
-    p.add_argument(
-        "--suite",
-        action="append",
-        type=_debian_suite,
-        metavar="SUITE",
-        help="a suite whose index to search for source.mirror pins; repeat it for several "
-        "(default: unstable); a source.debian pin is searched in its own suite only",
-    )
-    p.add_argument(
-        "--keyring",
-        type=Path,
-        default=KEYRING,
-        metavar="FILE",
-        help=f"the OpenPGP keyring the suites' InRelease must verify with (default: {KEYRING})",
-    )
-    p.add_argument(
-        "--allow-expired-index",
-        action="store_true",
-        help="take an InRelease past its Valid-Until (a snapshot mirror's), still verified",
-    )
-    p.add_argument(
-        "--json", action="store_true", help="one JSON document instead of lines for people"
-    )
-    p.set_defaults(handler=_handler("bump", "cmd_bump"))
-
-
-def _debian_suite(value: str) -> str:
-    """A suite name as a path part of the mirror's dists/ (never a path of its own)."""
-    if not re.fullmatch(patterns.DEBIAN_SUITE, value):
-        raise argparse.ArgumentTypeError(patterns.in_words(patterns.DEBIAN_SUITE, value) or value)
-    return value
-
-
-def _add_clean(
-    sub: Subcommands, common: argparse.ArgumentParser, recipes: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser("clean", parents=[common], help="remove what crashed runs left behind")
-    p.add_argument(
-        "--keep",
-        type=at_least(0),
-        default=2,
-        metavar="N",
-        help="build images to keep per Dockerfile and base (newest first; default 2)",
-    )
-    p.add_argument(
-        "--repository",
-        metavar="REPO",
-        help="prune build images of this repository only (e.g. qga-builder/dockerfile.linux)",
-    )
-    p.add_argument(
-        "--output-root",
-        type=Path,
-        default=Path("out"),
-        metavar="DIR",
-        help="where to look for stale staging directories (default: out)",
-    )
-    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    p.set_defaults(handler=_handler("clean", "cmd_clean"))
+    b.set_defaults(handler=lazy_handler("patches", "cmd_patches_check"))

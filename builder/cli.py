@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from types import FrameType
 
 from builder import log
-from builder.arguments import Handler, build_parser
+from builder.arguments import build_parser
 from builder.errors import BuilderError, Interrupted
+from builder.option_parser import Handler
 
 __all__ = ["build_parser", "main"]
 INTERNAL_ERROR = 70  # EX_SOFTWARE

@@ -5,10 +5,25 @@ sub-command) and resolved once; number types that refuse what makes no sense."""
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from builder.config.suggest import close_match
+
+Handler = Callable[[argparse.Namespace], int]
+Subcommands = Any  # argparse's _SubParsersAction, private in typeshed
+
+
+def lazy_handler(module: str, name: str) -> Handler:
+    """A command's handler, imported when it runs (so `--help` stays fast)."""
+
+    def handle(args: argparse.Namespace) -> int:
+        imported = importlib.import_module(f"builder.commands.{module}")
+        return int(getattr(imported, name)(args))
+
+    return handle
 
 
 class Parser(argparse.ArgumentParser):
@@ -72,7 +87,7 @@ def add_signing_options(parser: argparse.ArgumentParser, what: str) -> None:
         "--signing-passphrase-file",
         type=Path,
         metavar="FILE",
-        help="the key's passphrase: the first line of FILE (default: the environment "
+        help="the key's passphrase: FILE holds it alone (default: the environment "
         "variable QGA_SIGNING_PASSPHRASE; else none, or your gpg agent's for --signing-key-id)",
     )
 

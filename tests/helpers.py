@@ -109,14 +109,24 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 3600
     return CliResult(process.returncode, process.stdout, process.stderr, time.monotonic() - start)
 
 
+# host:pid of processes the session runs beside the tests (the `prepare` the integration
+# conftest starts): their containers are theirs, not a test's leftovers.
+BACKGROUND_OWNERS: set[str] = set()
+
+
 def leftover_containers(engine: Any) -> list[str]:
-    """The tool's containers on `engine`; one the daemon is still removing (auto-remove after
-    a kill finishes a moment after the call that asked for it) is waited for, up to 20 s."""
-    from builder.engine import LABEL_TOOL
+    """The tool's containers on `engine` (but those of BACKGROUND_OWNERS); one the daemon is
+    still removing (auto-remove after a kill finishes a moment after the call that asked for
+    it) is waited for, up to 20 s."""
+    from builder.engine import LABEL_OWNER, LABEL_TOOL
 
     deadline = time.monotonic() + 20
     while True:
-        found = engine.containers(LABEL_TOOL)
+        found = [
+            c
+            for c in engine.containers(LABEL_TOOL)
+            if c.labels.get(LABEL_OWNER) not in BACKGROUND_OWNERS
+        ]
         if not any(c.state == "removing" for c in found) or time.monotonic() > deadline:
             return [c.name for c in found]
         time.sleep(0.5)

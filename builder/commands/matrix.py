@@ -18,11 +18,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.commands.matrix_display import Display, summary_table
 from builder.commands.signing import signing_arguments
+from builder.config.settings import child_environment
 from builder.errors import DockerUnavailableError, Interrupted, UsageError
 
 ENGINE_LOST = DockerUnavailableError.exit_code
@@ -78,8 +80,11 @@ class Matrix:
         log_dir: Path,
         fail_fast: bool,
         command: tuple[str, ...] = (sys.executable, "-m", "builder"),
+        child_env: Mapping[str, str] | None = None,
     ) -> None:
         self.jobs = jobs
+        # This process's environment plus what only the builds get (the signing passphrase).
+        self.child_env = child_environment(child_env)
         self.engines = engines
         self.parallel = max(1, parallel)
         self.child_args = child_args
@@ -156,6 +161,7 @@ class Matrix:
             stderr=subprocess.PIPE,
             text=True,
             errors="replace",
+            env=self.child_env,
         )
         threading.Thread(target=self._follow, args=(job, job.process), daemon=True).start()
         self.display.event(f"{job.name}: started on {engine or 'the default engine'}")

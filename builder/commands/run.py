@@ -91,7 +91,8 @@ def _run_matrix(args: argparse.Namespace) -> int:
         output_dir.check_replaceable(root / plan.recipe_name)
         named.append((path, plan.recipe_name))
     jobs = plan_jobs(named, root)
-    signing.check_signing_key(args)  # each build checks it again, and signs its own output
+    # Each build checks the key again and signs its own output.
+    signing_env = signing.check_signing_key(args)
     engines: list[str | None] = list(args.engine) if args.engine else [None]
     for endpoint in engines:  # each must answer now, not after the first builds
         Engine(endpoint).close()
@@ -107,5 +108,6 @@ def _run_matrix(args: argparse.Namespace) -> int:
         child_arguments(args),
         matrix_log_dir(Cache.default().runs, run_id),
         args.fail_fast,
+        child_env=signing_env,
     )
     return matrix.run()

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from builder.config.settings import PASSPHRASE_ENV, signing_passphrase
 from builder.errors import SigningKeyError, UsageError
-from builder.formats import redact
 from builder.host.openpgp import (
     MAX_PASSPHRASE_BYTES,
     PublicKey,
@@ -55,8 +54,8 @@ def signing_request(args: argparse.Namespace) -> SigningRequest | None:
         source = f"from --signing-passphrase-file {passphrase_file}"
     else:
         passphrase, source = signing_passphrase(), f"from {PASSPHRASE_ENV}"
-    if passphrase:
-        redact.register(passphrase.decode("utf-8", "replace"))  # never in a log or record
+    # Not registered with `redact`: it is never written anywhere, and masking its text in
+    # public logs would tell a reader of them which words the passphrase contains.
     return SigningRequest(
         key_file=key_file.absolute() if key_file is not None else None,
         key_id=key_id,
@@ -66,7 +65,8 @@ def signing_request(args: argparse.Namespace) -> SigningRequest | None:
 
 
 def read_passphrase_file(path: Path) -> bytes:
-    """The first line of a small regular file (a final line break is not part of it)."""
+    """The passphrase a small regular file holds alone (a final line break is not part of it;
+    a second line is refused)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -93,7 +93,12 @@ def read_passphrase_file(path: Path) -> bytes:
 def signer_for(args: argparse.Namespace) -> Iterator[Signer | None]:
     """The checked signer the options ask for (None without a signing key); SigningKeyError
     (exit 15) before anything is built when the key cannot sign."""
-    request = signing_request(args)
+    with _checked(signing_request(args)) as signer:
+        yield signer
+
+
+@contextmanager
+def _checked(request: SigningRequest | None) -> Iterator[Signer | None]:
     if request is None:
         yield None
         return
@@ -104,10 +109,18 @@ def signer_for(args: argparse.Namespace) -> Iterator[Signer | None]:
         yield signer
 
 
-def check_signing_key(args: argparse.Namespace) -> None:
-    """Only the check (a matrix, before its first build: each build opens the key itself)."""
-    with signer_for(args):
-        return
+def check_signing_key(args: argparse.Namespace) -> dict[str, str]:
+    """Only the check (a matrix, before its first build: each build opens the key itself).
+    Returns what the builds' environment needs for it: the passphrase, when it came from
+    QGA_SIGNING_PASSPHRASE (which this process no longer holds, see `signing_passphrase`)."""
+    request = signing_request(args)
+    with _checked(request):
+        pass
+    if request is None or request.passphrase is None:
+        return {}
+    if request.passphrase_source != f"from {PASSPHRASE_ENV}":
+        return {}
+    return {PASSPHRASE_ENV: request.passphrase.decode("utf-8", "surrogateescape")}
 
 
 def signing_arguments(args: argparse.Namespace) -> list[str]:

@@ -66,12 +66,20 @@ class HostSettings:
 
 def signing_passphrase(environ: Mapping[str, str] | None = None) -> bytes | None:
     """The signing key's passphrase from the environment (None: not set). Kept out of
-    HostSettings, whose fields may be printed."""
-    env = os.environ if environ is None else environ
-    value = env.get(PASSPHRASE_ENV)
+    HostSettings, whose fields may be printed. Read from this process's environment, it is
+    also taken out of it: nothing the tool starts afterwards (docker, ssh, gpg, a container's
+    client) inherits it; a matrix hands it to its own builds explicitly."""
+    value = os.environ.pop(PASSPHRASE_ENV, None) if environ is None else environ.get(PASSPHRASE_ENV)
     return None if value is None else value.encode("utf-8", "surrogateescape")
 
 
 def current() -> HostSettings:
     """The settings as the environment says now (read each time: tests change it)."""
     return HostSettings.from_environment()
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a process the tool starts: its own, never the signing passphrase
+    (however it got back in), plus `extra` (a matrix's builds get the passphrase that way)."""
+    env = {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
+    return {**env, **(extra or {})}

@@ -28,6 +28,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.config.settings import child_environment
 from builder.errors import HostToolError, InputError, SignatureError, SigningKeyError
 from builder.formats import openpgp
 from builder.formats.openpgp import KeyFormatError, ListedKey
@@ -115,6 +116,8 @@ def run_gpg(
             timeout=timeout,
             pass_fds=pass_fds,
             check=False,
+            # Taken out of the environment when read; left out here as well, whatever the caller.
+            env=child_environment(),
         )
     except subprocess.TimeoutExpired:
         return GpgResult(-1, b"", [])

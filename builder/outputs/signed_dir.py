@@ -128,23 +128,37 @@ def _hash(root: int, name: str) -> str | None:
 def _walk(root: int, prefix: str = "", depth: int = 0, found: list[str] | None = None) -> list[str]:
     """Every entry beneath root, as `a/b` (directories too, as `a/`), links not followed."""
     found = [] if found is None else found
-    with os.scandir(root) as entries:
-        for entry in entries:
-            if len(found) >= MAX_ENTRIES:
-                raise InputError(f"it holds more than {MAX_ENTRIES} files")
-            name = prefix + entry.name
-            if not entry.is_dir(follow_symlinks=False):
-                found.append(name)
-                continue
-            found.append(name + "/")
-            if depth >= MAX_DEPTH:
-                continue  # listed files cannot be this deep: the folder itself is extra
-            child = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root)
-            try:
-                _walk(child, name + "/", depth + 1, found)
-            finally:
-                os.close(child)
+    try:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if len(found) >= MAX_ENTRIES:
+                    raise InputError(f"it holds more than {MAX_ENTRIES} files")
+                name = prefix + entry.name
+                if not _is_directory(entry, name):
+                    found.append(name)
+                    continue
+                found.append(name + "/")
+                if depth >= MAX_DEPTH:
+                    continue  # listed files cannot be this deep: the folder itself is extra
+                try:
+                    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                    child = os.open(entry.name, flags, dir_fd=root)
+                except OSError as exc:
+                    raise InputError(f"{name}/ cannot be read ({exc.strerror})") from None
+                try:
+                    _walk(child, name + "/", depth + 1, found)
+                finally:
+                    os.close(child)
+    except OSError as exc:  # the listing itself (an entry's own errors are named above)
+        raise InputError(f"{prefix or './'} cannot be listed ({exc.strerror})") from None
     return found
+
+
+def _is_directory(entry: os.DirEntry[str], name: str) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError as exc:
+        raise InputError(f"{name} cannot be read ({exc.strerror})") from None
 
 
 def _parse(sums_bytes: bytes, label: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from builder import __version__
 from builder.formats.checksums import format_sha256sums, sha256_json
 from builder.formats.manifest import LOGS_DIR, SIGNATURE_NAME, SUMS_NAME
 from builder.log import StepOutput, get_logger
-from builder.outputs.output_dir import why_not_ours
+from builder.outputs.output_dir import STAGING_MARKER, why_not_ours
 from builder.run_context import RunContext
 from builder.stages import toolchain
 
@@ -122,10 +122,10 @@ def _short(value: str) -> str:
 
 
 def store(ctx: RunContext, published: Path) -> None:
-    """Keep a copy of a fresh, published output (without its logs) under the run's key. A
-    failure here costs the next run a rebuild, never this run its result. A signed output is
-    kept unsigned, its SHA256SUMS listing the artifacts only: a run served from the entry
-    signs (or not) with its own key, what it lists included."""
+    """Keep a copy of a fresh output, checked and about to be sealed (without its logs),
+    under the run's key. A failure here costs the next run a rebuild, never this run its
+    result. The entry is unsigned, its SHA256SUMS listing the artifacts only: a run served
+    from it signs (or not) with its own key, what it lists included."""
     if ctx.cache_hit is not None or "key" not in ctx.cache_record:
         return
     key = str(ctx.cache_record["key"])
@@ -133,7 +133,8 @@ def store(ctx: RunContext, published: Path) -> None:
     staging = root / f".tmp-{ctx.run_id}"
     try:
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(published, staging, ignore=shutil.ignore_patterns(LOGS_DIR, SIGNATURE_NAME))
+        ignored = shutil.ignore_patterns(LOGS_DIR, SIGNATURE_NAME, STAGING_MARKER)
+        shutil.copytree(published, staging, ignore=ignored)
         sums = {artifact.name: artifact.sha256 for artifact in ctx.artifacts}
         (staging / SUMS_NAME).write_text(format_sha256sums(sums))
         _remove_entry(root, key)

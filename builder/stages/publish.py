@@ -45,10 +45,13 @@ def publish(ctx: RunContext, output: StepOutput) -> None:
     write_json(staging / MANIFEST_NAME, ctx.manifest)
     write_json(staging / provenance.PROVENANCE_NAME, provenance.statement(ctx.manifest, ctx.run_id))
     shutil.copytree(ctx.log_dir, staging / LOGS_DIR, dirs_exist_ok=True)
+    # Kept before signing: a signature that fails at the end (a key ID whose passphrase the
+    # user's agent no longer caches after a long build) costs a rerun served from the cache,
+    # not the build. The entry is unsigned anyway.
+    artifact_cache.store(ctx, staging)
     seal(ctx, output)
     ctx.out.publish()
     output.line(f"published {ctx.out.final}")
-    artifact_cache.store(ctx, ctx.out.final)  # still under the output's lock
 
 
 def _publish_cached(ctx: RunContext, output: StepOutput) -> None:

@@ -2,11 +2,18 @@
 
 The builds are session-scoped: the patched default recipe once, and the same recipe without the
 patch once (the image is reused, so the second costs only the compile).
+
+While the first tests run, `prepare` (the tool's own command, in the background) fetches and
+makes what later tests build on: images and guests that are mostly downloads and single-threaded
+work, done beside the first compile instead of after it. A test that needs one of them before it
+is ready waits on the same lock a second run would.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +24,59 @@ import yaml
 
 from builder.engine import Engine
 from tests.helpers import (
+    BACKGROUND_OWNERS,
     CI_SERIES,
     DEFAULT_RECIPE,
     OLD_SERIES,
     RECIPES,
+    WINDOWS_RECIPE,
     localize,
     run_cli,
     start_cli,
     write_variant,
 )
 from tests.second_engine import SecondEngine
+
+# Recipes `prepare` makes ready ahead, by the fixture through which the session's tests need them.
+AHEAD = {
+    "linux_builds": DEFAULT_RECIPE,  # built at once; ahead: the packager image and the guests
+    "windows_build": WINDOWS_RECIPE,
+    "series_builds": RECIPES / f"linux-static-qemu-{CI_SERIES}.yaml",
+}
+_ahead: list[tuple[subprocess.Popen[str], Path]] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prepared_ahead(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """`prepare --vm-test-guests` for the recipes the session's tests build, in the background;
+    waited for (and its exit code checked) before the engine-restarting tests and at the end.
+    QGA_TEST_PREPARE=0 leaves everything to the tests that need it."""
+    needed = set().union(*(getattr(item, "fixturenames", ()) for item in request.session.items))
+    recipes = [str(recipe) for fixture, recipe in AHEAD.items() if fixture in needed]
+    if recipes and os.environ.get("QGA_TEST_PREPARE", "1") != "0":
+        log_path = tmp_path_factory.mktemp("ahead") / "prepare.log"
+        with log_path.open("w") as log:
+            process = start_cli(
+                "prepare", "--vm-test-guests", "--log-format", "json", *recipes, log=log
+            )
+        BACKGROUND_OWNERS.add(f"{socket.gethostname()}:{process.pid}")
+        _ahead.append((process, log_path))
+    yield
+    wait_for_prepared()
+
+
+def wait_for_prepared() -> None:
+    while _ahead:
+        process, log_path = _ahead.pop()
+        code = process.wait(timeout=3600)
+        assert code == 0, f"prepare failed ({code}): {log_path.read_text()[-4000:]}"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("disruptive") is not None:
+        wait_for_prepared()  # they restart the engine `prepare` works on
 
 
 @pytest.fixture(scope="session")

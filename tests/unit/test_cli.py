@@ -166,7 +166,7 @@ def test_vm_test_help_names_the_defaults_the_code_takes() -> None:
     assert f"default {BOOT_DEADLINE:g}" in (_option(("vm-test",), "--boot-deadline").help or "")
 
 
-RECIPE_COMMANDS = {("run",), ("verify",), ("validate",), ("plan",), ("lock",)}
+RECIPE_COMMANDS = {("run",), ("verify",), ("validate",), ("plan",), ("lock",), ("prepare",)}
 
 
 @pytest.mark.parametrize("path,parser", COMMANDS, ids=COMMAND_IDS)

@@ -41,6 +41,7 @@ LAYERS = {
     "builder.commands": 7,
     "builder.option_parser": 8,
     "builder.arguments": 8,
+    "builder.arguments_upkeep": 8,
     "builder.cli": 8,
     "builder.__main__": 9,
 }

@@ -9,6 +9,7 @@ the keys are throwaway ones the host's gpg makes (tests/conftest.py: openpgp_key
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 from pathlib import Path
@@ -352,3 +353,71 @@ def test_a_matrix_hands_each_build_the_key_never_the_passphrase(
         *("--signing-passphrase-file", str(tmp_path / "pass")),
     ]
     assert openpgp_keys.passphrase not in " ".join(passed)
+
+
+def test_a_signature_that_fails_at_the_end_costs_no_build(setup, openpgp_keys) -> None:
+    """A key ID whose passphrase the user's agent no longer caches when a long build ends:
+    nothing is published, but the checked build is in the artifact cache, so the rerun (the
+    key unlocked again) is served from it and signed, with no container."""
+    plan, text, engine, cache = setup
+
+    class ExpiredAgent:
+        fingerprint = openpgp_keys.plain
+
+        def record(self) -> dict[str, str]:
+            return {"openpgp_fingerprint": self.fingerprint}
+
+        def sign_file(self, path: Path, signature: Path) -> None:
+            raise SigningKeyError("gpg could not sign: the agent asks for the passphrase again")
+
+    with pytest.raises(SigningKeyError):
+        pipeline.run(plan, engine, cache, text, signer=ExpiredAgent())  # type: ignore[arg-type]
+    assert not plan.output_dir.exists()
+    rerun = FakeEngine()
+    rerun.run_id = "fakerun00005"
+    with open_signer(request(openpgp_keys, key_file=openpgp_keys.plain_secret)) as signer:
+        result = pipeline.run(plan, rerun, cache, text, signer=signer)
+    assert rerun.created == [] and result.manifest["cache"]["hit"] is True
+    assert (result.output_dir / "SHA256SUMS.asc").is_file()
+
+
+def test_the_passphrase_leaves_the_environment_once_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing the tool starts after reading it (docker, ssh, gpg) inherits it; a matrix hands
+    it to its builds on purpose, and gpg never gets it even if it came back."""
+    import os
+
+    from builder.commands.signing import signing_request
+    from builder.config.settings import PASSPHRASE_ENV, child_environment
+    from builder.formats import redact
+
+    monkeypatch.setenv(PASSPHRASE_ENV, "wrong horse")
+    args = argparse.Namespace(
+        signing_key=Path("key.asc"), signing_key_id=None, signing_passphrase_file=None
+    )
+    request = signing_request(args)
+    assert request is not None and request.passphrase == b"wrong horse"
+    assert PASSPHRASE_ENV not in os.environ
+    # Not masked in logs either: masking would show which words it contains.
+    assert redact.text("the wrong key") == "the wrong key"
+    monkeypatch.setenv(PASSPHRASE_ENV, "back again")
+    assert PASSPHRASE_ENV not in child_environment()
+    assert child_environment({PASSPHRASE_ENV: "for a build"})[PASSPHRASE_ENV] == "for a build"
+
+
+def test_a_matrix_gives_its_builds_the_passphrase_it_took(
+    monkeypatch: pytest.MonkeyPatch, openpgp_keys
+) -> None:
+    from builder.commands.signing import check_signing_key
+    from builder.config.settings import PASSPHRASE_ENV
+
+    monkeypatch.setenv(PASSPHRASE_ENV, openpgp_keys.passphrase)
+    args = argparse.Namespace(
+        signing_key=openpgp_keys.signer_secret, signing_key_id=None, signing_passphrase_file=None
+    )
+    assert check_signing_key(args) == {PASSPHRASE_ENV: openpgp_keys.passphrase}
+    unprotected = argparse.Namespace(
+        signing_key=openpgp_keys.plain_secret, signing_key_id=None, signing_passphrase_file=None
+    )
+    assert check_signing_key(unprotected) == {}

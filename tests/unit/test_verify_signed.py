@@ -10,6 +10,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -297,3 +298,24 @@ def test_sha256sum_agrees_with_a_signed_output(signed: Path) -> None:
         ["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=signed, capture_output=True, check=False
     )
     assert result.returncode == 0
+
+
+def test_a_folder_that_cannot_be_read_is_a_clear_error_not_a_crash(
+    signed: Path, openpgp_keys: Any, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """Root reads any folder, so the refusal an unprivileged user gets is played by failing the
+    open of that one folder."""
+    from builder.outputs import signed_dir
+
+    (signed / "extra").mkdir()
+    real_open = os.open
+
+    def refuse(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if path == "extra":
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(signed_dir.os, "open", refuse)
+    code = main(["verify", "--public-key", str(openpgp_keys.plain_public), str(signed)])
+    err = capsys.readouterr().err
+    assert code not in (0, 70) and "extra/ cannot be read (Permission denied)" in err, err
