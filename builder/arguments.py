@@ -208,6 +208,14 @@ def _add_verify(
         "SHA256SUMS by this OpenPGP public key (armored or binary), every line of SHA256SUMS "
         "must match its file, and DIR must hold nothing else",
     )
+    p.add_argument(
+        "--cosign-key",
+        type=Path,
+        metavar="FILE",
+        help="with DIR: also check its signed provenance, provenance.intoto.jsonl, as "
+        "`cosign verify-blob-attestation --key FILE` does: each envelope signed by this PEM "
+        "public key, each subject in DIR with that sha256",
+    )
     _overrides(
         p,
         "with a RECIPE: write both builds and verify.json to DIR (default: "

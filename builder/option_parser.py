@@ -90,6 +90,14 @@ def add_signing_options(parser: argparse.ArgumentParser, what: str) -> None:
         help="the key's passphrase: FILE holds it alone (default: the environment "
         "variable QGA_SIGNING_PASSPHRASE; else none, or your gpg agent's for --signing-key-id)",
     )
+    group.add_argument(
+        "--attestation-key",
+        type=Path,
+        metavar="FILE",
+        help="also sign the provenance into provenance.intoto.jsonl (DSSE envelopes, as "
+        "`cosign verify-blob-attestation` checks them) with this ECDSA P-256 or Ed25519 "
+        "private key in PEM (passphrase, if encrypted: QGA_ATTESTATION_PASSPHRASE)",
+    )
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

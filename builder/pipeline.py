@@ -21,6 +21,7 @@ from builder.config.layout import Variation
 from builder.config.plan import Plan
 from builder.formats import redact
 from builder.formats.manifest import Artifact
+from builder.host.attestation_keys import AttestationSigner
 from builder.host.cache import Cache
 from builder.host.openpgp import Signer
 from builder.log import Progress, StepOutput, get_logger
@@ -116,6 +117,7 @@ def run(
     use_ccache: bool = True,
     peer_engines: Sequence[ContainerEngine] = (),
     signer: Signer | None = None,
+    attester: AttestationSigner | None = None,
 ) -> RunResult:
     run_id = run_id or engine.run_id
     redact.register_build_args(dict(plan.image.build_args))
@@ -139,6 +141,7 @@ def run(
             use_ccache=use_ccache,
             peer_engines=tuple(peer_engines),
             signer=signer,
+            attester=attester,
         )
         try:
             preflight(plan)

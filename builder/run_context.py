@@ -22,6 +22,7 @@ from builder.config.plan import ArtifactPlan, ImagePlan, PatchPlan, Plan
 from builder.engine import ImageRecord
 from builder.errors import StepError
 from builder.formats.manifest import Artifact
+from builder.host.attestation_keys import AttestationSigner
 from builder.host.cache import Cache
 from builder.host.openpgp import Signer
 from builder.log import LineSink, Progress, StepOutput
@@ -135,6 +136,8 @@ class RunContext:
     # Signs SHA256SUMS at publish (`--signing-key`); checked before the run. Not in the plan:
     # whether and by whom a run is signed changes no artifact and no cache key.
     signer: Signer | None = None
+    # Signs the provenance into a DSSE envelope (`--attestation-key`); the same: not in the plan.
+    attester: AttestationSigner | None = None
     ccache: dict[str, Any] | None = None  # set when the build image can use the volume
     configure_reuse: dict[str, Any] | None = None  # stages.configure_cache: key, reused, why
     # Learned by the stages, in order:

@@ -47,6 +47,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         signing.signer_for(args) as signer,  # checked before any input is read
         signing.optional_public_key(args.input_public_key) as key,
     ):
+        attester = signing.attester_for(args)
         inputs = [read_input(path, key) for path in args.inputs]
         try:
             merged = merge(inputs)
@@ -59,8 +60,9 @@ def cmd_release(args: argparse.Namespace) -> int:
         if key is not None:
             logger.info("every input is signed by the key given", fingerprint=key.fingerprint)
         with OutputDir(output, uuid.uuid4().hex[:12], log=logger.info) as out:
-            record = signer.record() if signer is not None else None
-            digests = write_release(out.staging, inputs, merged, record)
+            record = signer.record() if signer is not None else {}
+            record |= attester.record() if attester is not None else {}
+            digests = write_release(out.staging, inputs, merged, record or None, attester)
             if signer is not None:
                 signer.sign_file(out.staging / SUMS_NAME, out.staging / SIGNATURE_NAME)
             out.publish()

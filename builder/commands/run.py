@@ -40,6 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The signing key is checked first: a key that cannot sign stops the run before Docker.
     with (
         signing.signer_for(args) as signer,
+        signing.attested(args) as attester,
         Engine(args.engine[0] if args.engine else None) as engine,
         peers(args) as others,
     ):
@@ -52,6 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             use_ccache=not args.no_ccache,
             peer_engines=others,
             signer=signer,
+            attester=attester,
         )
     logger = log.get_logger()
     for artifact in result.artifacts:

@@ -11,8 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from builder.config.settings import PASSPHRASE_ENV, signing_passphrase
+from builder.config.settings import (
+    ATTESTATION_PASSPHRASE_ENV,
+    PASSPHRASE_ENV,
+    attestation_passphrase,
+    signing_passphrase,
+)
 from builder.errors import SigningKeyError, UsageError
+from builder.host.attestation_keys import AttestationSigner, load_signer
 from builder.host.openpgp import (
     MAX_PASSPHRASE_BYTES,
     PublicKey,
@@ -110,24 +116,52 @@ def _checked(request: SigningRequest | None) -> Iterator[Signer | None]:
 
 
 def check_signing_key(args: argparse.Namespace) -> dict[str, str]:
-    """Only the check (a matrix, before its first build: each build opens the key itself).
-    Returns what the builds' environment needs for it: the passphrase, when it came from
-    QGA_SIGNING_PASSPHRASE (which this process no longer holds, see `signing_passphrase`)."""
+    """Only the checks (a matrix, before its first build: each build opens the keys itself).
+    Returns what the builds' environment needs for them: the passphrases that came from
+    QGA_SIGNING_PASSPHRASE or QGA_ATTESTATION_PASSPHRASE (which this process no longer
+    holds, see `settings.signing_passphrase`)."""
     request = signing_request(args)
     with _checked(request):
         pass
-    if request is None or request.passphrase is None:
-        return {}
-    if request.passphrase_source != f"from {PASSPHRASE_ENV}":
-        return {}
-    return {PASSPHRASE_ENV: request.passphrase.decode("utf-8", "surrogateescape")}
+    env: dict[str, str] = {}
+    from_env = request is not None and request.passphrase_source == f"from {PASSPHRASE_ENV}"
+    if request is not None and request.passphrase is not None and from_env:
+        env[PASSPHRASE_ENV] = request.passphrase.decode("utf-8", "surrogateescape")
+    key: Path | None = getattr(args, "attestation_key", None)
+    if key is not None:
+        passphrase = attestation_passphrase()
+        load_signer(key, passphrase)
+        if passphrase is not None:
+            env[ATTESTATION_PASSPHRASE_ENV] = passphrase.decode("utf-8", "surrogateescape")
+    return env
+
+
+def attester_for(args: argparse.Namespace) -> AttestationSigner | None:
+    """The checked `--attestation-key` (None without one); SigningKeyError (exit 15) before
+    anything is built when it cannot sign."""
+    key: Path | None = getattr(args, "attestation_key", None)
+    if key is None:
+        return None
+    signer = load_signer(key, attestation_passphrase())
+    get_logger().info(
+        "attestation key checked: the provenance will be signed (DSSE)",
+        algorithm=signer.algorithm,
+        public_key_sha256=signer.digest,
+    )
+    return signer
+
+
+@contextmanager
+def attested(args: argparse.Namespace) -> Iterator[AttestationSigner | None]:
+    """`attester_for` as a context, beside the other keys of a run."""
+    yield attester_for(args)
 
 
 def signing_arguments(args: argparse.Namespace) -> list[str]:
     """The signing options as a matrix passes them on to each build (paths made absolute; the
     passphrase stays in the environment or the file, never on a command line)."""
     passed: list[str] = []
-    for option in ("signing_key", "signing_key_id", "signing_passphrase_file"):
+    for option in ("signing_key", "signing_key_id", "signing_passphrase_file", "attestation_key"):
         value = getattr(args, option, None)
         if value is not None:
             shown = str(value.absolute()) if isinstance(value, Path) else str(value)

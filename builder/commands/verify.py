@@ -29,9 +29,11 @@ from builder.formats.manifest import LOGS_DIR, MANIFEST_NAME, SIGNATURE_NAME, SU
 from builder.formats.provenance import PROVENANCE_NAME
 from builder.formats.release import MANIFESTS_DIR
 from builder.formats.signed_sums import artifact_lines
+from builder.host.attestation_keys import load_public_key
 from builder.host.cache import Cache
 from builder.host.files import is_real_dir, replace_file, replacing_writer, write_new_file
 from builder.log import get_logger
+from builder.outputs.attested_dir import ATTESTATION_NAME, check_attestations
 from builder.outputs.signed_dir import check_signed_directory
 
 VARIATIONS = (
@@ -130,7 +132,9 @@ def compare(expected: dict[str, str], actual: dict[str, str]) -> Comparison:
 
 
 # What a release directory holds besides its artifacts: never "extra".
-RELEASE_RECORDS = frozenset({SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR, SIGNATURE_NAME})
+RELEASE_RECORDS = frozenset(
+    {SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR, SIGNATURE_NAME, ATTESTATION_NAME}
+)
 
 
 def check_directory(
@@ -265,11 +269,26 @@ def _verify_signed(args: argparse.Namespace, target: Path) -> int:
         fingerprint=checked.fingerprint,
         files=checked.files,
     )
+    _verify_attested(args, target)
     return 0
+
+
+def _verify_attested(args: argparse.Namespace, target: Path) -> None:
+    """`--cosign-key FILE`: the signed provenance too (no engine, no build)."""
+    if args.cosign_key is None:
+        return
+    attested = check_attestations(target, load_public_key(args.cosign_key))
+    get_logger().info(
+        f"{target}: {ATTESTATION_NAME} holds {attested.envelopes} envelope(s) signed by the "
+        f"key given; all {attested.subjects} subjects match their files",
+        public_key_sha256=attested.key_sha256,
+    )
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     target: Path = args.target
+    if args.cosign_key is not None and not target.is_dir():
+        raise UsageError("--cosign-key: only with an output or release DIR to check")
     if args.public_key is not None:
         return _verify_signed(args, target)
     if target.is_dir():
@@ -278,6 +297,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         comparison = check_directory(target, against, artifacts_only=args.against is not None)
         summary = summarize(comparison, {"checked": target}, None)
         conclude(comparison, f"{target} against {against}", None, None, summary)
+        _verify_attested(args, target)
         return 0
     plan, text = load_plan(
         target,

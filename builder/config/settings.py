@@ -15,6 +15,8 @@ CACHE_ENV = "QGA_BUILDER_CACHE"
 KEEP_CONTAINER_ENV = "QGA_BUILDER_KEEP_CONTAINER"
 MIRROR_ENV = "QGA_BUILDER_DEBIAN_MIRROR"
 PASSPHRASE_ENV = "QGA_SIGNING_PASSPHRASE"
+ATTESTATION_PASSPHRASE_ENV = "QGA_ATTESTATION_PASSPHRASE"
+SECRETS = (PASSPHRASE_ENV, ATTESTATION_PASSPHRASE_ENV)  # never inherited by a child process
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 # Every variable the tool reads, with what it does (README's table is checked against this).
@@ -28,6 +30,7 @@ DOCUMENTED = {
     "DOCKER_CERT_PATH": "where ca.pem, cert.pem and key.pem are (default ~/.docker)",
     "DOCKER_CONFIG": "the docker CLI's directory, whose contexts/ name engines (default ~/.docker)",
     PASSPHRASE_ENV: "the passphrase of the key --signing-key or --signing-key-id names",
+    ATTESTATION_PASSPHRASE_ENV: "the passphrase of an encrypted --attestation-key",
     "GNUPGHOME": "GnuPG's home, where --signing-key-id looks for the key (read by gpg)",
     "PATH": "where host tools (git, debootstrap, apt-get, wine, qemu-system) are found",
 }
@@ -69,7 +72,16 @@ def signing_passphrase(environ: Mapping[str, str] | None = None) -> bytes | None
     HostSettings, whose fields may be printed. Read from this process's environment, it is
     also taken out of it: nothing the tool starts afterwards (docker, ssh, gpg, a container's
     client) inherits it; a matrix hands it to its own builds explicitly."""
-    value = os.environ.pop(PASSPHRASE_ENV, None) if environ is None else environ.get(PASSPHRASE_ENV)
+    return _secret(PASSPHRASE_ENV, environ)
+
+
+def attestation_passphrase(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The --attestation-key's passphrase, taken out of the environment as the other one."""
+    return _secret(ATTESTATION_PASSPHRASE_ENV, environ)
+
+
+def _secret(name: str, environ: Mapping[str, str] | None) -> bytes | None:
+    value = os.environ.pop(name, None) if environ is None else environ.get(name)
     return None if value is None else value.encode("utf-8", "surrogateescape")
 
 
@@ -79,7 +91,7 @@ def current() -> HostSettings:
 
 
 def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a process the tool starts: its own, never the signing passphrase
-    (however it got back in), plus `extra` (a matrix's builds get the passphrase that way)."""
-    env = {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
+    """The environment for a process the tool starts: its own, never a key's passphrase
+    (however it got back in), plus `extra` (a matrix's builds get the passphrases that way)."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
     return {**env, **(extra or {})}

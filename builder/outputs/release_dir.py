@@ -28,6 +28,7 @@ from builder.formats.release import (
     provenance_bundle,
     release_record,
 )
+from builder.host.attestation_keys import AttestationSigner
 from builder.host.files import is_real_dir, write_new_file
 from builder.outputs.release_inputs import (
     MAX_ARTIFACT_BYTES,
@@ -100,9 +101,11 @@ def write_release(
     inputs: list[ReleaseInput],
     merged: Merged,
     signing: dict[str, str] | None = None,
+    attester: AttestationSigner | None = None,
 ) -> dict[str, str]:
     """Fill `staging` with the release (release.json says who signs it, when someone does:
-    `signing`); returns what its SHA256SUMS lists."""
+    `signing`); returns what its SHA256SUMS lists. With `attester`, the provenance bundle's
+    lines are DSSE envelopes of the inputs' statements, signed by it (else the statements)."""
     digests: dict[str, str] = {}
     by_label = {each.label: each for each in inputs}
     for name, artifact in sorted(merged.artifacts.items()):
@@ -115,7 +118,10 @@ def write_release(
         write_new_file(staging / path, each.manifest_bytes)
         digests[path] = sha256_bytes(each.manifest_bytes)
     record = json.dumps(release_record(inputs, merged, signing), indent=2).encode() + b"\n"
-    for name, data in ((PROVENANCE_BUNDLE, provenance_bundle(inputs)), (RELEASE_NAME, record)):
+    bundle = provenance_bundle(inputs)
+    if attester is not None:
+        bundle = b"".join(attester.sign(line).line() for line in bundle.splitlines())
+    for name, data in ((PROVENANCE_BUNDLE, bundle), (RELEASE_NAME, record)):
         write_new_file(staging / name, data)
         digests[name] = sha256_bytes(data)
     write_new_file(staging / SUMS_NAME, format_sha256sums(digests).encode())

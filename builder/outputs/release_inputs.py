@@ -27,6 +27,7 @@ from builder.formats.release import (
     recipe_name,
 )
 from builder.formats.signed_sums import (
+    ATTESTATION_NAME,
     LOG_NAME,
     RECORD_FILES,
     artifact_lines,
@@ -42,7 +43,9 @@ MAX_ARTIFACT_BYTES = 1 << 30
 MAX_LOGS = 100
 # A signed input's SHA256SUMS.asc is taken as it is unless `--input-public-key` asks for it to
 # be checked: the release's own SHA256SUMS is signed anew (or not at all).
-RECORDS = frozenset({SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR, SIGNATURE_NAME})
+RECORDS = frozenset(
+    {SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR, SIGNATURE_NAME, ATTESTATION_NAME}
+)
 INPUT_HINT = (
     "a release input must be an output directory of `qga-builder run`, exactly as it was "
     "written; rebuild that recipe (or download its CI artifact again)"
@@ -178,6 +181,13 @@ def _check_records(
             raise Problem(f"{SUMS_NAME} lists step logs or records but not {name}")
         if sha256_bytes(records[name]) != listed[name]:
             raise Problem(f"{name} does not match its {SUMS_NAME} line: it was changed")
+    # The run's signed provenance (not carried into the release, which signs its own): when
+    # there, listed and unchanged like the other records.
+    envelope = directory / ATTESTATION_NAME
+    if os.path.lexists(envelope) != (ATTESTATION_NAME in listed):
+        raise Problem(f"{ATTESTATION_NAME} and its {SUMS_NAME} line: one without the other")
+    if ATTESTATION_NAME in listed and hash_regular(envelope)[0] != listed[ATTESTATION_NAME]:
+        raise Problem(f"{ATTESTATION_NAME} does not match its {SUMS_NAME} line: it was changed")
     unlisted = sorted(set(logs) - listed_logs(listed))
     if unlisted:
         raise Problem(f"{LOGS_DIR}/{unlisted[0]} is not listed in its {SUMS_NAME}")

@@ -68,7 +68,7 @@ def open_directory(directory: Path, label: str) -> int:
         raise InputError(f"{label}: {exc.strerror}") from None
 
 
-def _read(root: int, name: str, limit: int) -> bytes | None:
+def read_beneath(root: int, name: str, limit: int) -> bytes | None:
     """The bytes of a regular file directly in `root`; None when it is missing."""
     try:
         fd = open_beneath(root, name)
@@ -88,8 +88,8 @@ def _read(root: int, name: str, limit: int) -> bytes | None:
 def read_signed_sums(root: int, key: PublicKey, label: str) -> bytes:
     """SHA256SUMS's bytes once SHA256SUMS.asc proved them signed by `key`."""
     try:
-        signature = _read(root, SIGNATURE_NAME, MAX_SIGNATURE_BYTES)
-        sums = _read(root, SUMS_NAME, MAX_SUMS_BYTES)
+        signature = read_beneath(root, SIGNATURE_NAME, MAX_SIGNATURE_BYTES)
+        sums = read_beneath(root, SUMS_NAME, MAX_SUMS_BYTES)
     except TamperedFileError as exc:
         raise TamperedFileError(f"{label}: {exc.message}") from None
     if signature is None:
@@ -102,7 +102,7 @@ def read_signed_sums(root: int, key: PublicKey, label: str) -> bytes:
     return sums
 
 
-def _hash(root: int, name: str) -> str | None:
+def hash_beneath(root: int, name: str) -> str | None:
     """The sha256 of `name` beneath root; None when it is missing; a reason when it is a link
     or not a regular file (raised as ValueError)."""
     try:
@@ -179,7 +179,7 @@ def find_differences(root: int, sums: dict[str, str]) -> Findings:
     findings = Findings()
     for name in sorted(sums):
         try:
-            digest = _hash(root, name)
+            digest = hash_beneath(root, name)
         except ValueError as exc:
             findings.tampered.append(str(exc))
             continue

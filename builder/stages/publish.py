@@ -23,7 +23,7 @@ from builder.formats.manifest import (
     write_json,
 )
 from builder.formats.service_files import render_services
-from builder.formats.signed_sums import LOG_NAME, RECORD_FILES
+from builder.formats.signed_sums import ATTESTATION_NAME, LOG_NAME, RECORD_FILES
 from builder.log import StepOutput
 from builder.run_context import RunContext
 from builder.stages import artifact_cache
@@ -72,8 +72,8 @@ def _publish_cached(ctx: RunContext, output: StepOutput) -> None:
         "finished": iso(datetime.now(UTC)),
     }
     ctx.manifest.pop("signing", None)  # the stored run's signer is not this run's
-    if ctx.signer is not None:
-        ctx.manifest["signing"] = ctx.signer.record()
+    if signing := signing_record(ctx):
+        ctx.manifest["signing"] = signing
     write_json(ctx.staging / MANIFEST_NAME, ctx.manifest)
     write_json(
         ctx.staging / provenance.PROVENANCE_NAME, provenance.statement(ctx.manifest, ctx.run_id)
@@ -90,9 +90,14 @@ def seal(ctx: RunContext, output: StepOutput) -> None:
     detached signature SHA256SUMS.asc, the last file written, covers them all."""
     staging = ctx.staging
     sums = {artifact.name: artifact.sha256 for artifact in ctx.artifacts}
+    if ctx.attester is not None:  # the statement as written, in a DSSE envelope
+        envelope = ctx.attester.sign((staging / provenance.PROVENANCE_NAME).read_bytes())
+        (staging / ATTESTATION_NAME).write_bytes(envelope.line())
+        output.line(f"signed {provenance.PROVENANCE_NAME} into {ATTESTATION_NAME}")
     if ctx.signer is not None:
-        for name in RECORD_FILES:
-            sums[name] = sha256_file(staging / name)
+        for name in (*RECORD_FILES, ATTESTATION_NAME):
+            if (staging / name).is_file():  # the envelope only when there is one
+                sums[name] = sha256_file(staging / name)
         for log in sorted((staging / LOGS_DIR).iterdir()):
             if LOG_NAME.match(log.name) and log.is_file() and not log.is_symlink():
                 sums[f"{LOGS_DIR}/{log.name}"] = sha256_file(log)
@@ -149,6 +154,12 @@ def manifest(ctx: RunContext) -> dict:
         result["vm_test"] = ctx.vm_report
     if ctx.msi_contents:
         result["msi_contents"] = ctx.msi_contents
-    if ctx.signer is not None:
-        result["signing"] = ctx.signer.record()  # the public fingerprint, nothing else
+    if signing := signing_record(ctx):
+        result["signing"] = signing
     return result
+
+
+def signing_record(ctx: RunContext) -> dict[str, str]:
+    """Who signs this run's output: the keys' public fingerprints, nothing else of them."""
+    record = ctx.signer.record() if ctx.signer is not None else {}
+    return record | (ctx.attester.record() if ctx.attester is not None else {})

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from builder.formats.checksums import parse_sha256sums, sha256_file
 from tests.helpers import ROOT, run_cli
@@ -66,10 +68,12 @@ def link_python(directory: Path) -> None:
     (directory / ".venv" / "bin" / "python").symlink_to(sys.executable)
 
 
-def bash(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def bash(
+    command: str, cwd: Path, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """A step's `run:` as GitHub runs it (bash -e); this checkout's `builder` first on the
     path (CI installs the checkout into .venv; another checkout may be installed here)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(extra or {})}
     return subprocess.run(
         ["bash", "-e", "-c", command],
         cwd=cwd,
@@ -112,9 +116,19 @@ def downloaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 @pytest.fixture(scope="module")
 def released(downloaded: Path) -> Released:
-    """The release job's merge step, as the workflow writes it."""
-    merge = step_run(workflow()["jobs"]["release"], r"builder release ")
-    return downloaded, bash(merge, downloaded)
+    """The release job's key step (the secret: a key made here) and merge step, as the
+    workflow writes them."""
+    job = workflow()["jobs"]["release"]
+    runner_temp = downloaded / "runner-temp"
+    runner_temp.mkdir()
+    key = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    secret = {"RUNNER_TEMP": str(runner_temp), "ATTESTATION_KEY": key.decode()}
+    written = bash(step_run(job, r"ATTESTATION_KEY"), downloaded, secret)
+    assert written.returncode == 0, written.stderr
+    merge = step_run(job, r"builder release ")
+    return downloaded, bash(merge, downloaded, {"RUNNER_TEMP": str(runner_temp)})
 
 
 def inputs(work: Path) -> list[Path]:

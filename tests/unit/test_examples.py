@@ -85,7 +85,17 @@ def test_the_fan_in_merges_every_job_and_attaches_the_release() -> None:
     assert step(release, r"sha256sum .*-c SHA256SUMS")
     attach = step(release, r"gh release upload")
     assert attach["if"] == "startsWith(github.ref, 'refs/tags/')"
-    assert release["permissions"] == {"contents": "write"}
+    assert release["permissions"] == {
+        "contents": "write",
+        "id-token": "write",
+        "attestations": "write",
+    }
+    assert args.attestation_key == Path("$RUNNER_TEMP/attestation.pem")
+    key = step(release, r"ATTESTATION_KEY")
+    assert key["env"] == {"ATTESTATION_KEY": "${{ secrets.ATTESTATION_KEY }}"}
+    assert '"$RUNNER_TEMP/attestation.pem"' in key["run"]
+    platform = step(release, r"actions/attest-build-provenance@v\d+$")
+    assert platform["with"] == {"subject-checksums": "release/SHA256SUMS"}
 
 
 def test_only_standard_actions_pinned_to_a_major_version() -> None:
@@ -95,6 +105,7 @@ def test_only_standard_actions_pinned_to_a_major_version() -> None:
         "actions/checkout",
         "actions/upload-artifact",
         "actions/download-artifact",
+        "actions/attest-build-provenance",
     }
     assert all(re.fullmatch(r"[a-z-]+/[a-z-]+@v\d+", u) for u in used), used
 
