@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the stages' own records (those modules import this one)
     from builder.stages.base_image import BaseImage
     from builder.stages.build_image import BuildImage
     from builder.stages.patches import CheckedPatch
+    from builder.stages.sbom import LinkInventory
     from builder.stages.source import PreparedSource
 
 KEPT_LINES = 2000  # of a command's output, in memory (the step log has all of it)
@@ -157,6 +158,8 @@ class RunContext:
     fsfreeze_hook: str = ""  # stage patches: QEMU's hook script, the run's patches applied
     agent_paths: dict[str, str] = field(default_factory=dict)  # stage check: `qemu-ga -D`
     vm_report: dict[str, Any] | None = None
+    link_inventory: LinkInventory | None = None  # stage link-map: what the SBOM describes
+    sbom_sha256: str = ""  # stage publish: sbom.spdx.json, when there is one
     cache_hit: CacheHit | None = None  # stage reuse: the build stages are skipped
     cache_record: dict[str, Any] = field(default_factory=dict)  # hit or miss, and why
     manifest: dict[str, Any] = field(default_factory=dict)

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
 
-from builder.boxes.container_commands import PATHS_MARK
+from builder.boxes.container_commands import LINK_MAP, PATHS_MARK
 from builder.engine import ImageRecord
 from builder.log import LineSink
 
@@ -29,6 +29,30 @@ def fake_static_elf() -> bytes:
 
 
 AGENT = fake_static_elf()
+# What the fake link took, and who owns it (the inventory lists these packages too).
+FAKE_LINK_MAP = """Archive member included to satisfy reference by file (symbol)
+
+/usr/lib/x86_64-linux-gnu/libglib-2.0.a(gmain.c.o)
+                              qga/qemu-ga.p/main.c.o (g_main_loop_new)
+/usr/lib/x86_64-linux-gnu/libc.a(printf.o)
+                              qga/qemu-ga.p/main.c.o (printf)
+libqemuutil.a(util_osdep.c.o)
+                              qga/qemu-ga.p/main.c.o (qemu_open)
+
+LOAD /usr/lib/x86_64-linux-gnu/crt1.o
+LOAD qga/qemu-ga.p/main.c.o
+LOAD /usr/lib/x86_64-linux-gnu/libglib-2.0.a
+"""
+OWNERS = {
+    "libglib2.0-dev": ("2.84.4-3~deb13u2", "glib2.0"),
+    "libc6-dev": ("2.41-12", "glibc"),
+}
+
+
+def _owner(path: str) -> str:
+    package = "libglib2.0-dev" if "glib" in path else "libc6-dev"
+    version, source = OWNERS[package]
+    return f"OWNED\t{path}\t{package}\t{version}\tamd64\t{source}\t{version}"
 
 
 class FakeContainer:
@@ -98,7 +122,8 @@ class FakeContainer:
             return "ccache-stats", [], 0
         if step == "inventory":
             lines = ["distribution Debian GNU/Linux 13 (trixie)", "format deb"]
-            return step, [*lines, "gcc\t14.2.0-19\tamd64"], 0
+            packages = [f"{name}\t{version}\tamd64" for name, (version, _) in OWNERS.items()]
+            return step, [*lines, "gcc\t14.2.0-19\tamd64", *packages], 0
         if step.startswith("configured-"):
             return self._configured_tree(step, argv[-1])
         if step == "agent-paths":  # `qemu-ga -D -F` where built and from a copy elsewhere
@@ -125,6 +150,11 @@ class FakeContainer:
             return self._install(argv[-1])
         if step == "version":
             return step, [f"QEMU Guest Agent {QEMU_VERSION}"], 0
+        if step == "sbom-link":  # the relink: a map, and the stripped copy is the agent
+            self.files[LINK_MAP] = FAKE_LINK_MAP.encode()
+            return step, [f"{_digest(AGENT)}  /tmp/qga-sbom/agent.stripped"], 0
+        if step == "sbom-owners":
+            return step, [_owner(path) for path in argv[argv.index("sh", 3) + 1 :]], 0
         raise AssertionError(f"unexpected step {step!r}: {argv}")
 
     def _install(self, script: str) -> tuple[str, list[str], int]:

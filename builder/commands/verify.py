@@ -28,6 +28,7 @@ from builder.formats.checksums import parse_sha256sums, sha256_file
 from builder.formats.manifest import LOGS_DIR, MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME
 from builder.formats.provenance import PROVENANCE_NAME
 from builder.formats.release import MANIFESTS_DIR
+from builder.formats.sbom import SBOM_NAME
 from builder.formats.signed_sums import artifact_lines
 from builder.host.attestation_keys import load_public_key
 from builder.host.cache import Cache
@@ -133,7 +134,15 @@ def compare(expected: dict[str, str], actual: dict[str, str]) -> Comparison:
 
 # What a release directory holds besides its artifacts: never "extra".
 RELEASE_RECORDS = frozenset(
-    {SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR, SIGNATURE_NAME, ATTESTATION_NAME}
+    {
+        SUMS_NAME,
+        MANIFEST_NAME,
+        PROVENANCE_NAME,
+        LOGS_DIR,
+        SIGNATURE_NAME,
+        ATTESTATION_NAME,
+        SBOM_NAME,
+    }
 )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from builder import __version__
 from builder.formats.manifest import LOGS_DIR, MANIFEST_NAME, MANIFEST_SCHEMA, SUMS_NAME
 from builder.formats.provenance import PREDICATE_TYPE, PROVENANCE_NAME, STATEMENT_TYPE
+from builder.formats.sbom import SBOM_NAME
 
 RELEASE_NAME = "release.json"
 RELEASE_SCHEMA = "https://qga-builder.invalid/release/v1"
@@ -40,6 +41,7 @@ RESERVED = frozenset(
         RELEASE_NAME,
         MANIFESTS_DIR,
         PROVENANCE_BUNDLE,
+        SBOM_NAME,
     }
 )
 # The recipe's own patterns (config/recipe.py): an artifact's file name, a recipe's name.
@@ -72,6 +74,7 @@ class ReleaseInput:
     manifest_bytes: bytes
     statement: dict[str, Any]
     artifacts: tuple[InputArtifact, ...]
+    sbom: bytes | None = None  # its sbom.spdx.json, checked against the manifest's record
 
 
 @dataclass
@@ -202,6 +205,11 @@ def merge(inputs: list[ReleaseInput]) -> Merged:
 
 def manifest_path(recipe: str) -> str:
     return f"{MANIFESTS_DIR}/{recipe}.json"
+
+
+def sbom_path(recipe: str) -> str:
+    """Where a release keeps a recipe's own SBOM (beside its manifest)."""
+    return f"{MANIFESTS_DIR}/{recipe}.spdx.json"
 
 
 def provenance_bundle(inputs: list[ReleaseInput]) -> bytes:

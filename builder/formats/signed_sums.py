@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from builder.formats.manifest import LOGS_DIR, MANIFEST_NAME
 from builder.formats.provenance import PROVENANCE_NAME
 from builder.formats.release import PROVENANCE_BUNDLE
+from builder.formats.sbom import SBOM_NAME
 
 LOG_NAME = re.compile(r"^[0-9]{2}-[a-z0-9-]{1,64}\.log$")  # a run's step logs: 01-source.log
 # A run's signed provenance (`--attestation-key`): its statement in a DSSE envelope, one line.
@@ -26,7 +27,7 @@ RECORD_FILES = (MANIFEST_NAME, PROVENANCE_NAME)  # in every output; the envelope
 
 def is_record(name: str) -> bool:
     """manifest.json, provenance.intoto.json(l) or a step log under logs/."""
-    if name in RECORD_FILES or name == ATTESTATION_NAME:
+    if name in RECORD_FILES or name in (ATTESTATION_NAME, SBOM_NAME):
         return True
     folder, slash, file = name.partition("/")
     return bool(slash) and folder == LOGS_DIR and LOG_NAME.match(file) is not None

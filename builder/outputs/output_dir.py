@@ -35,6 +35,7 @@ from builder.formats.manifest import (
 )
 from builder.formats.provenance import PROVENANCE_NAME
 from builder.formats.release import RELEASE_NAME
+from builder.formats.sbom import SBOM_NAME
 from builder.formats.signed_sums import (
     ATTESTATION_NAME,
     LOG_NAME,
@@ -93,6 +94,8 @@ def why_not_ours(directory: Path) -> str | None:
         if not plain or not _is_file(path) or sha256_file(path) != sums[name]:
             return f"{name} is missing or differs from its {SUMS_NAME} line"
     extra = entries - set(artifacts) - {SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR}
+    if SBOM_NAME in entries and _is_file(directory / SBOM_NAME):
+        extra.discard(SBOM_NAME)
     if ATTESTATION_NAME in entries and _is_file(directory / ATTESTATION_NAME):
         extra.discard(ATTESTATION_NAME)  # signed provenance (its signature is cosign's to check)
     if SIGNATURE_NAME in entries and _is_file(directory / SIGNATURE_NAME):

@@ -8,9 +8,12 @@ import hashlib
 import json
 import os
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
+from builder import __version__
 from builder.errors import InputError
+from builder.formats import sbom
 from builder.formats.checksums import CHUNK, format_sha256sums, parse_sha256sums, sha256_bytes
 from builder.formats.manifest import SIGNATURE_NAME, SUMS_NAME
 from builder.formats.release import (
@@ -27,6 +30,7 @@ from builder.formats.release import (
     parse_json_object,
     provenance_bundle,
     release_record,
+    sbom_path,
 )
 from builder.host.attestation_keys import AttestationSigner
 from builder.host.files import is_real_dir, write_new_file
@@ -88,7 +92,7 @@ def _files(directory: Path) -> set[str]:
 
 
 def _is_release_name(name: str) -> bool:
-    if name in (RELEASE_NAME, PROVENANCE_BUNDLE):
+    if name in (RELEASE_NAME, PROVENANCE_BUNDLE, sbom.SBOM_NAME):
         return True
     folder, slash, file = name.partition("/")
     if slash:
@@ -117,6 +121,14 @@ def write_release(
         path = manifest_path(each.recipe)
         write_new_file(staging / path, each.manifest_bytes)
         digests[path] = sha256_bytes(each.manifest_bytes)
+    sboms = {each.recipe: each.sbom for each in inputs if each.sbom is not None}
+    for recipe, data in sboms.items():
+        write_new_file(staging / sbom_path(recipe), data)
+        digests[sbom_path(recipe)] = sha256_bytes(data)
+    if sboms:  # one document for the release, referring to each recipe's by checksum
+        data = sbom.encode(sbom.release_document("release", __version__, _latest(sboms), sboms))
+        write_new_file(staging / sbom.SBOM_NAME, data)
+        digests[sbom.SBOM_NAME] = sha256_bytes(data)
     record = json.dumps(release_record(inputs, merged, signing), indent=2).encode() + b"\n"
     bundle = provenance_bundle(inputs)
     if attester is not None:
@@ -126,6 +138,23 @@ def write_release(
         digests[name] = sha256_bytes(data)
     write_new_file(staging / SUMS_NAME, format_sha256sums(digests).encode())
     return digests
+
+
+def _latest(sboms: dict[str, bytes]) -> int:
+    """The release document's time: the newest of its inputs' (each their SOURCE_DATE_EPOCH),
+    so the same inputs make the same bytes."""
+    times = []
+    for data in sboms.values():
+        created = json.loads(data).get("creationInfo", {}).get("created", "")
+        try:
+            times.append(
+                int(
+                    datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+                )
+            )
+        except ValueError:
+            continue
+    return max(times, default=0)
 
 
 def _copy_verified(source: ReleaseInput, name: str, target: Path, expected: str) -> None:

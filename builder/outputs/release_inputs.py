@@ -10,6 +10,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from builder.errors import InputError
 from builder.formats.checksums import CHUNK, parse_sha256sums, sha256_bytes
@@ -26,6 +27,7 @@ from builder.formats.release import (
     parse_json_object,
     recipe_name,
 )
+from builder.formats.sbom import SBOM_NAME
 from builder.formats.signed_sums import (
     ATTESTATION_NAME,
     LOG_NAME,
@@ -44,7 +46,15 @@ MAX_LOGS = 100
 # A signed input's SHA256SUMS.asc is taken as it is unless `--input-public-key` asks for it to
 # be checked: the release's own SHA256SUMS is signed anew (or not at all).
 RECORDS = frozenset(
-    {SUMS_NAME, MANIFEST_NAME, PROVENANCE_NAME, LOGS_DIR, SIGNATURE_NAME, ATTESTATION_NAME}
+    {
+        SUMS_NAME,
+        MANIFEST_NAME,
+        PROVENANCE_NAME,
+        LOGS_DIR,
+        SIGNATURE_NAME,
+        ATTESTATION_NAME,
+        SBOM_NAME,
+    }
 )
 INPUT_HINT = (
     "a release input must be an output directory of `qga-builder run`, exactly as it was "
@@ -147,6 +157,7 @@ def _read(directory: Path, key: PublicKey | None = None) -> ReleaseInput:
     check_statement(statement, artifacts)
     records = {MANIFEST_NAME: manifest_bytes, PROVENANCE_NAME: provenance_bytes}
     _check_records(directory, record_lines(listed), records, logs)
+    sbom = _read_sbom(directory, entries, manifest, record_lines(listed))
     return ReleaseInput(
         directory=directory,
         label=str(directory),
@@ -155,7 +166,27 @@ def _read(directory: Path, key: PublicKey | None = None) -> ReleaseInput:
         manifest_bytes=manifest_bytes,
         statement=statement,
         artifacts=artifacts,
+        sbom=sbom,
     )
+
+
+def _read_sbom(
+    directory: Path, entries: set[str], manifest: dict[str, Any], listed: dict[str, str]
+) -> bytes | None:
+    """The run's sbom.spdx.json, when it has one: the sha256 its manifest records (and its
+    signed SHA256SUMS line, when signed)."""
+    record = manifest.get("sbom")
+    if SBOM_NAME not in entries:
+        if record is not None:
+            raise Problem(f"{MANIFEST_NAME} names {SBOM_NAME}, which is missing")
+        return None
+    data = read_bounded(directory / SBOM_NAME, MAX_RECORD_BYTES)
+    digest = sha256_bytes(data)
+    if not isinstance(record, dict) or record.get("sha256") != digest:
+        raise Problem(f"{SBOM_NAME} is not the one {MANIFEST_NAME} records: it was changed")
+    if listed and listed.get(SBOM_NAME) != digest:
+        raise Problem(f"{SBOM_NAME} does not match its {SUMS_NAME} line: it was changed")
+    return data
 
 
 def _check_artifact(directory: Path, artifact: InputArtifact, listed: str) -> None:

@@ -22,11 +22,12 @@ from builder.formats.manifest import (
     iso,
     write_json,
 )
+from builder.formats.sbom import SBOM_NAME
 from builder.formats.service_files import render_services
 from builder.formats.signed_sums import ATTESTATION_NAME, LOG_NAME, RECORD_FILES
 from builder.log import StepOutput
 from builder.run_context import RunContext
-from builder.stages import artifact_cache
+from builder.stages import artifact_cache, sbom
 
 
 def publish(ctx: RunContext, output: StepOutput) -> None:
@@ -41,6 +42,8 @@ def publish(ctx: RunContext, output: StepOutput) -> None:
         path.write_bytes(content)
         path.chmod(mode)
         ctx.artifacts.append(Artifact(name, sha256_file(path), len(content), "service"))
+    if (digest := sbom.write(ctx)) is not None:
+        ctx.sbom_sha256 = digest
     ctx.manifest = redact.deep(manifest(ctx))  # no secret leaves in a record
     write_json(staging / MANIFEST_NAME, ctx.manifest)
     write_json(staging / provenance.PROVENANCE_NAME, provenance.statement(ctx.manifest, ctx.run_id))
@@ -95,7 +98,7 @@ def seal(ctx: RunContext, output: StepOutput) -> None:
         (staging / ATTESTATION_NAME).write_bytes(envelope.line())
         output.line(f"signed {provenance.PROVENANCE_NAME} into {ATTESTATION_NAME}")
     if ctx.signer is not None:
-        for name in (*RECORD_FILES, ATTESTATION_NAME):
+        for name in (*RECORD_FILES, SBOM_NAME, ATTESTATION_NAME):
             if (staging / name).is_file():  # the envelope only when there is one
                 sums[name] = sha256_file(staging / name)
         for log in sorted((staging / LOGS_DIR).iterdir()):
@@ -154,6 +157,8 @@ def manifest(ctx: RunContext) -> dict:
         result["vm_test"] = ctx.vm_report
     if ctx.msi_contents:
         result["msi_contents"] = ctx.msi_contents
+    if ctx.sbom_sha256:
+        result["sbom"] = {"name": SBOM_NAME, "sha256": ctx.sbom_sha256}
     if signing := signing_record(ctx):
         result["signing"] = signing
     return result

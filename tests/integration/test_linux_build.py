@@ -29,8 +29,33 @@ def test_output_has_the_release_files(patched_build: Path) -> None:
             "qemu-guest-agent.conf",
             "qemu-guest-agent.init",
             "qemu-guest-agent.service",
+            "sbom.spdx.json",
         ]
     )
+
+
+def test_the_sbom_names_what_the_link_took(patched_build: Path) -> None:
+    """From the real link map and dpkg in the real build image: valid SPDX (spdx-tools), the
+    relink byte for byte the agent, glib and glibc by their exact versions (the manifest's)."""
+    from tests.unit.test_sbom import validate
+
+    validate(patched_build / "sbom.spdx.json")
+    document = json.loads((patched_build / "sbom.spdx.json").read_text())
+    manifest = json.loads((patched_build / "manifest.json").read_text())
+    assert "byte for byte" in document["comment"]
+    libraries = {
+        p["name"]: p for p in document["packages"] if p["SPDXID"].startswith("SPDXRef-Debian")
+    }
+    packages = manifest["environment"]["packages"]
+    glib = packages["libglib2.0-dev"].split()[0]
+    assert libraries["glib2.0"]["versionInfo"] == glib
+    purls = [r["referenceLocator"] for r in libraries["glib2.0"]["externalRefs"]]
+    assert f"pkg:deb/debian/glib2.0@{glib}?arch=source&distro=debian-13" in purls
+    assert "libglib-2.0.a" in libraries["glib2.0"]["comment"]
+    assert libraries["glibc"]["versionInfo"] == packages["libc6-dev"].split()[0]
+    sums = {a["name"]: a["sha256"] for a in manifest["artifacts"]}
+    agent = next(p for p in document["packages"] if p["name"] == "qemu-ga-patched-static")
+    assert agent["checksums"][0]["checksumValue"] == sums["qemu-ga-patched-static"]
 
 
 def test_sha256sum_accepts_the_checksums(patched_build: Path) -> None:

@@ -39,6 +39,7 @@ def test_outputs(windows_build: Path, engine) -> None:
         "SHA256SUMS",
         "manifest.json",
         "provenance.intoto.json",
+        "sbom.spdx.json",
         "logs",
     } <= names
     result = subprocess.run(
@@ -46,6 +47,27 @@ def test_outputs(windows_build: Path, engine) -> None:
     )
     assert result.returncode == 0, result.stdout
     assert leftover_containers(engine) == []
+
+
+def test_the_sbom_traces_every_bundled_dll(windows_build: Path) -> None:
+    """Each DLL the MSI bundles is in the SBOM: cross-built from a source Dockerfile.mingw
+    pins (with its orig tarball's sha256) or a Debian package of the image; QEMU's own VSS DLL
+    is the build's."""
+    from tests.unit.test_sbom import validate
+
+    validate(windows_build / "sbom.spdx.json")
+    document = json.loads((windows_build / "sbom.spdx.json").read_text())
+    manifest = json.loads((windows_build / "manifest.json").read_text())
+    files = manifest["msi_contents"]["qemu-ga-x86_64.msi"]["files"]
+    said = " ".join(p.get("comment", "") for p in document["packages"])
+    for name in files:
+        if name.endswith(".dll") and name != "qga-vss.dll":
+            assert name in said, name
+    glib = next(
+        p for p in document["packages"] if p["SPDXID"].startswith("SPDXRef-CrossBuilt-glib")
+    )
+    assert glib["comment"].startswith("cross-built in the build image from glib2.0_")
+    assert glib["checksums"][0]["algorithm"] == "SHA256"
 
 
 def test_msi_is_stripped_and_complete(windows_build: Path) -> None:

@@ -14,7 +14,7 @@ from builder import pipeline
 from builder.engine import ImageRecord
 from builder.outputs import output_dir
 from builder.stages import artifact_cache, toolchain
-from tests.fakes import FakeEngine
+from tests.fakes import OWNERS, FakeEngine
 from tests.unit import test_pipeline
 
 setup = test_pipeline.setup  # the same fixture: a recipe with a local source, a fake engine
@@ -135,7 +135,8 @@ def test_locked_is_checked_on_a_hit_against_the_stored_runs_packages(setup, tmp_
     locked = replace(plan, locked=True, lock_path=lock)
     with pytest.raises(toolchain.LockMismatch, match="gcc"):
         _again(locked, text, cache)
-    lock.write_text(toolchain.format_lock({"gcc": "14.2.0-19 amd64"}))
+    image = {name: f"{version} amd64" for name, (version, _) in OWNERS.items()}
+    lock.write_text(toolchain.format_lock({"gcc": "14.2.0-19 amd64", **image}))
     again, result = _again(locked, text, cache)
     assert again.created == [] and result.manifest["cache"]["hit"] is True
 

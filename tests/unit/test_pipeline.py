@@ -26,7 +26,7 @@ from builder.engine import ImageRecord
 from builder.errors import InputError, Interrupted, PatchError, StepError
 from builder.host.cache import Cache
 from builder.outputs import output_dir
-from tests.fakes import AGENT, QEMU_VERSION, FakeEngine
+from tests.fakes import AGENT, OWNERS, QEMU_VERSION, FakeEngine
 from tests.helpers import ROOT
 
 
@@ -71,12 +71,13 @@ def test_a_run_goes_through_every_stage_in_order(setup) -> None:
     assert {"container-start", "container-removal"} <= set(written["timings_seconds"])
     assert pipeline.stage_names(plan) == (
         "source", "series", "patches", "base-image", "build-image", "reuse", "toolchain", "unpack",
-        "patch", "configure", "compile", "install", "collect", "check", "publish",
+        "patch", "configure", "compile", "install", "collect", "check", "link-map", "publish",
     )  # fmt: skip
     kinds = [e[1] for e in engine.events if e[0] == "run"]
     assert kinds == [
         "inventory", "ccache-probe", "prepare", "unpack", "patch", "ccache-stats", "configure",
         "configured-store", "compile", "ccache-stats", "install", "version", "agent-paths",
+        "sbom-link", "sbom-owners",
     ]  # fmt: skip
     # One container, unprivileged and offline, made after the image and gone before publish.
     assert [e[0] for e in engine.events if e[0] in ("pull", "build", "container", "removed")] == [
@@ -116,7 +117,10 @@ def test_each_stage_hands_the_next_what_it_learned(setup) -> None:
     sums = (result.output_dir / "SHA256SUMS").read_text()
     assert f"{agent['sha256']}  qemu-ga-patched-static" in sums
     assert "qemu-guest-agent.service" in sums
-    assert manifest["environment"]["packages"] == {"gcc": "14.2.0-19 amd64"}
+    assert manifest["environment"]["packages"] == {
+        "gcc": "14.2.0-19 amd64",
+        **{name: f"{version} amd64" for name, (version, _) in OWNERS.items()},
+    }
     assert manifest["environment"]["distribution"] == "Debian GNU/Linux 13 (trixie)"
     assert manifest["host"]["docker_server"] == "fake-engine"
 

@@ -55,7 +55,8 @@ def test_a_signed_run_lists_every_file_and_verifies_as_users_check_it(
     sums = parse_sha256sums((out / "SHA256SUMS").read_text())
     logs = sorted(f"logs/{path.name}" for path in (out / "logs").iterdir())
     artifacts = [a["name"] for a in result.manifest["artifacts"]]
-    assert sorted(sums) == sorted([*artifacts, "manifest.json", "provenance.intoto.json", *logs])
+    records = ["manifest.json", "provenance.intoto.json", "sbom.spdx.json"]
+    assert sorted(sums) == sorted([*artifacts, *records, *logs])
     assert "SHA256SUMS.asc" not in sums and logs
     assert (out / "SHA256SUMS.asc").read_text().startswith("-----BEGIN PGP SIGNATURE-----")
     manifest = json.loads((out / "manifest.json").read_text())
