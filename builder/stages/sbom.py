@@ -170,17 +170,21 @@ def write(ctx: RunContext) -> str | None:
     for artifact in ctx.artifacts:
         if artifact.kind in ("deb", "rpm", "tarball", "msi"):
             inputs.built.append(sbom.Built(artifact.name, artifact.sha256, "INSTALL"))
-    pins = {pin.name: pin for pin in read_pins(ctx.image_plan.dockerfile.read_text(), "")}
-    _libraries(ctx, inputs, inventory, pins)
+    _libraries(ctx, inputs, inventory)
     data = sbom.encode(sbom.document(inputs))
     (ctx.staging / sbom.SBOM_NAME).write_bytes(data)
     return sha256_bytes(data)
 
 
-def _libraries(
-    ctx: RunContext, inputs: sbom.SbomInputs, inventory: LinkInventory, pins: dict[str, SourcePin]
-) -> None:
-    debian: dict[tuple[str, str], list[str]] = {}
+def _pins(ctx: RunContext) -> dict[str, SourcePin]:
+    """The build image's Dockerfile's source pins (read only when a file needs them)."""
+    dockerfile = ctx.image_plan.dockerfile
+    return {pin.name: pin for pin in read_pins(dockerfile.read_text(), str(dockerfile))}
+
+
+def _libraries(ctx: RunContext, inputs: sbom.SbomInputs, inventory: LinkInventory) -> None:
+    pins: dict[str, SourcePin] | None = None
+    debian: dict[tuple[str, str, str], list[str]] = {}
     owners: dict[str, Owner] = {}
     cross: dict[tuple[str, str, str], list[str]] = {}
     unknown: list[str] = []
@@ -195,7 +199,7 @@ def _libraries(
             _check_version(ctx, owner, path)
             owners[owner.package] = owner
             debian.setdefault((owner.package, into, how), []).append(name)
-        elif (pin := _pin_of(name, pins)) is not None:
+        elif pin := _pin_of(name, pins := pins if pins is not None else _pins(ctx)):
             cross.setdefault((pin.name, into, how), []).append(name)
         else:
             unknown.append(path)
@@ -220,6 +224,7 @@ def _libraries(
             )
         )
     for (pin_name, into, how), files in cross.items():
+        assert pins is not None  # read when the first of these was found
         pin = pins[pin_name]
         inputs.cross.append(
             sbom.CrossBuilt(

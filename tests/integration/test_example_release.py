@@ -115,20 +115,26 @@ def downloaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="module")
-def released(downloaded: Path) -> Released:
-    """The release job's key step (the secret: a key made here) and merge step, as the
-    workflow writes them."""
+def released(downloaded: Path, openpgp_keys) -> Released:
+    """The release job's key step (the secrets: keys made here) and merge step, as the
+    workflow writes them; the OpenPGP public key committed beside them as signing-key.pub."""
     job = workflow()["jobs"]["release"]
     runner_temp = downloaded / "runner-temp"
     runner_temp.mkdir()
     key = ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    secret = {"RUNNER_TEMP": str(runner_temp), "ATTESTATION_KEY": key.decode()}
-    written = bash(step_run(job, r"ATTESTATION_KEY"), downloaded, secret)
+    secrets = {
+        "RUNNER_TEMP": str(runner_temp),
+        "ATTESTATION_KEY": key.decode(),
+        "SIGNING_KEY": openpgp_keys.signer_secret.read_text(),
+    }
+    written = bash(step_run(job, r"ATTESTATION_KEY"), downloaded, secrets)
     assert written.returncode == 0, written.stderr
+    shutil.copy(openpgp_keys.signer_public, downloaded / "signing-key.pub")
     merge = step_run(job, r"builder release ")
-    return downloaded, bash(merge, downloaded, {"RUNNER_TEMP": str(runner_temp)})
+    env = {"RUNNER_TEMP": str(runner_temp), "QGA_SIGNING_PASSPHRASE": openpgp_keys.passphrase}
+    return downloaded, bash(merge, downloaded, env)
 
 
 def inputs(work: Path) -> list[Path]:
@@ -177,7 +183,10 @@ def test_the_check_step_passes(released: Released) -> None:
     work, merge = released
     assert merge.returncode == 0, merge.stderr[-4000:]
     check = step_run(workflow()["jobs"]["release"], r"sha256sum --strict -c")
-    result = bash(check, work)
+    home = work / "runner-gnupg"  # the runner's own home; here not root's
+    home.mkdir(mode=0o700, exist_ok=True)
+    result = bash(check, work, {"GNUPGHOME": str(home)})
+    assert "Good signature" in result.stderr, result.stderr
     assert result.returncode == 0, result.stdout + result.stderr
     assert ": FAILED" not in result.stdout and result.stdout.count(": OK") > len(SERIES)
     assert run_cli("verify", str(work / "release")).returncode == 0

@@ -91,9 +91,17 @@ def test_the_fan_in_merges_every_job_and_attaches_the_release() -> None:
         "attestations": "write",
     }
     assert args.attestation_key == Path("$RUNNER_TEMP/attestation.pem")
-    key = step(release, r"ATTESTATION_KEY")
-    assert key["env"] == {"ATTESTATION_KEY": "${{ secrets.ATTESTATION_KEY }}"}
-    assert '"$RUNNER_TEMP/attestation.pem"' in key["run"]
+    assert args.signing_key == Path("$RUNNER_TEMP/signing-key.asc")
+    merging = step(release, r"builder release")
+    assert merging["env"] == {"QGA_SIGNING_PASSPHRASE": "${{ secrets.SIGNING_PASSPHRASE }}"}
+    keys = step(release, r"ATTESTATION_KEY")
+    assert keys["env"] == {
+        "SIGNING_KEY": "${{ secrets.SIGNING_KEY }}",
+        "ATTESTATION_KEY": "${{ secrets.ATTESTATION_KEY }}",
+    }
+    for written in ('"$RUNNER_TEMP/attestation.pem"', '"$RUNNER_TEMP/signing-key.asc"'):
+        assert written in keys["run"]
+    assert step(release, r"gpg --batch --verify SHA256SUMS.asc SHA256SUMS")
     platform = step(release, r"actions/attest-build-provenance@v\d+$")
     assert platform["with"] == {"subject-checksums": "release/SHA256SUMS"}
 
