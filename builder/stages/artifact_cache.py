@@ -38,10 +38,15 @@ class CacheHit:
     stored: str
 
 
+# What an entry holds; a new layout misses the old entries (2: the run's sbom.spdx.json).
+ENTRY_LAYOUT = 2
+
+
 def inputs(ctx: RunContext) -> dict[str, Any]:
     """Every input the artifacts depend on, by digest; the key is their digest."""
     return {
         "tool_version": __version__,
+        "entry_layout": ENTRY_LAYOUT,
         "plan": ctx.run_key,
         "recipe_sha256": ctx.plan.recipe_sha256,
         "source": {k: ctx.source.record[k] for k in _SOURCE_DIGESTS if k in ctx.source.record},
