@@ -50,9 +50,9 @@ OWNERS = {
 
 
 def _owner(path: str) -> str:
+    """dpkg -S's line for a file the fake link took."""
     package = "libglib2.0-dev" if "glib" in path else "libc6-dev"
-    version, source = OWNERS[package]
-    return f"OWNED\t{path}\t{package}\t{version}\tamd64\t{source}\t{version}"
+    return f"S\t{package}:amd64: {path}"
 
 
 class FakeContainer:
@@ -152,9 +152,15 @@ class FakeContainer:
             return step, [f"QEMU Guest Agent {QEMU_VERSION}"], 0
         if step == "sbom-link":  # the relink: a map, and the stripped copy is the agent
             self.files[LINK_MAP] = FAKE_LINK_MAP.encode()
-            return step, [f"{_digest(AGENT)}  /tmp/qga-sbom/agent.stripped"], 0
+            return step, [f"{_digest(AGENT)}  /tmp/qga-sbom/qemu-ga.stripped"], 0
         if step == "sbom-owners":
-            return step, [_owner(path) for path in argv[argv.index("sh", 3) + 1 :]], 0
+            paths = argv[argv.index("sh", 3) + 1 :]
+            lines = [f"FILE\t{path}\t{path}" for path in paths]
+            lines += [_owner(path) for path in paths]
+            lines += [
+                f"Q\t{name}\t{v}\tamd64\t{source}\t{v}" for name, (v, source) in OWNERS.items()
+            ]
+            return step, lines, 0
         raise AssertionError(f"unexpected step {step!r}: {argv}")
 
     def _install(self, script: str) -> tuple[str, list[str], int]:

@@ -197,55 +197,54 @@ LINK_MAP = f"{SBOM_DIR}/link.map"
 
 def relink_with_map(layout: Layout, target: str, strip_tool: str) -> Command:
     """The agent's own link command (ninja's last command for `target`), run again into a
-    scratch file with a link map: what the link really took. The relinked file, stripped as the
-    artifact is, has its sha256 printed: the same bytes say it is the same link."""
+    scratch file of the same name with a link map: what the link really took. The relinked
+    file, and a copy stripped as the artifact is, have their sha256 printed: the same bytes say
+    it is the same link."""
     quoted = shlex.quote(target)
+    relinked = f"{SBOM_DIR}/{target.rsplit('/', 1)[-1]}"  # the name's suffix kept (.exe)
     script = f"""
 line=$(ninja -t commands {quoted} | tail -n 1)
 case "$line" in *" -o "{quoted}" "*) ;; *) echo "no link command for {target}" >&2; exit 3;; esac
 mkdir -p {SBOM_DIR}
-line=$(printf '%s\\n' "$line" | sed "s| -o {target} | -o {SBOM_DIR}/agent |")
+line=$(printf '%s\\n' "$line" | sed "s| -o {target} | -o {relinked} |")
 eval "$line -Wl,-Map={LINK_MAP}"
-{strip_tool} --strip-all -o {SBOM_DIR}/agent.stripped {SBOM_DIR}/agent
-sha256sum {SBOM_DIR}/agent {SBOM_DIR}/agent.stripped
+{strip_tool} --strip-all -o {relinked}.stripped {relinked}
+sha256sum {relinked} {relinked}.stripped
 """
     return _sh("sbom-link", script, layout.build)
 
 
 def file_owners(paths: Sequence[str], dll_names: Sequence[str] = (), build: str = "") -> Command:
-    """For each path, and for each DLL name found where the cross toolchain (its gcc's file
-    search, then the mingw sysroot's bin/) has it: the Debian package that owns it, from dpkg.
-    Lines: `OWNED path package version arch source source-version` or `UNOWNED path`
-    (tab-separated), each DLL's first said by `DLL name path`; one the build made (in `build`):
-    `BUILT name path`; one found nowhere: `MISSING name`."""
+    """Where each file comes from, in one pass of dpkg: `FILE path real-path` for each path,
+    and for each DLL name either `BUILT name path` (the build made it, in `build`), `DLL name
+    real-path` (found by the cross toolchain's gcc, else in the mingw sysroot's bin/) or
+    `MISSING name`; then dpkg's own lines: `S pkg[:arch][, pkg]: real-path` for each owned
+    real path (dpkg -S), and `Q package version arch source source-version` for each owner.
+    Tab-separated; the host joins them."""
     script = r"""
-FIELDS='${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n'
-owner() {
-  r=$(readlink -f -- "$1" || printf '%s' "$1")
-  pkg=$(dpkg -S -- "$r" 2>/dev/null | head -n 1 | sed 's/: .*//') || true
-  [ -n "$pkg" ] || pkg=$(dpkg -S -- "$1" 2>/dev/null | head -n 1 | sed 's/: .*//') || true
-  pkg=${pkg%%,*}
-  if [ -n "$pkg" ]; then
-    printf 'OWNED\t%s\t' "$1"
-    dpkg-query -W -f="$FIELDS" "$pkg"
-  else
-    printf 'UNOWNED\t%s\n' "$1"
-  fi
-}
+FIELDS='Q\t${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n'
+D=/tmp/qga-sbom; mkdir -p "$D"; : > "$D/owned"
+real() { readlink -f -- "$1" 2>/dev/null || printf '%s' "$1"; }
 for path in "$@"; do
-  case "$path" in DLL:*) ;; *) owner "$path"; continue;; esac
-  name=${path#DLL:}
-  built=$(find "$BUILD" -name "$name" -type f -print 2>/dev/null | head -n 1)
-  if [ -n "$built" ]; then printf 'BUILT\t%s\t%s\n' "$name" "$built"; continue; fi
-  found=$(x86_64-w64-mingw32-gcc -print-file-name="$name" 2>/dev/null || true)
-  case "$found" in /*) ;; *) found="${MINGW_SYSROOT:-/opt/mingw64}/bin/$name";; esac
-  if [ -f "$found" ]; then
-    printf 'DLL\t%s\t%s\n' "$name" "$found"
-    owner "$found"
-  else
-    printf 'MISSING\t%s\n' "$name"
-  fi
+  case "$path" in
+    DLL:*)
+      name=${path#DLL:}
+      built=$(find "$BUILD" -name "$name" -type f -print 2>/dev/null | head -n 1)
+      if [ -n "$built" ]; then printf 'BUILT\t%s\t%s\n' "$name" "$built"; continue; fi
+      found=$(x86_64-w64-mingw32-gcc -print-file-name="$name" 2>/dev/null || true)
+      case "$found" in /*) ;; *) found="${MINGW_SYSROOT:-/opt/mingw64}/bin/$name";; esac
+      if [ ! -f "$found" ]; then printf 'MISSING\t%s\n' "$name"; continue; fi
+      r=$(real "$found"); printf 'DLL\t%s\t%s\n' "$name" "$r";;
+    *) r=$(real "$path"); printf 'FILE\t%s\t%s\n' "$path" "$r"
+       [ "$r" = "$path" ] || printf '%s\n' "$path" >> "$D/owned";;
+  esac
+  printf '%s\n' "$r" >> "$D/owned"
 done
+tr '\n' '\0' < "$D/owned" | xargs -0 -r dpkg -S -- > "$D/dpkg-s" 2>/dev/null || true
+grep -v '^diversion ' "$D/dpkg-s" | sed 's/^/S\t/' || true
+grep -v '^diversion ' "$D/dpkg-s" | sed 's/: .*//; s/, /\n/g' | sed 's/:.*//' | sort -u \
+  > "$D/packages" || true
+if [ -s "$D/packages" ]; then xargs -r dpkg-query -W -f="$FIELDS" < "$D/packages"; fi
 """
     argv = [*paths, *(f"DLL:{name}" for name in dll_names)]
     script = f"BUILD={shlex.quote(build or '/nonexistent')}\n" + script

@@ -167,7 +167,7 @@ def document(inputs: SbomInputs) -> dict[str, Any]:
             )
         )
         relationships.append(_rel("SPDXRef-DOCUMENT", "DESCRIBES", spdx_id))
-        if built.purpose == "APPLICATION":
+        if built.purpose in ("APPLICATION", "LIBRARY"):  # made from QEMU's source
             relationships.append(_rel(spdx_id, "GENERATED_FROM", "SPDXRef-Source-qemu"))
     for patch in sorted(inputs.patches, key=lambda p: p["name"]):
         spdx_id = _id("Patch", patch["name"])
@@ -183,7 +183,7 @@ def document(inputs: SbomInputs) -> dict[str, Any]:
         )
         relationships.append(_rel(spdx_id, "PATCH_APPLIED", "SPDXRef-Source-qemu"))
     for library in sorted(inputs.debian, key=lambda d: (d.source, d.package, d.into)):
-        spdx_id = _id("Debian", f"{library.package}-{library.into}")
+        spdx_id = _id("Debian", f"{library.package}-{library.into}-{library.relationship}")
         packages.append(
             _package(
                 spdx_id,
@@ -200,7 +200,7 @@ def document(inputs: SbomInputs) -> dict[str, Any]:
         )
         relationships.append(_rel(built_ids[library.into], library.relationship, spdx_id))
     for cross in sorted(inputs.cross, key=lambda c: (c.source, c.into)):
-        spdx_id = _id("CrossBuilt", f"{cross.source}-{cross.into}")
+        spdx_id = _id("CrossBuilt", f"{cross.source}-{cross.into}-{cross.relationship}")
         packages.append(
             _package(
                 spdx_id,

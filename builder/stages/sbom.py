@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from builder import __version__
-from builder.boxes.container_commands import LINK_MAP, file_owners, relink_with_map
+from builder.boxes.container_commands import LINK_MAP, SBOM_DIR, file_owners, relink_with_map
 from builder.config.dockerfile_pins import SourcePin, read_pins
 from builder.errors import ArtifactError
 from builder.formats import archives, sbom
@@ -69,7 +69,8 @@ def link_map(ctx: RunContext, output: StepOutput) -> None:
     agent = agents[0]
     lines = ctx.run_step(relink_with_map(ctx.layout, agent.path, ctx.plan.strip_tool), output)
     digests = {parts[1]: parts[0] for line in lines if len(parts := line.split()) == 2}
-    relinked = digests.get("/tmp/qga-sbom/agent.stripped" if agent.strip else "/tmp/qga-sbom/agent")
+    scratch = f"{SBOM_DIR}/{agent.path.rsplit('/', 1)[-1]}"
+    relinked = digests.get(f"{scratch}.stripped" if agent.strip else scratch)
     built = {a.name: a.sha256 for a in ctx.artifacts}
     same = relinked is not None and relinked == built.get(agent.name)
     output.line(
@@ -112,17 +113,17 @@ def _read_map(ctx: RunContext) -> Any:
 
 
 def _read_owners(lines: list[str], inventory: LinkInventory) -> None:
-    dll_at: dict[str, str] = {}
+    """Join the owners step's lines (see `container_commands.file_owners`)."""
+    files: list[tuple[str, str]] = []  # (as the map names it, real path)
+    dlls: list[tuple[str, str]] = []  # (name, real path)
+    owned: dict[str, str] = {}  # real path -> its (first) package
+    versions: dict[str, Owner] = {}
     for line in lines:
-        parts = line.split("\t")
-        match parts:
-            case ["OWNED", path, package, version, arch, source, source_version]:
-                owner = Owner(package, version, arch, source or package, source_version or version)
-                _place(inventory, dll_at, path, owner)
-            case ["UNOWNED", path]:
-                _place(inventory, dll_at, path, None)
-            case ["DLL", name, path]:
-                dll_at[path] = name
+        match line.split("\t"):
+            case ["FILE", path, real]:
+                files.append((path, real))
+            case ["DLL", name, real]:
+                dlls.append((name, real))
             case ["BUILT", name, _]:
                 inventory.built_dlls.append(name)
             case ["MISSING", name]:
@@ -130,15 +131,19 @@ def _read_owners(lines: list[str], inventory: LinkInventory) -> None:
                     f"{name}, which the MSI bundles, is neither built by QEMU nor found by the "
                     "cross toolchain or in the mingw sysroot: the SBOM cannot say what it is"
                 )
-
-
-def _place(
-    inventory: LinkInventory, dll_at: dict[str, str], path: str, owner: Owner | None
-) -> None:
-    if path in dll_at:
-        inventory.bundled[dll_at.pop(path)] = (path, owner)
-    else:
-        inventory.static[path] = owner
+            case ["S", said]:
+                packages, _, path = said.partition(": ")
+                owned.setdefault(path, packages.split(", ")[0].split(":")[0])
+            case ["Q", package, version, arch, source, source_version]:
+                versions[package] = Owner(
+                    package, version, arch, source or package, source_version or version
+                )
+    for path, real in files:
+        package = owned.get(real) or owned.get(path)
+        inventory.static[path] = versions.get(package) if package else None
+    for name, real in dlls:
+        package = owned.get(real)
+        inventory.bundled[name] = (real, versions.get(package) if package else None)
 
 
 def write(ctx: RunContext) -> str | None:
@@ -170,6 +175,9 @@ def write(ctx: RunContext) -> str | None:
     for artifact in ctx.artifacts:
         if artifact.kind in ("deb", "rpm", "tarball", "msi"):
             inputs.built.append(sbom.Built(artifact.name, artifact.sha256, "INSTALL"))
+    bundled = {n: d for c in ctx.msi_contents.values() for n, d in c.get("files", {}).items()}
+    for name in sorted(set(inventory.built_dlls)):  # QEMU's own (the VSS provider)
+        inputs.built.append(sbom.Built(name, bundled[name], "LIBRARY"))
     _libraries(ctx, inputs, inventory)
     data = sbom.encode(sbom.document(inputs))
     (ctx.staging / sbom.SBOM_NAME).write_bytes(data)

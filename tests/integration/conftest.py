@@ -50,17 +50,18 @@ _ahead: list[tuple[subprocess.Popen[str], Path]] = []
 def prepared_ahead(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
-    """`prepare --vm-test-guests` for the recipes the session's tests build, in the background;
+    """`prepare` for the recipes the session's tests build, in the background;
     waited for (and its exit code checked) before the engine-restarting tests and at the end.
     QGA_TEST_PREPARE=0 leaves everything to the tests that need it."""
-    needed = set().union(*(getattr(item, "fixturenames", ()) for item in request.session.items))
+    items = request.session.items
+    needed = set().union(*(getattr(item, "fixturenames", ()) for item in items))
     recipes = [str(recipe) for fixture, recipe in AHEAD.items() if fixture in needed]
+    # The sysvinit guest only for the full tier, whose test boots it.
+    every_guest = ["--vm-test-guests"] if any(i.get_closest_marker("full") for i in items) else []
     if recipes and os.environ.get("QGA_TEST_PREPARE", "1") != "0":
         log_path = tmp_path_factory.mktemp("ahead") / "prepare.log"
         with log_path.open("w") as log:
-            process = start_cli(
-                "prepare", "--vm-test-guests", "--log-format", "json", *recipes, log=log
-            )
+            process = start_cli("prepare", *every_guest, "--log-format", "json", *recipes, log=log)
         BACKGROUND_OWNERS.add(f"{socket.gethostname()}:{process.pid}")
         _ahead.append((process, log_path))
     yield

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from builder.config.settings import current
-from tests.helpers import DEFAULT_RECIPE, leftover_containers, run_cli
+from tests.helpers import DEFAULT_RECIPE, leftover_containers, run_cli, write_variant
 
 
 def _manifest(directory: Path) -> dict:
@@ -38,15 +38,17 @@ def test_an_unchanged_rerun_is_served_from_the_cache(
 def test_a_changed_cache_entry_is_rebuilt_not_served(
     patched_build: Path, tmp_path: Path, engine
 ) -> None:
-    key = _manifest(patched_build)["cache"]["key"]
+    """A recipe of its own (no guest to boot: the cache is the point), run once to fill its
+    entry; a byte of the entry changed; the next run rebuilds the same bytes."""
+    recipe = write_variant(tmp_path, "cache-changed", vm_test=False)
+    first = run_cli("run", str(recipe), "--output", str(tmp_path / "first"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    key = _manifest(tmp_path / "first")["cache"]["key"]
     entry = current().cache_root / "artifacts" / key
-    if not entry.exists():  # another test's rebuild may have replaced it: make it again
-        result = run_cli("run", str(DEFAULT_RECIPE), "--output", str(tmp_path / "refill"))
-        assert result.returncode == 0, result.stderr[-3000:]
     binary = entry / "qemu-ga-patched-static"
     binary.write_bytes(binary.read_bytes()[:-16] + b"\0" * 16)  # a changed byte, same size
     out = tmp_path / "rebuilt"
-    result = run_cli("run", str(DEFAULT_RECIPE), "--output", str(out))
+    result = run_cli("run", str(recipe), "--output", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"cache entry {key[:12]} was changed" in result.stderr
     assert "] compile" in result.stderr  # built again

@@ -108,6 +108,7 @@ def _seed_sources(system: System) -> None:
         system.put(tar, f"{HOME}/.cache/qga-builder")
 
 
+@pytest.mark.full  # make test plays the path on this Debian 12 host (test_newcomer.py)
 def test_the_newcomer_path_on_debian_13(trixie: System) -> None:
     system = trixie
     socket_gid = os.stat(SOCKET).st_gid

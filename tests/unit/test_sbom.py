@@ -84,8 +84,10 @@ def test_a_run_writes_a_valid_deterministic_sbom_of_what_it_linked(setup) -> Non
         "2.84.4-3~deb13u2"
     )
     assert document["creationInfo"]["created"] == "2023-11-14T22:13:20Z"  # SOURCE_DATE_EPOCH
+    assert "byte for byte" in document["comment"]  # the relink was the same link
     links = {(r["relationshipType"], r["relatedSpdxElement"]) for r in document["relationships"]}
-    assert ("STATIC_LINK", "SPDXRef-Debian-libglib2.0-dev-qemu-ga-patched-static") in links
+    glib = "SPDXRef-Debian-libglib2.0-dev-qemu-ga-patched-static-STATIC-LINK"
+    assert ("STATIC_LINK", glib) in links
     assert ("PATCH_APPLIED", "SPDXRef-Source-qemu") in links  # our patch, applied to QEMU
     patches = [p for p in document["packages"] if p["SPDXID"].startswith("SPDXRef-Patch-")]
     assert (
@@ -103,7 +105,7 @@ def test_a_library_no_package_owns_and_no_pin_made_stops_the_run(setup, monkeypa
     from tests import fakes
 
     plan, text, engine, cache = setup
-    monkeypatch.setattr(fakes, "_owner", lambda path: f"UNOWNED\t{path}")
+    monkeypatch.setattr(fakes, "_owner", lambda path: "")  # dpkg -S owns nothing
     with pytest.raises(ArtifactError, match="cannot say where"):
         pipeline.run(plan, engine, cache, text, use_cache=False)
     assert not plan.output_dir.exists()
@@ -163,3 +165,31 @@ def test_inventory_records_are_what_publish_reads() -> None:
     owner = Owner("libc6-dev", "2.41-12", "amd64", "glibc", "2.41-12")
     inventory = LinkInventory("qemu-ga", True, {"/usr/lib/x86_64-linux-gnu/libc.a": owner})
     assert inventory.static["/usr/lib/x86_64-linux-gnu/libc.a"].source == "glibc"
+
+
+def test_one_package_linked_two_ways_gets_two_elements(tmp_path: Path) -> None:
+    """A mingw package supplies static archives and an import library: two relationships, two
+    SPDX ids (ids must be unique, as the validator checks)."""
+    from builder.formats import sbom
+
+    inputs = sbom.SbomInputs(
+        recipe="windows-msi", version="10.0.13+qga1", tool_version="0", source_date_epoch=0,
+        distro="debian-13", source={"kind": "debian", "version": "1:10.0.13", "sha256": "a" * 64},
+        patches=[], built=[sbom.Built("qemu-ga.exe", "b" * 64)],
+    )  # fmt: skip
+    for how, files in (("STATIC_LINK", ("libmingwex.a",)), ("DYNAMIC_LINK", ("libpthread.dll.a",))):
+        inputs.debian.append(
+            sbom.DebianLibrary(
+                "mingw-w64",
+                "12.0.0-5",
+                "mingw-w64-x86-64-dev",
+                "12.0.0-5",
+                "all",
+                files,
+                "qemu-ga.exe",
+                how,
+            )
+        )
+    path = tmp_path / SBOM_NAME
+    path.write_bytes(sbom.encode(sbom.document(inputs)))
+    validate(path)
