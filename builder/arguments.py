@@ -18,6 +18,7 @@ from builder.option_parser import (
     Parser,
     Subcommands,
     TopParser,
+    add_authenticode_options,
     add_signing_options,
     at_least,
     lazy_handler,
@@ -176,6 +177,7 @@ def _add_run(
         help="stop every other build as soon as one fails",
     )
     add_signing_options(p, "the output's SHA256SUMS (then listing every file of it)")
+    add_authenticode_options(p)
     p.set_defaults(handler=lazy_handler("run", "cmd_run"))
 
 

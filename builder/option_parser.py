@@ -100,6 +100,66 @@ def add_signing_options(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def add_authenticode_options(parser: argparse.ArgumentParser) -> None:
+    """The Windows files' Authenticode key (`run`): a PKCS#12 file or a PKCS#11 token."""
+    group = parser.add_argument_group(
+        "Authenticode (Windows: the executables, DLLs and the MSI signed on this host with "
+        "osslsigncode)"
+    )
+    keys = group.add_mutually_exclusive_group()
+    keys.add_argument(
+        "--authenticode-pfx",
+        type=Path,
+        metavar="FILE",
+        help="sign with the key and certificate of this PKCS#12 file (password: the "
+        "environment variable QGA_AUTHENTICODE_PASSWORD or --authenticode-password-file)",
+    )
+    keys.add_argument(
+        "--authenticode-pkcs11-module",
+        type=Path,
+        metavar="FILE",
+        help="sign with a key in a PKCS#11 token through this module (a hardware token's, or "
+        "softhsm2's); needs --authenticode-key-uri and --authenticode-cert",
+    )
+    group.add_argument(
+        "--authenticode-key-uri",
+        metavar="URI",
+        help="the token's key, as a PKCS#11 URI (pkcs11:token=...;object=...), without its PIN",
+    )
+    group.add_argument(
+        "--authenticode-cert",
+        type=Path,
+        metavar="FILE",
+        help="the token key's certificate, and its chain, in PEM",
+    )
+    group.add_argument(
+        "--authenticode-password-file",
+        type=Path,
+        metavar="FILE",
+        help="the PKCS#12 password or the token's PIN: FILE holds it alone",
+    )
+    stamps = group.add_mutually_exclusive_group()
+    stamps.add_argument(
+        "--authenticode-timestamp-url",
+        metavar="URL",
+        help="time-stamp each signature at this RFC 3161 server (signatures then outlive the "
+        "certificate)",
+    )
+    stamps.add_argument(
+        "--authenticode-tsa-cert",
+        type=Path,
+        metavar="FILE",
+        help="time-stamp with an offline authority of your own: its certificate chain (PEM); "
+        "with --authenticode-tsa-key",
+    )
+    group.add_argument(
+        "--authenticode-tsa-key",
+        type=Path,
+        metavar="FILE",
+        help="the offline time-stamping authority's key (PEM)",
+    )
+
+
 def at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer of at least `minimum` (`clean --keep -1` is refused)."""
 

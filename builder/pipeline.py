@@ -22,6 +22,7 @@ from builder.config.plan import Plan
 from builder.formats import redact
 from builder.formats.manifest import Artifact
 from builder.host.attestation_keys import AttestationSigner
+from builder.host.authenticode import AuthenticodeSigner
 from builder.host.cache import Cache
 from builder.host.openpgp import Signer
 from builder.log import Progress, StepOutput, get_logger
@@ -29,6 +30,7 @@ from builder.outputs.output_dir import OutputDir
 from builder.run_context import ContainerEngine, RunContext
 from builder.stages import (
     artifact_cache,
+    authenticode,
     base_image,
     build,
     build_image,
@@ -77,6 +79,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("check", checks.check, in_container=True, builds=True),
     Stage("link-map", sbom.link_map, in_container=True, builds=True),
     Stage("msi", msi.make_reproducible, applies=_has_msi, builds=True),
+    Stage(
+        "authenticode",
+        authenticode.sign,
+        in_container=True,
+        builds=True,
+        applies=lambda plan: authenticode.applies(plan.artifacts),
+    ),
     Stage("package", package.make_packages, applies=lambda p: p.package is not None, builds=True),
     Stage("vm-test", vm_test.boot_and_test, applies=lambda plan: plan.vm_test, builds=True),
     Stage("publish", publish.publish),
@@ -120,6 +129,7 @@ def run(
     peer_engines: Sequence[ContainerEngine] = (),
     signer: Signer | None = None,
     attester: AttestationSigner | None = None,
+    code_signer: AuthenticodeSigner | None = None,
 ) -> RunResult:
     run_id = run_id or engine.run_id
     redact.register_build_args(dict(plan.image.build_args))
@@ -144,6 +154,7 @@ def run(
             peer_engines=tuple(peer_engines),
             signer=signer,
             attester=attester,
+            code_signer=code_signer,
         )
         try:
             preflight(plan)

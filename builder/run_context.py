@@ -23,6 +23,7 @@ from builder.engine import ImageRecord
 from builder.errors import StepError
 from builder.formats.manifest import Artifact
 from builder.host.attestation_keys import AttestationSigner
+from builder.host.authenticode import AuthenticodeSigner
 from builder.host.cache import Cache
 from builder.host.openpgp import Signer
 from builder.log import LineSink, Progress, StepOutput
@@ -139,6 +140,9 @@ class RunContext:
     signer: Signer | None = None
     # Signs the provenance into a DSSE envelope (`--attestation-key`); the same: not in the plan.
     attester: AttestationSigner | None = None
+    # Signs the Windows files (`--authenticode-pfx`, a PKCS#11 key): it changes the artifacts,
+    # so the artifact cache key holds its certificate (stages.artifact_cache).
+    code_signer: AuthenticodeSigner | None = None
     ccache: dict[str, Any] | None = None  # set when the build image can use the volume
     configure_reuse: dict[str, Any] | None = None  # stages.configure_cache: key, reused, why
     # Learned by the stages, in order:
@@ -159,6 +163,7 @@ class RunContext:
     agent_paths: dict[str, str] = field(default_factory=dict)  # stage check: `qemu-ga -D`
     vm_report: dict[str, Any] | None = None
     link_inventory: LinkInventory | None = None  # stage link-map: what the SBOM describes
+    authenticode: dict[str, Any] | None = None  # stage authenticode: signer, digests before
     sbom_sha256: str = ""  # stage publish: sbom.spdx.json, when there is one
     cache_hit: CacheHit | None = None  # stage reuse: the build stages are skipped
     cache_record: dict[str, Any] = field(default_factory=dict)  # hit or miss, and why

@@ -100,8 +100,11 @@ fi
 if [[ "$MODE" == --lint ]]; then say "ready (lint)"; exit 0; fi
 if [[ "$MODE" == --unit ]]; then
     # The unit tests make small MSIs (wixl, msitools, gcab) and compile and patch real files;
-    # bump's sign and verify an index with a key of their own (gpg, gpgv).
+    # bump's sign and verify an index with a key of their own (gpg, gpgv); Authenticode signs
+    # with osslsigncode, from a PKCS#12 file or a PKCS#11 token (softhsm2 through OpenSSL's
+    # pkcs11 engine).
     apt_install wixl msitools gcab gcc libc6-dev patch git openssl gpg gpgv
+    apt_install osslsigncode softhsm2 libengine-pkcs11-openssl
     say "ready (unit tests)"
     exit 0
 fi
@@ -113,6 +116,8 @@ apt_install make debootstrap debian-archive-keyring git xz-utils ca-certificates
     gpg gpgv
 # The unit tests make small MSIs with wixl and read them back with msitools and gcab.
 apt_install wixl msitools gcab
+# Authenticode signatures of Windows files (`run --authenticode-*`), made on this host.
+apt_install osslsigncode
 if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install ok installed"; then
     apt_install qemu-system-x86   # without recommends: no GUI, no firmware bundles
 fi
@@ -173,6 +178,8 @@ fi
 # 4. For the tests: tools the unit tests use on the host (real binaries and patches).
 if [[ $WANT_TEST -eq 1 ]]; then
     apt_install gcc libc6-dev patch
+    # The tests' PKCS#11 token for Authenticode: softhsm2, reached through OpenSSL's engine.
+    apt_install softhsm2 libengine-pkcs11-openssl
     # The second Docker engine of the engine tests (tests/second_engine.py): certificates made
     # with openssl, its own bridge (ip) and the rules its containers need (iptables).
     apt_install openssl iproute2 iptables

@@ -249,3 +249,45 @@ if [ -s "$D/packages" ]; then xargs -r dpkg-query -W -f="$FIELDS" < "$D/packages
     argv = [*paths, *(f"DLL:{name}" for name in dll_names)]
     script = f"BUILD={shlex.quote(build or '/nonexistent')}\n" + script
     return Command("sbom-owners", ("sh", "-eu", "-c", script, "sh", *argv), "/")
+
+
+SIGNED_DIR = "/tmp/qga-signed"
+
+
+def msi_with_signed_files(layout: Layout, target: str, msi_name: str, signed: str) -> Command:
+    """The MSI made again by QEMU's own wixl command (ninja's for `target`), from copies of its
+    input trees (BUILD_DIR, BIN_DIR) in which every executable and DLL that has a signed copy in
+    `signed` (named by the unsigned file's sha256) is that copy; written over the artifact, and
+    its new ProductCode printed (wixl makes one each time)."""
+    quoted = shlex.quote(target)
+    msi = shlex.quote(f"{layout.artifacts}/{msi_name}")
+    script = f"""
+line=$(ninja -t commands {quoted} | tail -n 1)
+case "$line" in *wixl*" -o "{quoted}" "*) ;;
+  *) echo "no wixl command for {target}" >&2; exit 3;; esac
+bin=$(printf '%s\\n' "$line" | sed -n 's|.* -D BIN_DIR=\\([^ ]*\\) .*|\\1|p')
+[ -n "$bin" ] && [ -d "$bin" ] || {{ echo "wixl's BIN_DIR not found in: $line" >&2; exit 3; }}
+S={SIGNED_DIR}; rm -rf "$S"; mkdir -p "$S/build" "$S/bin"
+cp -as "$PWD/." "$S/build/"
+cp -a "$bin/." "$S/bin/"
+replaced=0
+for f in $(find "$S/build" "$S/bin" \\( -name '*.exe' -o -name '*.dll' \\) \\
+    \\( -type f -o -type l \\)); do
+  d=$(sha256sum < "$f" | cut -d' ' -f1)
+  if [ -f {shlex.quote(signed)}/"$d" ]; then
+    rm -f "$f"; cp {shlex.quote(signed)}/"$d" "$f"; replaced=$((replaced+1))
+  fi
+done
+echo "signed copies in place: $replaced"
+line=$(printf '%s\\n' "$line" | sed -e "s| -D BUILD_DIR=$PWD | -D BUILD_DIR=$S/build |" \\
+  -e "s| -D BIN_DIR=$bin | -D BIN_DIR=$S/bin |" -e "s| -o {target} | -o $S/out.msi |")
+for want in " -D BUILD_DIR=$S/build " " -D BIN_DIR=$S/bin " " -o $S/out.msi "; do
+  case "$line" in *"$want"*) ;;
+    *) echo "could not point wixl at the signed copies: $line" >&2; exit 3;; esac
+done
+eval "$line"
+mv "$S/out.msi" {msi}
+msiinfo export {msi} Property | sed -n 's/^ProductCode\\t/PRODUCTCODE /p'
+rm -rf "$S"
+"""
+    return _sh("msi-signed", script, layout.build)

@@ -37,7 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     output_dir.check_replaceable(plan.output_dir)
     cache = Cache.default()
-    # The signing key is checked first: a key that cannot sign stops the run before Docker.
+    # The signing keys are checked first: a key that cannot sign stops the run before Docker.
+    code_signer = signing.code_signer_for(args)
     with (
         signing.signer_for(args) as signer,
         signing.attested(args) as attester,
@@ -54,6 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             peer_engines=others,
             signer=signer,
             attester=attester,
+            code_signer=code_signer,
         )
     logger = log.get_logger()
     for artifact in result.artifacts:

@@ -13,11 +13,14 @@ from pathlib import Path
 
 from builder.config.settings import (
     ATTESTATION_PASSPHRASE_ENV,
+    AUTHENTICODE_PASSWORD_ENV,
     PASSPHRASE_ENV,
     attestation_passphrase,
+    authenticode_password,
     signing_passphrase,
 )
 from builder.errors import SigningKeyError, UsageError
+from builder.host import authenticode
 from builder.host.attestation_keys import AttestationSigner, load_signer
 from builder.host.openpgp import (
     MAX_PASSPHRASE_BYTES,
@@ -70,17 +73,17 @@ def signing_request(args: argparse.Namespace) -> SigningRequest | None:
     )
 
 
-def read_passphrase_file(path: Path) -> bytes:
+def read_passphrase_file(path: Path, option: str = "--signing-passphrase-file") -> bytes:
     """The passphrase a small regular file holds alone (a final line break is not part of it;
     a second line is refused)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise SigningKeyError(f"--signing-passphrase-file {path}: {exc.strerror}") from None
+        raise SigningKeyError(f"{option} {path}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise SigningKeyError(f"--signing-passphrase-file {path} is not a regular file")
+            raise SigningKeyError(f"{option} {path} is not a regular file")
         data = handle.read(MAX_PASSPHRASE_BYTES + 3)
     if info.st_mode & 0o077:
         get_logger().warning(
@@ -89,7 +92,7 @@ def read_passphrase_file(path: Path) -> bytes:
     data = data.removesuffix(b"\n").removesuffix(b"\r")
     if b"\n" in data or len(data) > MAX_PASSPHRASE_BYTES:
         raise SigningKeyError(
-            f"--signing-passphrase-file {path}: holds more than one line (or more than "
+            f"{option} {path}: holds more than one line (or more than "
             f"{MAX_PASSPHRASE_BYTES} bytes); it must hold the passphrase alone"
         )
     return data
@@ -133,6 +136,13 @@ def check_signing_key(args: argparse.Namespace) -> dict[str, str]:
         load_signer(key, passphrase)
         if passphrase is not None:
             env[ATTESTATION_PASSPHRASE_ENV] = passphrase.decode("utf-8", "surrogateescape")
+    code_key = authenticode_key(args)
+    if code_key is not None:
+        authenticode.open_signer(code_key)
+        if code_key.password is not None and code_key.password_source.endswith(
+            AUTHENTICODE_PASSWORD_ENV
+        ):
+            env[AUTHENTICODE_PASSWORD_ENV] = code_key.password.decode("utf-8", "surrogateescape")
     return env
 
 
@@ -157,11 +167,98 @@ def attested(args: argparse.Namespace) -> Iterator[AttestationSigner | None]:
     yield attester_for(args)
 
 
+AUTHENTICODE_OPTIONS = (
+    "authenticode_pfx",
+    "authenticode_pkcs11_module",
+    "authenticode_key_uri",
+    "authenticode_cert",
+    "authenticode_password_file",
+    "authenticode_timestamp_url",
+    "authenticode_tsa_cert",
+    "authenticode_tsa_key",
+)
+
+
+def authenticode_key(args: argparse.Namespace) -> authenticode.AuthenticodeKey | None:
+    """What the Authenticode options ask for (None: the Windows files are not signed)."""
+    given = {name: getattr(args, name, None) for name in AUTHENTICODE_OPTIONS}
+    pfx, module = given["authenticode_pfx"], given["authenticode_pkcs11_module"]
+    uri, cert = given["authenticode_key_uri"], given["authenticode_cert"]
+    if pfx is None and module is None:
+        others = [name for name, value in given.items() if value is not None]
+        if others:
+            raise UsageError(
+                f"--{others[0].replace('_', '-')}: only with --authenticode-pfx FILE or "
+                "--authenticode-pkcs11-module FILE"
+            )
+        return None
+    if module is not None and (uri is None or cert is None):
+        raise UsageError(
+            "--authenticode-pkcs11-module: give the key with --authenticode-key-uri URI and its "
+            "certificate with --authenticode-cert FILE"
+        )
+    if pfx is not None and (uri is not None or cert is not None):
+        raise UsageError(
+            "--authenticode-key-uri and --authenticode-cert: only with --authenticode-pkcs11-module"
+        )
+    if uri is not None and (not uri.startswith("pkcs11:") or "pin-value" in uri):
+        raise UsageError(
+            f"--authenticode-key-uri: a PKCS#11 URI (pkcs11:...) without its PIN, not "
+            f"{uri[:7]!r}..."
+            if not uri.startswith("pkcs11:")
+            else "--authenticode-key-uri: leave the PIN out of the URI (it would be logged)",
+            hint=f"the PIN comes from {AUTHENTICODE_PASSWORD_ENV} or --authenticode-password-file",
+        )
+    tsa_cert, tsa_key = given["authenticode_tsa_cert"], given["authenticode_tsa_key"]
+    if (tsa_cert is None) != (tsa_key is None):
+        raise UsageError("--authenticode-tsa-cert and --authenticode-tsa-key: give both or neither")
+    password_file: Path | None = given["authenticode_password_file"]
+    if password_file is not None:
+        password = read_passphrase_file(password_file, "--authenticode-password-file")
+        source = f"from --authenticode-password-file {password_file}"
+    else:
+        password, source = authenticode_password(), f"from {AUTHENTICODE_PASSWORD_ENV}"
+        if password is None:
+            source = f"nowhere ({AUTHENTICODE_PASSWORD_ENV} is not set)"
+
+    def absolute(path: Path | None) -> Path | None:
+        return path.absolute() if path is not None else None
+
+    return authenticode.AuthenticodeKey(
+        pfx=absolute(pfx),
+        module=absolute(module),
+        key_uri=uri,
+        certificate=absolute(cert),
+        password=password,
+        password_source=source,
+        timestamp_url=given["authenticode_timestamp_url"],
+        tsa_certificate=absolute(tsa_cert),
+        tsa_key=absolute(tsa_key),
+    )
+
+
+def code_signer_for(args: argparse.Namespace) -> authenticode.AuthenticodeSigner | None:
+    """The checked Authenticode key (None without one); SigningKeyError (exit 15) before
+    anything is built when it cannot sign."""
+    key = authenticode_key(args)
+    if key is None:
+        return None
+    signer = authenticode.open_signer(key)
+    get_logger().info(
+        "Authenticode key checked: the Windows files will be signed",
+        subject=signer.subject,
+        certificate_sha256=signer.fingerprint,
+        timestamp=signer.timestamp(),
+    )
+    return signer
+
+
 def signing_arguments(args: argparse.Namespace) -> list[str]:
     """The signing options as a matrix passes them on to each build (paths made absolute; the
     passphrase stays in the environment or the file, never on a command line)."""
     passed: list[str] = []
-    for option in ("signing_key", "signing_key_id", "signing_passphrase_file", "attestation_key"):
+    options = ("signing_key", "signing_key_id", "signing_passphrase_file", "attestation_key")
+    for option in (*options, *AUTHENTICODE_OPTIONS):
         value = getattr(args, option, None)
         if value is not None:
             shown = str(value.absolute()) if isinstance(value, Path) else str(value)

@@ -16,7 +16,9 @@ KEEP_CONTAINER_ENV = "QGA_BUILDER_KEEP_CONTAINER"
 MIRROR_ENV = "QGA_BUILDER_DEBIAN_MIRROR"
 PASSPHRASE_ENV = "QGA_SIGNING_PASSPHRASE"
 ATTESTATION_PASSPHRASE_ENV = "QGA_ATTESTATION_PASSPHRASE"
-SECRETS = (PASSPHRASE_ENV, ATTESTATION_PASSPHRASE_ENV)  # never inherited by a child process
+AUTHENTICODE_PASSWORD_ENV = "QGA_AUTHENTICODE_PASSWORD"
+# Never inherited by a child process.
+SECRETS = (PASSPHRASE_ENV, ATTESTATION_PASSPHRASE_ENV, AUTHENTICODE_PASSWORD_ENV)
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 # Every variable the tool reads, with what it does (README's table is checked against this).
@@ -31,6 +33,8 @@ DOCUMENTED = {
     "DOCKER_CONFIG": "the docker CLI's directory, whose contexts/ name engines (default ~/.docker)",
     PASSPHRASE_ENV: "the passphrase of the key --signing-key or --signing-key-id names",
     ATTESTATION_PASSPHRASE_ENV: "the passphrase of an encrypted --attestation-key",
+    AUTHENTICODE_PASSWORD_ENV: "the password of --authenticode-pfx, or the PIN of the PKCS#11 "
+    "token --authenticode-key-uri names",
     "GNUPGHOME": "GnuPG's home, where --signing-key-id looks for the key (read by gpg)",
     "PATH": "where host tools (git, debootstrap, apt-get, wine, qemu-system) are found",
 }
@@ -78,6 +82,11 @@ def signing_passphrase(environ: Mapping[str, str] | None = None) -> bytes | None
 def attestation_passphrase(environ: Mapping[str, str] | None = None) -> bytes | None:
     """The --attestation-key's passphrase, taken out of the environment as the other one."""
     return _secret(ATTESTATION_PASSPHRASE_ENV, environ)
+
+
+def authenticode_password(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The Authenticode key's password or PIN, taken out of the environment as the others."""
+    return _secret(AUTHENTICODE_PASSWORD_ENV, environ)
 
 
 def _secret(name: str, environ: Mapping[str, str] | None) -> bytes | None:

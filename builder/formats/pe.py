@@ -89,3 +89,58 @@ def parse_pe(data: bytes) -> PeInfo:
             raise
         raise PeFormatError(f"truncated or malformed PE headers: {exc}") from None
     return PeInfo(machine, timestamp, bool(characteristics & 0x2000), tuple(imports))
+
+
+CERTIFICATE_DIRECTORY = 4  # the Authenticode signature: a file offset and size, not an RVA
+
+
+def signature_span(data: bytes) -> tuple[int, int]:
+    """Where the file's Authenticode signature lies, (offset, size); (0, 0) when unsigned."""
+    try:
+        (pe_offset,) = struct.unpack_from("<I", data, 0x3C)
+        if data[:2] != b"MZ" or data[pe_offset : pe_offset + 4] != b"PE\0\0":
+            raise PeFormatError("not a PE file")
+        optional = pe_offset + 24
+        (magic,) = struct.unpack_from("<H", data, optional)
+        directories = optional + (112 if magic == 0x20B else 96)
+        offset, size = struct.unpack_from("<II", data, directories + 8 * CERTIFICATE_DIRECTORY)
+    except struct.error:
+        raise PeFormatError("truncated or malformed PE headers") from None
+    return offset, size
+
+
+def is_signed(data: bytes) -> bool:
+    return signature_span(data)[1] > 0
+
+
+def minimal_pe() -> bytes:
+    """The smallest x86-64 executable a signer takes (one section holding `ret`): what a key
+    is tried on before anything is built."""
+    dos = bytearray(0x40)
+    dos[:2] = b"MZ"
+    struct.pack_into("<I", dos, 0x3C, 0x40)
+    coff = struct.pack("<HHIIIHH", 0x8664, 1, 0, 0, 0, 240, 0x0022)
+    optional = struct.pack(
+        "<HBBIIIIIQIIHHHHHHIIIIHHQQQQII",
+        0x20B, 0, 0, 0x200, 0, 0, 0x1000, 0x1000, 0x140000000, 0x1000, 0x200,
+        6, 0, 0, 0, 6, 0, 0, 0x2000, 0x200, 0, 3, 0,
+        0x100000, 0x1000, 0x100000, 0x1000, 0, 16,
+    ) + bytes(16 * 8)  # fmt: skip
+    section = struct.pack("<8sIIIIIIHHI", b".text", 1, 0x1000, 0x200, 0x200, 0, 0, 0, 0, 0x60000020)
+    headers = bytes(dos) + b"PE\0\0" + coff + optional + section
+    image = bytearray(headers.ljust(0x200, b"\0") + b"\xc3".ljust(0x200, b"\0"))
+    struct.pack_into("<I", image, CHECKSUM_AT, pe_checksum(bytes(image)))  # as linkers write it
+    return bytes(image)
+
+
+CHECKSUM_AT = 0x40 + 24 + 64  # minimal_pe's optional header's CheckSum field
+
+
+def pe_checksum(data: bytes) -> int:
+    """The optional header's CheckSum of `data`, whose CheckSum field is zero: its 16-bit words
+    summed with carries folded, plus the file's length."""
+    total = 0
+    for (word,) in struct.iter_unpack("<H", data + b"\0" * (len(data) % 2)):
+        total += word
+        total = (total & 0xFFFF) + (total >> 16)
+    return total + len(data)

@@ -44,7 +44,7 @@ ENTRY_LAYOUT = 2
 
 def inputs(ctx: RunContext) -> dict[str, Any]:
     """Every input the artifacts depend on, by digest; the key is their digest."""
-    return {
+    components = {
         "tool_version": __version__,
         "entry_layout": ENTRY_LAYOUT,
         "plan": ctx.run_key,
@@ -55,6 +55,9 @@ def inputs(ctx: RunContext) -> dict[str, Any]:
         "base_image": ctx.base.image_id,
         "build_image": ctx.build_image.image_id,
     }
+    if ctx.code_signer is not None:  # signed Windows files: the certificate, never the key
+        components["authenticode"] = ctx.code_signer.identity()
+    return components
 
 
 def lookup(ctx: RunContext, output: StepOutput) -> None:

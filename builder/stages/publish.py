@@ -157,6 +157,8 @@ def manifest(ctx: RunContext) -> dict:
         result["vm_test"] = ctx.vm_report
     if ctx.msi_contents:
         result["msi_contents"] = ctx.msi_contents
+    if ctx.authenticode is not None:
+        result["authenticode"] = ctx.authenticode
     if ctx.sbom_sha256:
         result["sbom"] = {"name": SBOM_NAME, "sha256": ctx.sbom_sha256}
     if signing := signing_record(ctx):

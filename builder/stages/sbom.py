@@ -163,7 +163,8 @@ def write(ctx: RunContext) -> str | None:
         how_found=f"The libraries are the ones {inventory.agent}'s link took, from GNU ld's link "
         "map of its own link command run again"
         + (
-            " (the relinked file is the artifact, byte for byte)"
+            " (the relinked file is the artifact, byte for byte"
+            + (", before its Authenticode signature)" if ctx.authenticode else ")")
             if inventory.same_link
             else " (the relinked file differs from the artifact: the map may not be the link's)"
         )

@@ -1,6 +1,7 @@
-"""Signed outputs on real builds, checked as a user checks them. No build of its own: the
-session's default build (`patched_build`) and Windows build (`windows_build`) left their
-artifacts in the artifact cache, so `run --signing-key` publishes from the cache and signs; then
+"""Signed outputs on real builds, checked as a user checks them. The session's default build
+(`patched_build`) left its artifacts in the artifact cache, so `run --signing-key` publishes
+from the cache and signs; the Windows recipe is built once more, Authenticode-signed with a key
+in a softhsm2 token (`osslsigncode verify -CAfile` checks each file); then
 `gpg --verify` in a home holding only the public key, `sha256sum --strict -c` and
 `verify --public-key`; then `release` over the two signed outputs, its inputs checked against
 the key and the release signed anew. The provenance is signed too (`--attestation-key`: an
@@ -10,14 +11,24 @@ real `cosign verify-blob-attestation` (tests/cosign.py), as the README tells use
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from builder.config.settings import current
+from builder.formats import cabinet
 from builder.formats.checksums import parse_sha256sums
 from builder.formats.dsse import parse_lines
 from builder.formats.signed_sums import artifact_lines
+from tests.authenticode_keys import (
+    KEY_URI,
+    PFX_PASSWORD,
+    SOFTHSM_MODULE,
+    TOKEN_PIN,
+    make_keys,
+)
 from tests.cosign import verify_blob_attestation, write_key
 from tests.helpers import DEFAULT_RECIPE, WINDOWS_RECIPE, leftover_containers, run_cli
 from tests.integration.conftest import path_without_wine
@@ -33,7 +44,14 @@ def _cached(build: Path, recipe: Path, scratch: Path, env: dict[str, str]) -> No
         assert result.returncode == 0, result.stderr[-3000:]
 
 
-def _signed_run(recipe: Path, out: Path, keys, env: dict[str, str], attestation: Path) -> str:
+def _signed_run(
+    recipe: Path,
+    out: Path,
+    keys,
+    env: dict[str, str],
+    attestation: Path,
+    more: list[str] | None = None,
+) -> str:
     result = run_cli(
         "run",
         str(recipe),
@@ -43,7 +61,9 @@ def _signed_run(recipe: Path, out: Path, keys, env: dict[str, str], attestation:
         str(keys.signer_secret),
         "--attestation-key",
         str(attestation),
+        *(more or []),
         env={"QGA_SIGNING_PASSPHRASE": keys.passphrase, **env},
+        timeout=1800,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert keys.passphrase not in result.stdout + result.stderr
@@ -88,12 +108,7 @@ def test_signed_runs_from_the_cache_and_a_signed_release(
     assert checked.returncode == 0, checked.stderr
 
     windows = tmp_path / "windows"
-    no_wine = {"PATH": path_without_wine(tmp_path / "bin-without-wine")}
-    _cached(windows_build, WINDOWS_RECIPE, tmp_path / "refill-windows", no_wine)
-    assert "artifact cache hit" in _signed_run(WINDOWS_RECIPE, windows, keys, no_wine, run_key)
-    assert artifact_lines(parse_sha256sums((windows / "SHA256SUMS").read_text())) == (
-        parse_sha256sums((windows_build / "SHA256SUMS").read_text())
-    )
+    _authenticode_signed_windows(windows, windows_build, keys, run_key, tmp_path)
 
     release = tmp_path / "release"
     release_key, release_public = write_key(
@@ -132,6 +147,92 @@ def test_signed_runs_from_the_cache_and_a_signed_release(
     both = ["--public-key", str(keys.signer_public), "--cosign-key", str(release_public)]
     checked = run_cli("verify", *both, str(release))
     assert checked.returncode == 0, checked.stderr
+    assert leftover_containers(engine) == []
+
+
+def _authenticode_signed_windows(
+    windows: Path, unsigned: Path, keys, run_key: Path, tmp_path: Path
+) -> None:
+    """The Windows recipe signed three ways at once: Authenticode with the key in a softhsm2
+    token (time-stamped by an offline authority), SHA256SUMS with OpenPGP, the provenance with
+    DSSE. Not in the cache (the certificate is in its key): built, signed, the MSI made again
+    from the signed files and checked under wine. Signing changed nothing but signatures: the
+    files before signing are the unsigned build's, bit for bit."""
+    code = make_keys(tmp_path / "authenticode")
+    env = {
+        "PATH": path_without_wine(tmp_path / "bin-without-wine"),
+        "QGA_AUTHENTICODE_PASSWORD": TOKEN_PIN,
+        **code.token_env(),
+    }
+    authenticode = [
+        "--authenticode-pkcs11-module", str(SOFTHSM_MODULE), "--authenticode-key-uri", KEY_URI,
+        "--authenticode-cert", str(code.certificate),
+        "--authenticode-tsa-cert", str(code.tsa_certificate),
+        "--authenticode-tsa-key", str(code.tsa_key),
+    ]  # fmt: skip
+    log = _signed_run(WINDOWS_RECIPE, windows, keys, env, run_key, authenticode)
+    assert "Authenticode key checked" in log and TOKEN_PIN not in log
+    manifest = json.loads((windows / "manifest.json").read_text())
+    record = manifest["authenticode"]
+    assert record["key_store"] == "pkcs11" and record["timestamp"].startswith("RFC 3161")
+    built = parse_sha256sums((unsigned / "SHA256SUMS").read_text())
+    unsigned_contents = json.loads((unsigned / "manifest.json").read_text())["msi_contents"]
+    msi = "qemu-ga-x86_64.msi"
+    for name in ("qemu-ga.exe", msi):
+        assert record["files"][name]["unsigned_sha256"] == built[name]
+        assert record["files"][name]["sha256"] != built[name]
+    assert record["files"][msi]["unsigned_files"] == unsigned_contents[msi]["files"]
+    contents = manifest["msi_contents"][msi]
+    install = contents["install_check"]  # the signed MSI's own, under wine
+    assert install["msiexec_install_exit"] == 0 and install["msiexec_uninstall_exit"] == 0
+    assert len(install["files_installed"]) == len(contents["files"])
+    trust = ["-CAfile", str(code.ca), "-TSA-CAfile", str(code.ca)]
+    members = tmp_path / "msi-members"
+    members.mkdir()
+    checked = [windows / "qemu-ga.exe", windows / msi]
+    for name, data in cabinet.msi_files(windows / msi).items():
+        if name.endswith((".exe", ".dll", "_lib")) and data[:2] == b"MZ":
+            (members / name).write_bytes(data)
+            checked.append(members / name)
+    assert len(checked) >= 10  # the agent, the VSS DLL, GLib and the other DLLs, the MSI
+    for path in checked:
+        done = subprocess.run(
+            ["osslsigncode", "verify", *trust, "-in", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, f"{path.name}: {done.stdout}{done.stderr}"
+        assert "Signature verification: ok" in done.stdout
+    _no_passphrase_in(windows, TOKEN_PIN)
+
+
+@pytest.mark.full
+def test_verify_compares_a_signed_windows_build_without_its_signatures(
+    windows_build: Path, tmp_path: Path, engine
+) -> None:
+    """A PKCS#12-signed build, then `verify RECIPE --against` its SHA256SUMS: the rebuild has
+    no key; the exe is compared with its signature removed, the MSI by its files."""
+    code = make_keys(tmp_path / "authenticode")
+    signed = tmp_path / "signed"
+    env = {
+        "PATH": path_without_wine(tmp_path / "bin-without-wine"),
+        "QGA_AUTHENTICODE_PASSWORD": PFX_PASSWORD,
+    }
+    result = run_cli(
+        "run", str(WINDOWS_RECIPE), "--output", str(signed), "--authenticode-pfx", str(code.pfx),
+        env=env, timeout=1800,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    record = json.loads((signed / "manifest.json").read_text())["authenticode"]
+    assert record["key_store"] == "pkcs12" and record["timestamp"] is None
+    checked = run_cli(
+        "verify", str(WINDOWS_RECIPE), "--against", str(signed / "SHA256SUMS"),
+        "--output", str(tmp_path / "verify"), env=env, timeout=1800,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr[-4000:]
+    assert "qemu-ga.exe: compared with its Authenticode signature removed" in checked.stderr
+    assert "each with its Authenticode signature removed" in checked.stderr
     assert leftover_containers(engine) == []
 
 
