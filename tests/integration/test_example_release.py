@@ -51,6 +51,8 @@ def build_arguments(recipe: str, output: Path) -> list[str]:
     """The build step's arguments after `python -m builder`, for this recipe; `--output` is a
     directory of this test's (each CI job builds on a runner of its own)."""
     command = step_run(workflow()["jobs"]["build"], r"builder run ")
+    # $AUTHENTICODE_ARGS: set by the Windows jobs' key step only (the session builds those).
+    command = command.replace("$AUTHENTICODE_ARGS", "")
     words = shlex.split(command.replace(MATRIX_VALUE, recipe))
     args = words[words.index("builder") + 1 :]
     args[args.index("--output") + 1] = str(output)

@@ -3,8 +3,11 @@ into the directory it uploads), and fans in with a `release` command line this C
 
 from __future__ import annotations
 
+import base64
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +70,42 @@ def test_the_matrix_builds_recipes_that_exist(tmp_path: Path) -> None:
 def test_each_job_uploads_what_it_built() -> None:
     build = load()["jobs"]["build"]
     step(build, r"scripts/setup\.sh")
-    args = build_parser().parse_args(command_line(step(build, r"builder run")["run"]))
+    command = step(build, r"builder run")["run"].replace("$AUTHENTICODE_ARGS", "")  # Linux jobs
+    args = build_parser().parse_args(command_line(command))
     assert args.command == "run" and args.recipes == [Path("recipes/RECIPE.yaml")]
+    assert args.authenticode_pfx is None
     upload = step(build, r"actions/upload-artifact@v\d+$")
     assert Path(upload["with"]["path"].replace("${{ matrix.recipe }}", "RECIPE")) == args.output
     assert upload["with"]["name"] == "out-${{ matrix.recipe }}"
+
+
+def test_the_windows_jobs_sign_with_the_secrets_key(tmp_path: Path) -> None:
+    """The key step, played with a secret and without: its options reach the build step."""
+    build = load()["jobs"]["build"]
+    key_step = step(build, r"AUTHENTICODE_PFX")
+    assert key_step["if"] == "startsWith(matrix.recipe, 'windows-')"
+    assert "secrets.AUTHENTICODE_PASSWORD" in str(step(build, r"builder run")["env"])
+    github_env = tmp_path / "github-env"
+    github_env.write_text("")
+    base = {"PATH": os.environ["PATH"], "RUNNER_TEMP": str(tmp_path), "GITHUB_ENV": str(github_env)}
+    unsigned = subprocess.run(
+        ["bash", "-e", "-c", key_step["run"]],
+        env={**base, "AUTHENTICODE_PFX": "", "TIMESTAMP_URL": ""},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "not signed" in unsigned.stdout and github_env.read_text() == ""
+    pfx = base64.b64encode(b"pkcs12 bytes").decode()
+    subprocess.run(
+        ["bash", "-e", "-c", key_step["run"]],
+        env={**base, "AUTHENTICODE_PFX": pfx, "TIMESTAMP_URL": "http://ts.example/"},
+        check=True,
+    )
+    assert (tmp_path / "authenticode.p12").read_bytes() == b"pkcs12 bytes"
+    written = github_env.read_text().strip().removeprefix("AUTHENTICODE_ARGS=")
+    command = step(build, r"builder run")["run"].replace("$AUTHENTICODE_ARGS", written)
+    args = build_parser().parse_args(command_line(command))
+    assert args.authenticode_pfx == tmp_path / "authenticode.p12"
+    assert args.authenticode_timestamp_url == "http://ts.example/"
 
 
 def test_the_fan_in_merges_every_job_and_attaches_the_release() -> None:
