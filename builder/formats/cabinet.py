@@ -40,7 +40,9 @@ def msi_files(path: Path) -> dict[str, bytes]:
 def read_cabinet(data: bytes) -> dict[str, bytes]:
     try:
         return _read(data)
-    except (struct.error, zlib.error, IndexError) as exc:
+    except CabinetError:
+        raise
+    except (struct.error, zlib.error, IndexError, ValueError) as exc:
         raise CabinetError(f"malformed cabinet: {exc}") from None
 
 
@@ -48,21 +50,28 @@ def _read(data: bytes) -> dict[str, bytes]:
     files_offset, _, _, _, folder_count, file_count, flags = struct.unpack_from(
         "<I4sBBHHH", data, 16
     )
-    if flags & 0x4:  # reserved fields present: wixl never writes them
-        raise CabinetError("cabinets with reserved fields are not read")
-    folders = []
-    for index in range(folder_count):
-        first, blocks, compression = struct.unpack_from("<IHH", data, 36 + 8 * index)
-        if compression & 0xF not in (STORED, MSZIP):
-            raise CabinetError(f"folder {index}: compression {compression:#x} is not read")
-        folders.append(_unpack_folder(data, first, blocks, compression & 0xF))
-    files: dict[str, bytes] = {}
+    if flags & 0x7:  # reserved fields, or a set of cabinets: wixl writes neither
+        raise CabinetError("cabinets with reserved fields or spanning several are not read")
+    entries = []
     at = files_offset
     for _ in range(file_count):
         size, offset, folder = struct.unpack_from("<IIH", data, at)
         end = data.index(b"\0", at + 16)
-        name = data[at + 16 : end].decode("utf-8", "replace")
+        entries.append((data[at + 16 : end].decode("utf-8", "replace"), size, offset, folder))
         at = end + 1
+    if sum(size for _, size, _, _ in entries) > MAX_TOTAL:
+        raise CabinetError("its files add up to more than 2 GiB")
+    folders: dict[int, bytes] = {}
+    budget = [MAX_TOTAL]  # shared by every folder: blocks unpacked in all of them, at most
+    for index in sorted({folder for _, _, _, folder in entries}):
+        if index >= folder_count:
+            raise CabinetError(f"a file lies in folder {index}, of {folder_count}")
+        first, blocks, compression = struct.unpack_from("<IHH", data, 36 + 8 * index)
+        if compression & 0xF not in (STORED, MSZIP):
+            raise CabinetError(f"folder {index}: compression {compression:#x} is not read")
+        folders[index] = _unpack_folder(data, first, blocks, compression & 0xF, budget)
+    files: dict[str, bytes] = {}
+    for name, size, offset, folder in entries:
         content = folders[folder][offset : offset + size]
         if len(content) != size:
             raise CabinetError(f"{name}: its data runs past its folder")
@@ -70,7 +79,7 @@ def _read(data: bytes) -> dict[str, bytes]:
     return files
 
 
-def _unpack_folder(data: bytes, at: int, blocks: int, compression: int) -> bytes:
+def _unpack_folder(data: bytes, at: int, blocks: int, compression: int, budget: list[int]) -> bytes:
     out = bytearray()
     history = b""
     for _ in range(blocks):
@@ -89,6 +98,7 @@ def _unpack_folder(data: bytes, at: int, blocks: int, compression: int) -> bytes
             raise CabinetError(f"a block unpacked to {len(piece)} bytes, expected {unpacked}")
         history = piece
         out += piece
-        if len(out) > MAX_TOTAL:
+        budget[0] -= len(piece)
+        if budget[0] < 0:
             raise CabinetError("more than 2 GiB of files")
     return bytes(out)

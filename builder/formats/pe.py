@@ -109,6 +109,18 @@ def signature_span(data: bytes) -> tuple[int, int]:
     return offset, size
 
 
+def without_signing_traces(data: bytes) -> bytes:
+    """A PE file as compared across signing: its CheckSum zeroed and its length padded with
+    zeros to 8 bytes. Signing pads the file to 8 bytes and sets the CheckSum; removing the
+    signature keeps both, so an unsigned build and a signed file with its signature removed
+    are equal in this form (and byte for byte when the file was 8-byte aligned already)."""
+    (pe_offset,) = struct.unpack_from("<I", data, 0x3C)
+    out = bytearray(data)
+    struct.pack_into("<I", out, pe_offset + 24 + 64, 0)
+    out += bytes(-len(out) % 8)
+    return bytes(out)
+
+
 def is_signed(data: bytes) -> bool:
     return signature_span(data)[1] > 0
 

@@ -5,12 +5,15 @@ line, in the environment of a child, a log, the manifest or a cache key."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ class AuthenticodeKey:
     module: Path | None = None
     key_uri: str | None = None
     certificate: Path | None = None  # PEM, the signer's first, then its chain (PKCS#11 only)
-    password: bytes | None = None
+    password: bytes | None = field(default=None, repr=False)
     password_source: str = ""
     timestamp_url: str | None = None  # RFC 3161
     tsa_certificate: Path | None = None  # an offline time-stamping authority of the user's
@@ -74,14 +77,15 @@ class AuthenticodeSigner:
             assert key.certificate is not None
             argv = ["-pkcs11module", str(key.module), "-certs", str(key.certificate)]
             argv += ["-key", key.key_uri]
-        # The password on standard input: "-readpass -" (an empty one when there is none).
-        return [*argv, "-readpass", "-"]
+        # The password through a pipe (-readpass /dev/fd/N; an empty one when there is none).
+        return [*argv, "-readpass", PASSWORD_PIPE]
 
     def _timestamp_arguments(self) -> list[str]:
         key = self.key
         if key.timestamp_url is not None:
             return ["-ts", key.timestamp_url]
         if key.tsa_certificate is not None and key.tsa_key is not None:
+            _need_version(OFFLINE_TSA_VERSION, "an offline time-stamping authority")
             now = str(int(time.time()))
             certificate, tsa_key = str(key.tsa_certificate), str(key.tsa_key)
             return ["-TSA-certs", certificate, "-TSA-key", tsa_key, "-TSA-time", now]
@@ -96,7 +100,9 @@ class AuthenticodeSigner:
 
     def identity(self) -> dict[str, Any]:
         """What a cached signed output depends on (the certificate, not the key)."""
-        return {"certificate_sha256": self.fingerprint, "timestamp": self.timestamp()}
+        stamp = self.timestamp()
+        digest = None if stamp is None else hashlib.sha256(stamp.encode()).hexdigest()
+        return {"certificate_sha256": self.fingerprint, "timestamp_sha256": digest}
 
     def record(self) -> dict[str, Any]:
         return {
@@ -124,9 +130,10 @@ def open_signer(key: AuthenticodeKey) -> AuthenticodeSigner:
         try:
             signer.sign(trial, Path(scratch) / "signed.exe", int(time.time()))
         except AuthenticodeFailure as exc:
+            stamped = " and that the time-stamping server answers" if signer.timestamp() else ""
             raise SigningKeyError(
                 f"Authenticode key ({key.store}) cannot sign: {exc}",
-                hint=f"the password or PIN came {key.password_source}; check it and the key",
+                hint=f"the password or PIN came {key.password_source}; check it, the key" + stamped,
             ) from None
     return signer
 
@@ -211,28 +218,62 @@ def _tool() -> str:
     return found
 
 
+OFFLINE_TSA_VERSION = (2, 7)  # -TSA-certs, -TSA-key, -TSA-time
+PASSWORD_PIPE = "/dev/fd/{fd}"
+MAX_PASSWORD_BYTES = 4096  # written into the pipe at once: far below its buffer
+
+
+@functools.cache
 def osslsigncode_version() -> str:
     done = subprocess.run(
-        [_tool(), "--version"], capture_output=True, text=True, check=False, timeout=30
+        [_tool(), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+        env=child_environment(),
+        stdin=subprocess.DEVNULL,
     )
     first = (done.stdout or done.stderr).splitlines()
     return first[0].strip() if first else "osslsigncode"
 
 
+def _need_version(minimum: tuple[int, int], what: str) -> None:
+    found = re.search(r"(\d+)\.(\d+)", osslsigncode_version())
+    if found is None or (int(found[1]), int(found[2])) < minimum:
+        raise HostToolError(
+            f"{what} needs osslsigncode {minimum[0]}.{minimum[1]} or newer; this host has "
+            f"{osslsigncode_version()}",
+            hint="install a newer osslsigncode (Debian 13, or Debian 12's backports)",
+        )
+
+
 def _osslsigncode(argv: list[str], password: bytes | None) -> str:
-    given = argv[0] == "sign"
+    """Run osslsigncode; the password, when the command reads one, through a pipe of its own
+    (written before it starts: a password is far smaller than a pipe's buffer)."""
+    read_fd = write_fd = -1
+    if password is not None and len(password) > MAX_PASSWORD_BYTES:
+        raise AuthenticodeFailure(f"the password is longer than {MAX_PASSWORD_BYTES} bytes")
+    if PASSWORD_PIPE in argv:
+        read_fd, write_fd = os.pipe()
+        os.write(write_fd, password or b"")
+        os.close(write_fd)
+        argv = [PASSWORD_PIPE.format(fd=read_fd) if a == PASSWORD_PIPE else a for a in argv]
     try:
         done = subprocess.run(
             [_tool(), *argv],
-            input=(password or b"") if given else None,
-            stdin=None if given else subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             env=child_environment(),
             timeout=TIMEOUT,
             check=False,
+            pass_fds=(read_fd,) if read_fd >= 0 else (),
         )
     except subprocess.TimeoutExpired:
         raise AuthenticodeFailure(f"osslsigncode {argv[0]} took more than {TIMEOUT} s") from None
+    finally:
+        if read_fd >= 0:
+            os.close(read_fd)
     printed = (done.stdout + done.stderr).decode("utf-8", "replace")
     if done.returncode != 0:
         lines = [line.strip() for line in printed.splitlines() if line.strip()]

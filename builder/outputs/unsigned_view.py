@@ -1,14 +1,16 @@
 """`verify RECIPE --against DIR/SHA256SUMS` when DIR's Windows files carry Authenticode
 signatures: a rebuild has no key, so each signed file is compared with its signature removed.
 
-A PE file loses its signature to the very bytes that were signed (`osslsigncode
-remove-signature`). An MSI holds signed files and is made again from them, so it is compared by
-what it holds: each of its files, signature removed, against the rebuilt MSI's files. Which
-files are signed comes from DIR's manifest; what is compared are the files' own bytes.
+Signing pads a PE file to 8 bytes and sets its CheckSum, and removing the signature keeps both,
+so PE files are compared in `pe.without_signing_traces` form (byte for byte when the file was
+aligned, as the agent is). An MSI holds signed files and was made again from them, so it is
+compared by what it holds: each of its files, signature removed, against the rebuilt MSI's.
+Which files are signed comes from DIR's manifest; what is compared are the files' own bytes.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 from collections import Counter
@@ -19,7 +21,7 @@ from builder.errors import InputError
 from builder.formats import cabinet
 from builder.formats.checksums import sha256_bytes, sha256_file
 from builder.formats.manifest import MANIFEST_NAME
-from builder.formats.pe import PeFormatError, is_signed
+from builder.formats.pe import PeFormatError, is_signed, without_signing_traces
 from builder.host import authenticode
 
 MAX_MANIFEST_BYTES = 16 << 20
@@ -43,7 +45,32 @@ def signed_names(directory: Path) -> list[str]:
         raise InputError(f"{path}: not a readable manifest ({exc})") from None
     record = manifest.get("authenticode") if isinstance(manifest, dict) else None
     files = record.get("files") if isinstance(record, dict) else None
-    return sorted(files) if isinstance(files, dict) else []
+    return sorted(n for n in files if isinstance(n, str)) if isinstance(files, dict) else []
+
+
+class _Stripper:
+    """Signatures removed in a scratch directory of its own, each file under a fresh name
+    (osslsigncode never overwrites; names from the reference are never used as paths)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.numbers = itertools.count()
+
+    def compared_form(self, data: bytes) -> bytes:
+        """What a file is compared as: a signed PE without its signature, in
+        `without_signing_traces` form; an unsigned PE in that form too; anything else as is."""
+        try:
+            if data[:2] != b"MZ":
+                return data
+            if is_signed(data):
+                number = next(self.numbers)
+                signed, stripped = self.root / f"{number}.in", self.root / f"{number}.out"
+                signed.write_bytes(data)
+                authenticode.remove_signature(signed, stripped)
+                data = stripped.read_bytes()
+            return without_signing_traces(data)
+        except PeFormatError:
+            return data
 
 
 def unsigned_view(
@@ -51,59 +78,39 @@ def unsigned_view(
 ) -> UnsignedView:
     view = UnsignedView(dict(expected))
     with tempfile.TemporaryDirectory(prefix="qga-unsigned-") as scratch:
-        root = Path(scratch)
+        stripper = _Stripper(Path(scratch))
         for name in names:
-            published = directory / name
-            if name not in expected or not published.is_file():
+            published, rebuilt = directory / name, built / name
+            if name not in expected or "/" in name or not published.is_file():
                 continue
-            if sha256_file(published) != expected[name]:
+            if sha256_file(published) != expected[name] or not rebuilt.is_file():
                 continue  # a changed file stays "different": its line no longer holds
-            if name.lower().endswith(".msi"):
-                view.expected[name] = _msi(published, built / name, root, view.notes)
+            try:
+                if name.lower().endswith(".msi"):
+                    same = _same_msi(published, rebuilt, stripper)
+                    how = "by the files it holds, each with its Authenticode signature removed"
+                else:
+                    forms = [stripper.compared_form(p.read_bytes()) for p in (published, rebuilt)]
+                    same = forms[0] == forms[1]
+                    how = "with its Authenticode signature removed"
+            except (authenticode.AuthenticodeFailure, cabinet.CabinetError) as exc:
+                view.notes.append(f"{name}: not compared without signatures ({exc})")
+                continue
+            if same:
+                view.expected[name] = sha256_file(rebuilt)
+                view.notes.append(f"{name}: compared {how}: the same")
             else:
-                stripped = root / name
-                try:
-                    authenticode.remove_signature(published, stripped)
-                except authenticode.AuthenticodeFailure as exc:
-                    view.notes.append(f"{name}: its signature could not be removed ({exc})")
-                    continue
-                view.expected[name] = sha256_file(stripped)
-                view.notes.append(f"{name}: compared with its Authenticode signature removed")
+                view.notes.append(f"{name}: compared {how}: it differs")
     return view
 
 
-def _msi(published: Path, rebuilt: Path, scratch: Path, notes: list[str]) -> str:
-    """The rebuilt MSI's digest when the published one holds the same files (signatures
-    removed), else the published one's (so it compares as different)."""
-    if not rebuilt.is_file():
-        return sha256_file(published)
-    try:
-        holds = Counter(_unsigned(data, scratch) for data in cabinet.msi_files(published).values())
-        wanted = Counter(sha256_bytes(data) for data in cabinet.msi_files(rebuilt).values())
-    except cabinet.CabinetError as exc:
-        notes.append(f"{published.name}: {exc}")
-        return sha256_file(published)
-    if holds != wanted:
-        notes.append(f"{published.name}: its files differ from the rebuilt MSI's")
-        return sha256_file(published)
-    notes.append(
-        f"{published.name}: compared by its {sum(holds.values())} files, each with its "
-        "Authenticode signature removed (the MSI itself is made again from the signed files)"
+def _same_msi(published: Path, rebuilt: Path, stripper: _Stripper) -> bool:
+    """The same files (as a multiset: one file may be installed under two names), each in its
+    compared form. The MSI itself was made again from the signed files: its own bytes differ."""
+    holds = Counter(
+        sha256_bytes(stripper.compared_form(data)) for data in cabinet.msi_files(published).values()
     )
-    return sha256_file(rebuilt)
-
-
-def _unsigned(data: bytes, scratch: Path) -> str:
-    try:
-        signed = data[:2] == b"MZ" and is_signed(data)
-    except PeFormatError:
-        signed = False
-    if not signed:
-        return sha256_bytes(data)
-    source, stripped = scratch / "member", scratch / "member.unsigned"
-    source.write_bytes(data)
-    try:
-        authenticode.remove_signature(source, stripped)
-    except authenticode.AuthenticodeFailure:
-        return sha256_bytes(data)  # compares as different
-    return sha256_file(stripped)
+    wanted = Counter(
+        sha256_bytes(stripper.compared_form(data)) for data in cabinet.msi_files(rebuilt).values()
+    )
+    return holds == wanted

@@ -23,7 +23,7 @@ from builder.formats.manifest import LOGS_DIR, SIGNATURE_NAME, SUMS_NAME
 from builder.log import StepOutput, get_logger
 from builder.outputs.output_dir import STAGING_MARKER, why_not_ours
 from builder.run_context import RunContext
-from builder.stages import toolchain
+from builder.stages import authenticode, toolchain
 
 KEPT_PER_RECIPE = 3  # entries kept per recipe name, newest first: a few MB to tens of MB each
 _SOURCE_DIGESTS = ("kind", "url", "tag", "commit", "sha256", "tree_tar_sha256", "subprojects")
@@ -55,7 +55,9 @@ def inputs(ctx: RunContext) -> dict[str, Any]:
         "base_image": ctx.base.image_id,
         "build_image": ctx.build_image.image_id,
     }
-    if ctx.code_signer is not None:  # signed Windows files: the certificate, never the key
+    if ctx.code_signer is not None and authenticode.applies(ctx.plan.artifacts):
+        # Signed Windows files: by the certificate, never the key (nor a time-stamping URL,
+        # which may hold a password: its digest).
         components["authenticode"] = ctx.code_signer.identity()
     return components
 

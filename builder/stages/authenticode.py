@@ -48,7 +48,7 @@ def sign(ctx: RunContext, output: StepOutput) -> None:
         copies = SignedCopies(signer, Path(scratch), ctx.source_date_epoch, output)
         msis = [a for a in ctx.artifact_plans if a.kind == "msi"]
         for artifact in msis:
-            for name, data in cabinet.msi_files(ctx.staging / artifact.name).items():
+            for name, data in _files_of(ctx.staging / artifact.name).items():
                 if _is_pe(data):
                     copies.add(data, name)
         for artifact in ctx.artifact_plans:
@@ -108,7 +108,7 @@ def _sign_msi(
     _take_out(ctx, artifact, path)
     # What it holds must be exactly the signed copies (and the files that are no PE).
     wanted = copies.signed_digests()
-    for name, data in cabinet.msi_files(path).items():
+    for name, data in _files_of(path).items():
         if _is_pe(data) and sha256_bytes(data) not in wanted:
             raise ArtifactError(f"{artifact.name}: {name} was not replaced by its signed copy")
     codes = msi_rewrite.derive_codes(ctx.plan.recipe_name, ctx.qemu_version, ctx.run_key)
@@ -165,6 +165,13 @@ def _record(
         updated.append(known)
     ctx.artifacts = updated
     ctx.authenticode = {**signer.record(), "files": files}
+
+
+def _files_of(msi: Path) -> dict[str, bytes]:
+    try:
+        return cabinet.msi_files(msi)
+    except cabinet.CabinetError as exc:
+        raise ArtifactError(f"{msi.name}: its files cannot be read ({exc})") from None
 
 
 def _is_pe(data: bytes) -> bool:

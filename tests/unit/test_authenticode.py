@@ -10,6 +10,7 @@ import hashlib
 import os
 import random
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -18,9 +19,10 @@ import pytest
 from builder.commands.signing import AUTHENTICODE_OPTIONS, authenticode_key
 from builder.errors import SigningKeyError, UsageError
 from builder.formats import cabinet
-from builder.formats.pe import is_signed, minimal_pe, parse_pe
+from builder.formats.pe import is_signed, minimal_pe, parse_pe, without_signing_traces
 from builder.host import authenticode
 from builder.host.authenticode import AuthenticodeKey, open_signer
+from builder.outputs.unsigned_view import unsigned_view
 from tests.authenticode_keys import (
     KEY_URI,
     PFX_PASSWORD,
@@ -212,3 +214,57 @@ def test_a_damaged_msi_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "cut.msi").write_bytes(bytes(data[:1000]))
     with pytest.raises(cabinet.CabinetError, match=r"cut\.msi"):
         cabinet.msi_files(tmp_path / "cut.msi")
+
+
+def test_an_unaligned_file_compares_equal_once_its_signature_is_removed(
+    keys: AuthenticodeKeys, tmp_path: Path
+) -> None:
+    """Signing pads a file to 8 bytes and sets its CheckSum; removing the signature keeps both
+    (9 of the 11 PE files of the real MSI are unaligned): compared without those traces."""
+    data = minimal_pe() + b"tail"  # 0x404 bytes
+    unsigned, signed, stripped = (tmp_path / n for n in ("u.dll", "s.dll", "r.dll"))
+    unsigned.write_bytes(data)
+    open_signer(pfx_key(keys)).sign(unsigned, signed, 1_700_000_000)
+    authenticode.remove_signature(signed, stripped)
+    assert stripped.read_bytes() != data
+    assert without_signing_traces(stripped.read_bytes()) == without_signing_traces(data)
+
+
+def test_verify_s_view_of_a_signed_output(keys: AuthenticodeKeys, tmp_path: Path) -> None:
+    """A published directory with a signed exe and an MSI of signed files, against a rebuild
+    of unsigned ones: the same; a rebuild that differs in one DLL: different."""
+    signer = open_signer(pfx_key(keys))
+    dll = minimal_pe() + b"odd length"
+    built, published = tmp_path / "built", tmp_path / "published"
+    built.mkdir()
+    published.mkdir()
+    (built / "qemu-ga.exe").write_bytes(minimal_pe())
+    signer.sign(built / "qemu-ga.exe", published / "qemu-ga.exe", 1_700_000_000)
+    (tmp_path / "u.dll").write_bytes(dll)
+    signer.sign(tmp_path / "u.dll", tmp_path / "s.dll", 1_700_000_000)
+    shutil.copy(wixl_msi(tmp_path / "m1", {"a.txt": b"x\n", "b.dll": dll}), built / "q.msi")
+    signed_files = {"a.txt": b"x\n", "b.dll": (tmp_path / "s.dll").read_bytes()}
+    shutil.copy(wixl_msi(tmp_path / "m2", signed_files), published / "q.msi")
+    names = ["q.msi", "qemu-ga.exe"]
+    expected = {n: hashlib.sha256((published / n).read_bytes()).hexdigest() for n in names}
+    view = unsigned_view(published, expected, built, names)
+    for name in names:
+        assert view.expected[name] == hashlib.sha256((built / name).read_bytes()).hexdigest()
+    assert any("q.msi: compared by the files it holds" in note for note in view.notes)
+    other = minimal_pe() + b"another"
+    shutil.copy(wixl_msi(tmp_path / "m3", {"a.txt": b"x\n", "b.dll": other}), built / "q.msi")
+    view = unsigned_view(published, expected, built, names)
+    assert view.expected["q.msi"] == expected["q.msi"]  # left as published: compares different
+    assert any("q.msi" in note and "differs" in note for note in view.notes)
+
+
+def test_cabinets_wixl_never_writes_are_refused() -> None:
+    header = bytearray(36)
+    header[:4] = b"MSCF"
+    struct.pack_into("<I4sBBHHH", header, 16, 36, b"", 3, 1, 1, 1, 0x2)  # next cabinet
+    with pytest.raises(cabinet.CabinetError, match="spanning"):
+        cabinet.read_cabinet(bytes(header))
+    struct.pack_into("<I4sBBHHH", header, 16, 44, b"", 3, 1, 1, 1, 0)
+    unterminated = bytes(header) + bytes(8) + struct.pack("<IIHHHH", 1, 0, 0, 0, 0, 0) + b"name"
+    with pytest.raises(cabinet.CabinetError, match="malformed"):
+        cabinet.read_cabinet(unterminated)
