@@ -29,6 +29,7 @@ from builder.formats.pe import minimal_pe
 DESCRIPTION = "QEMU Guest Agent"
 DIGEST = "sha256"
 MAX_KEY_FILE_BYTES = 1 << 20
+HINT = 'the Authenticode key: --authenticode-pfx FILE, or a PKCS#11 token (README "Authenticode")'
 TIMEOUT = 300  # one file; a time-stamping server that never answers is an error, not a wait
 
 
@@ -150,7 +151,7 @@ def _certificate(key: AuthenticodeKey) -> x509.Certificate:
                 hint="check it with `openssl pkcs12 -info -noout -in FILE`",
             ) from None
         if certificate is None:
-            raise SigningKeyError(f"--authenticode-pfx {key.pfx}: holds no certificate")
+            raise SigningKeyError(f"--authenticode-pfx {key.pfx}: holds no certificate", hint=HINT)
         return certificate
     assert key.certificate is not None
     data = _read_small(key.certificate, "--authenticode-cert")
@@ -158,7 +159,7 @@ def _certificate(key: AuthenticodeKey) -> x509.Certificate:
         return x509.load_pem_x509_certificates(data)[0]
     except ValueError:
         raise SigningKeyError(
-            f"--authenticode-cert {key.certificate}: not a PEM certificate"
+            f"--authenticode-cert {key.certificate}: not a PEM certificate", hint=HINT
         ) from None
 
 
@@ -179,7 +180,8 @@ def _check_certificate(certificate: x509.Certificate) -> None:
         raise SigningKeyError(
             f"Authenticode certificate {subject} is not valid now (valid "
             f"{certificate.not_valid_before_utc:%Y-%m-%d} to "
-            f"{certificate.not_valid_after_utc:%Y-%m-%d})"
+            f"{certificate.not_valid_after_utc:%Y-%m-%d})",
+            hint="sign with a certificate valid now",
         )
 
 
@@ -188,9 +190,9 @@ def _read_small(path: Path, option: str) -> bytes:
         with path.open("rb") as handle:
             data = handle.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
-        raise SigningKeyError(f"{option} {path}: {exc.strerror}") from None
+        raise SigningKeyError(f"{option} {path}: {exc.strerror}", hint=HINT) from None
     if len(data) > MAX_KEY_FILE_BYTES:
-        raise SigningKeyError(f"{option} {path}: larger than {MAX_KEY_FILE_BYTES} bytes")
+        raise SigningKeyError(f"{option} {path}: larger than {MAX_KEY_FILE_BYTES} bytes", hint=HINT)
     return data
 
 

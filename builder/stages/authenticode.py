@@ -30,6 +30,10 @@ from builder.run_context import RunContext
 from builder.stages import checks
 
 INCOMING = "signed-in"  # under the exchange directory: the signed copies, by unsigned sha256
+SIGNING_HINT = (
+    "the key signed a trial file before the build; a token removed or a time-stamping server "
+    "that stopped answering fails later: run again"
+)
 
 
 def applies(artifacts: tuple[ArtifactPlan, ...]) -> bool:
@@ -81,7 +85,9 @@ class SignedCopies:
             try:
                 self.signer.sign(unsigned, signed, self.time)
             except AuthenticodeFailure as exc:
-                raise SigningKeyError(f"Authenticode: signing {name} failed: {exc}") from None
+                raise SigningKeyError(
+                    f"Authenticode: signing {name} failed: {exc}", hint=SIGNING_HINT
+                ) from None
             self.signed[digest] = signed
             self.output.line(f"{name}: signed ({digest[:16]} -> {sha256_file(signed)[:16]})")
         return self.signed[digest]
@@ -117,7 +123,9 @@ def _sign_msi(
     try:
         copies.signer.sign(path, signed, ctx.source_date_epoch)
     except AuthenticodeFailure as exc:
-        raise SigningKeyError(f"Authenticode: signing {artifact.name} failed: {exc}") from None
+        raise SigningKeyError(
+            f"Authenticode: signing {artifact.name} failed: {exc}", hint=SIGNING_HINT
+        ) from None
     signed.replace(path)
     output.line(f"{artifact.name}: made from the signed files, signed")
     ctx.container.put_files(
