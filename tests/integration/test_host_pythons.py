@@ -26,7 +26,10 @@ PYTHONS = {"bookworm": (3, 11), "trixie": (3, 13)}  # each suite's python3
 # installs it on a host): git for local git sources, gcc, strip and patch on real files, wixl,
 # msitools and gcab for small MSIs, openssl for TLS certificates (dpkg-deb is in every Debian).
 PACKAGES = ["python3", "python3-venv", "ca-certificates", "git", "xz-utils"]
-PACKAGES += ["gcc", "libc6-dev", "patch", "wixl", "msitools", "gcab", "openssl"]
+PACKAGES += ["gcc", "libc6-dev", "patch", "wixl", "msitools", "gcab", "openssl", "gpg", "gpgv"]
+# Authenticode: osslsigncode (Debian 12's is 2.5: its offline time stamp is refused, as tested),
+# a softhsm2 token reached through OpenSSL's pkcs11 engine.
+PACKAGES += ["osslsigncode", "softhsm2", "libengine-pkcs11-openssl"]
 # apt and dpkg as root need these of Docker's default set (the tool's own boxes drop them all).
 APT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "SETGID", "KILL")
 # The host's pip settings go in too: a host behind a TLS-inspecting proxy names its CA in
