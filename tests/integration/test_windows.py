@@ -118,6 +118,7 @@ def test_sysroot_tarball_with_a_wrong_sha256(tmp_path: Path, engine) -> None:
     assert not out.exists() and leftover_containers(engine) == []
 
 
+@pytest.mark.full  # a whole Windows compile for one error; make test signs the Windows build
 def test_wxs_naming_a_dll_the_sysroot_lacks(tmp_path: Path, engine, windows_build: Path) -> None:
     patch = tmp_path / "0003-ship-a-dll-that-is-not-there.patch"
     patch.write_text(
