@@ -134,8 +134,9 @@ def _short(value: str) -> str:
 def store(ctx: RunContext, published: Path) -> None:
     """Keep a copy of a fresh output, checked and about to be sealed (without its logs),
     under the run's key. A failure here costs the next run a rebuild, never this run its
-    result. The entry is unsigned, its SHA256SUMS listing the artifacts only: a run served
-    from it signs (or not) with its own key, what it lists included."""
+    result. The entry holds no OpenPGP or DSSE signature, its SHA256SUMS listing the artifacts
+    only: a run served from it signs (or not) with its own keys. Authenticode signatures are in
+    the artifacts themselves: such entries are keyed by the certificate (see `inputs`)."""
     if ctx.cache_hit is not None or "key" not in ctx.cache_record:
         return
     key = str(ctx.cache_record["key"])
