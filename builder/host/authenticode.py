@@ -236,8 +236,8 @@ def osslsigncode_version() -> str:
         env=child_environment(),
         stdin=subprocess.DEVNULL,
     )
-    first = (done.stdout or done.stderr).splitlines()
-    return first[0].strip() if first else "osslsigncode"
+    first = (done.stdout or done.stderr).splitlines()  # "osslsigncode 2.9, using:"
+    return first[0].split(",")[0].strip() if first else "osslsigncode"
 
 
 def _need_version(minimum: tuple[int, int], what: str) -> None:
