@@ -103,7 +103,7 @@ if [[ "$MODE" == --unit ]]; then
     # bump's sign and verify an index with a key of their own (gpg, gpgv); Authenticode signs
     # with osslsigncode, from a PKCS#12 file or a PKCS#11 token (softhsm2 through OpenSSL's
     # pkcs11 engine).
-    apt_install wixl msitools gcab gcc libc6-dev patch git openssl gpg gpgv
+    apt_install wixl msitools gcab gcc libc6-dev patch git openssl gpg gpg-agent gpgv
     apt_install osslsigncode softhsm2 libengine-pkcs11-openssl
     say "ready (unit tests)"
     exit 0
@@ -113,7 +113,7 @@ fi
 #    qemu-system-x86 (the VM test of built agents), diffoscope (what differs, for `verify`),
 #    gpgv (`bump` verifies the mirror's signed index; gpg makes the tests' own key).
 apt_install make debootstrap debian-archive-keyring git xz-utils ca-certificates diffoscope-minimal \
-    gpg gpgv
+    gpg gpg-agent gpgv
 # The unit tests make small MSIs with wixl and read them back with msitools and gcab.
 apt_install wixl msitools gcab
 # Authenticode signatures of Windows files (`run --authenticode-*`), made on this host.

@@ -26,7 +26,9 @@ PYTHONS = {"bookworm": (3, 11), "trixie": (3, 13)}  # each suite's python3
 # installs it on a host): git for local git sources, gcc, strip and patch on real files, wixl,
 # msitools and gcab for small MSIs, openssl for TLS certificates (dpkg-deb is in every Debian).
 PACKAGES = ["python3", "python3-venv", "ca-certificates", "git", "xz-utils"]
-PACKAGES += ["gcc", "libc6-dev", "patch", "wixl", "msitools", "gcab", "openssl", "gpg", "gpgv"]
+PACKAGES += ["gcc", "libc6-dev", "patch", "wixl", "msitools", "gcab", "openssl"]
+# gpg makes and uses the tests' keys through its agent (only recommended by gpg: asked for).
+PACKAGES += ["gpg", "gpg-agent", "gpgv"]
 # Authenticode: osslsigncode (Debian 12's is 2.5: its offline time stamp is refused, as tested),
 # a softhsm2 token reached through OpenSSL's pkcs11 engine.
 PACKAGES += ["osslsigncode", "softhsm2", "libengine-pkcs11-openssl"]
