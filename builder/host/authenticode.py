@@ -86,7 +86,12 @@ class AuthenticodeSigner:
         if key.timestamp_url is not None:
             return ["-ts", key.timestamp_url]
         if key.tsa_certificate is not None and key.tsa_key is not None:
-            _need_version(OFFLINE_TSA_VERSION, "an offline time-stamping authority")
+            if not offline_time_stamps():
+                raise HostToolError(
+                    "an offline time-stamping authority needs osslsigncode 2.7 or newer; this "
+                    f"host has {osslsigncode_version()}",
+                    hint="install a newer osslsigncode (Debian 13, or Debian 12's backports)",
+                )
             now = str(int(time.time()))
             certificate, tsa_key = str(key.tsa_certificate), str(key.tsa_key)
             return ["-TSA-certs", certificate, "-TSA-key", tsa_key, "-TSA-time", now]
@@ -205,11 +210,6 @@ def remove_signature(signed: Path, unsigned: Path) -> None:
     _osslsigncode(["remove-signature", "-in", str(signed), "-out", str(unsigned)], None)
 
 
-def verify(signed: Path, ca_file: Path) -> str:
-    """`osslsigncode verify -CAfile`: its output, or AuthenticodeFailure."""
-    return _osslsigncode(["verify", "-CAfile", str(ca_file), "-in", str(signed)], None)
-
-
 def _tool() -> str:
     found = shutil.which("osslsigncode")
     if found is None:
@@ -240,14 +240,10 @@ def osslsigncode_version() -> str:
     return first[0].split(",")[0].strip() if first else "osslsigncode"
 
 
-def _need_version(minimum: tuple[int, int], what: str) -> None:
+def offline_time_stamps() -> bool:
+    """Whether this host's osslsigncode has its own time-stamping authority (2.7 and later)."""
     found = re.search(r"(\d+)\.(\d+)", osslsigncode_version())
-    if found is None or (int(found[1]), int(found[2])) < minimum:
-        raise HostToolError(
-            f"{what} needs osslsigncode {minimum[0]}.{minimum[1]} or newer; this host has "
-            f"{osslsigncode_version()}",
-            hint="install a newer osslsigncode (Debian 13, or Debian 12's backports)",
-        )
+    return found is not None and (int(found[1]), int(found[2])) >= OFFLINE_TSA_VERSION
 
 
 def _osslsigncode(argv: list[str], password: bytes | None) -> str:

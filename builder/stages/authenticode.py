@@ -82,12 +82,7 @@ class SignedCopies:
         if digest not in self.signed:
             unsigned, signed = self.root / f"{digest}.in", self.root / digest
             unsigned.write_bytes(data)
-            try:
-                self.signer.sign(unsigned, signed, self.time)
-            except AuthenticodeFailure as exc:
-                raise SigningKeyError(
-                    f"Authenticode: signing {name} failed: {exc}", hint=SIGNING_HINT
-                ) from None
+            _sign(self.signer, unsigned, signed, self.time, name)
             self.signed[digest] = signed
             self.output.line(f"{name}: signed ({digest[:16]} -> {sha256_file(signed)[:16]})")
         return self.signed[digest]
@@ -120,12 +115,7 @@ def _sign_msi(
     codes = msi_rewrite.derive_codes(ctx.plan.recipe_name, ctx.qemu_version, ctx.run_key)
     msi_rewrite.make_reproducible(path, codes, product, ctx.source_date_epoch)
     signed = path.with_name(path.name + ".signed")
-    try:
-        copies.signer.sign(path, signed, ctx.source_date_epoch)
-    except AuthenticodeFailure as exc:
-        raise SigningKeyError(
-            f"Authenticode: signing {artifact.name} failed: {exc}", hint=SIGNING_HINT
-        ) from None
+    _sign(copies.signer, path, signed, ctx.source_date_epoch, artifact.name)
     signed.replace(path)
     output.line(f"{artifact.name}: made from the signed files, signed")
     ctx.container.put_files(
@@ -140,6 +130,17 @@ def _sign_msi(
         "package_code": kept["package_code"],
         "upgrade_code": kept["upgrade_code"],
     }
+
+
+def _sign(signer: AuthenticodeSigner, source: Path, signed: Path, when: int, name: str) -> None:
+    """A failure after the key's trial signature (a token pulled out, a time-stamping server
+    gone) said as the file it stopped at."""
+    try:
+        signer.sign(source, signed, when)
+    except AuthenticodeFailure as exc:
+        raise SigningKeyError(
+            f"Authenticode: signing {name} failed: {exc}", hint=SIGNING_HINT
+        ) from None
 
 
 def _take_out(ctx: RunContext, artifact: ArtifactPlan, path: Path) -> None:

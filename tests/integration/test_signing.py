@@ -11,7 +11,6 @@ real `cosign verify-blob-attestation` (tests/cosign.py), as the README tells use
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
@@ -171,7 +170,7 @@ def _authenticode_signed_windows(
     ]  # fmt: skip
     # The offline authority needs osslsigncode 2.7 (Debian 12's 2.5 refuses it, a unit test
     # says how); this host's signs with it when it can.
-    stamped = offline_time_stamps()
+    stamped = authenticode.offline_time_stamps()
     if stamped:
         authenticode += ["--authenticode-tsa-cert", str(code.tsa_certificate)]
         authenticode += ["--authenticode-tsa-key", str(code.tsa_key)]
@@ -240,13 +239,6 @@ def test_verify_compares_a_signed_windows_build_without_its_signatures(
     assert "qemu-ga.exe: compared with its Authenticode signature removed" in checked.stderr
     assert "each with its Authenticode signature removed" in checked.stderr
     assert leftover_containers(engine) == []
-
-
-def offline_time_stamps() -> bool:
-    from builder.host import authenticode
-
-    found = re.search(r"(\d+)\.(\d+)", authenticode.osslsigncode_version())
-    return found is not None and (int(found[1]), int(found[2])) >= authenticode.OFFLINE_TSA_VERSION
 
 
 def _cosign_checks(envelope: Path, directory: Path, public: Path, scratch: Path) -> None:
