@@ -22,6 +22,7 @@ from builder.formats import cabinet
 from builder.formats.checksums import parse_sha256sums
 from builder.formats.dsse import parse_lines
 from builder.formats.signed_sums import artifact_lines
+from builder.host import authenticode
 from tests.authenticode_keys import (
     KEY_URI,
     PFX_PASSWORD,
@@ -164,7 +165,7 @@ def _authenticode_signed_windows(
         "QGA_AUTHENTICODE_PASSWORD": TOKEN_PIN,
         **code.token_env(),
     }
-    authenticode = [
+    code_signing = [
         "--authenticode-pkcs11-module", str(SOFTHSM_MODULE), "--authenticode-key-uri", KEY_URI,
         "--authenticode-cert", str(code.certificate),
     ]  # fmt: skip
@@ -172,9 +173,9 @@ def _authenticode_signed_windows(
     # says how); this host's signs with it when it can.
     stamped = authenticode.offline_time_stamps()
     if stamped:
-        authenticode += ["--authenticode-tsa-cert", str(code.tsa_certificate)]
-        authenticode += ["--authenticode-tsa-key", str(code.tsa_key)]
-    log = _signed_run(WINDOWS_RECIPE, windows, keys, env, run_key, authenticode)
+        code_signing += ["--authenticode-tsa-cert", str(code.tsa_certificate)]
+        code_signing += ["--authenticode-tsa-key", str(code.tsa_key)]
+    log = _signed_run(WINDOWS_RECIPE, windows, keys, env, run_key, code_signing)
     assert "Authenticode key checked" in log and TOKEN_PIN not in log
     manifest = json.loads((windows / "manifest.json").read_text())
     record = manifest["authenticode"]
