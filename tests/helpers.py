@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,24 +100,52 @@ def start_cli(*args: str, log: Any = subprocess.PIPE) -> subprocess.Popen[str]:
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 3600) -> CliResult:
     start = time.monotonic()
-    process = subprocess.run(
+    with subprocess.Popen(
         [sys.executable, "-m", "builder", *args],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         env={**os.environ, **(env or {})},
-    )
-    return CliResult(process.returncode, process.stdout, process.stderr, time.monotonic() - start)
+    ) as process:
+        if getattr(_BESIDE, "active", False):  # a run of the session's, beside the tests
+            BACKGROUND_OWNERS.add(f"{socket.gethostname()}:{process.pid}")
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+    return CliResult(process.returncode, stdout, stderr, time.monotonic() - start)
 
 
 # host:pid of processes the session runs beside the tests (the `prepare` the integration
-# conftest starts): their containers are theirs, not a test's leftovers.
+# conftest starts, the runs of its work beside the tests): their containers are theirs, not a
+# test's leftovers. So are those of processes running as BACKGROUND_USERS (the newcomer's).
 BACKGROUND_OWNERS: set[str] = set()
+BACKGROUND_USERS: set[int] = set()
+_BESIDE = threading.local()
+
+
+def beside_the_tests() -> None:
+    """Mark this thread as the session's work beside the tests (see run_cli)."""
+    _BESIDE.active = True
+
+
+def _background(owner: str | None) -> bool:
+    if owner in BACKGROUND_OWNERS:
+        return True
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or not BACKGROUND_USERS:
+        return False
+    try:
+        return os.stat(f"/proc/{pid}").st_uid in BACKGROUND_USERS
+    except OSError:
+        return False  # gone: what it left is a leftover
 
 
 def leftover_containers(engine: Any) -> list[str]:
-    """The tool's containers on `engine` (but those of BACKGROUND_OWNERS); one the daemon is
+    """The tool's containers on `engine` (but the background's: `_background`); one the daemon is
     still removing (auto-remove after a kill finishes a moment after the call that asked for
     it) is waited for, up to 20 s."""
     from builder.engine import LABEL_OWNER, LABEL_TOOL
@@ -123,9 +153,7 @@ def leftover_containers(engine: Any) -> list[str]:
     deadline = time.monotonic() + 20
     while True:
         found = [
-            c
-            for c in engine.containers(LABEL_TOOL)
-            if c.labels.get(LABEL_OWNER) not in BACKGROUND_OWNERS
+            c for c in engine.containers(LABEL_TOOL) if not _background(c.labels.get(LABEL_OWNER))
         ]
         if not any(c.state == "removing" for c in found) or time.monotonic() > deadline:
             return [c.name for c in found]

@@ -7,6 +7,12 @@ While the first tests run, `prepare` (the tool's own command, in the background)
 makes what later tests build on: images and guests that are mostly downloads and single-threaded
 work, done beside the first compile instead of after it. A test that needs one of them before it
 is ready waits on the same lock a second run would.
+
+Once the first builds are done, the session's other long work runs beside the tests, one piece
+at a time in the order the tests need it (`beside`): the newcomer's path (downloads, single-
+threaded work, a one-vCPU guest), the Windows build, the series build. The tests that follow
+meanwhile are mostly waits, light runs and guests. A test that needs a piece waits for it; one
+that was not started (a narrower session) is done when asked.
 """
 
 from __future__ import annotations
@@ -15,14 +21,17 @@ import os
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
 
 from builder.engine import Engine
+from tests.authenticode_keys import AuthenticodeKeys, make_keys, token_signing
 from tests.helpers import (
     BACKGROUND_OWNERS,
     CI_SERIES,
@@ -30,6 +39,7 @@ from tests.helpers import (
     OLD_SERIES,
     RECIPES,
     WINDOWS_RECIPE,
+    beside_the_tests,
     localize,
     run_cli,
     start_cli,
@@ -69,10 +79,56 @@ def prepared_ahead(
 
 
 def wait_for_prepared() -> None:
+    """`prepare` and the work beside the tests, done (a failure of the latter is its test's)."""
     while _ahead:
         process, log_path = _ahead.pop()
         code = process.wait(timeout=3600)
         assert code == 0, f"prepare failed ({code}): {log_path.read_text()[-4000:]}"
+    wait_for_futures(list(_beside.values()), timeout=3600)
+
+
+T = TypeVar("T")
+_beside_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside")
+_beside: dict[str, Future[Any]] = {}
+
+
+def start_beside(name: str, work: Callable[[], Any]) -> None:
+    """Queue `work` to run beside the tests (after what was queued before it)."""
+    if name in _beside:
+        return
+
+    def job() -> Any:
+        beside_the_tests()  # its runs' containers are not the tests' leftovers
+        return work()
+
+    _beside[name] = _beside_pool.submit(job)
+
+
+def beside_result(name: str, work: Callable[[], T]) -> T:
+    """What `work`, queued under `name`, gave (waiting for it); done now if never queued."""
+    future = _beside.get(name)
+    if future is None:
+        return work()
+    return future.result(timeout=3600)
+
+
+def _start_beside(request: pytest.FixtureRequest, builds_dir: Path) -> None:
+    """After the first builds: the session's later long work, in the order its tests come."""
+    items = request.session.items
+    needed = set().union(*(getattr(item, "fixturenames", ()) for item in items))
+    if any(item.name == "test_the_newcomer_path_as_a_docker_group_user" for item in items):
+        from tests.newcomer import play
+
+        engine = request.getfixturevalue("engine")
+        start_beside("newcomer", lambda: play(engine))
+    if "windows_build" in needed:
+        keys = request.getfixturevalue("authenticode_keys")
+        start_beside("windows", lambda: _signed_windows_build(builds_dir, keys))
+    if "series_builds" in needed and any(
+        getattr(item, "callspec", None) and item.callspec.params.get("series") == CI_SERIES
+        for item in items
+    ):
+        start_beside(f"series-{CI_SERIES}", lambda: build_series(builds_dir, CI_SERIES))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -99,7 +155,7 @@ def builds_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def linux_builds(builds_dir: Path) -> dict[str, Path]:
+def linux_builds(request: pytest.FixtureRequest, builds_dir: Path) -> dict[str, Path]:
     """The default recipe and its unpatched twin, built at the same time by two processes.
 
     Two recipes in parallel must both succeed (they share one image: the first to need it builds
@@ -130,6 +186,7 @@ def linux_builds(builds_dir: Path) -> dict[str, Path]:
         code = process.wait(timeout=3600)
         log.close()
         assert code == 0, (builds_dir / f"{name}.log").read_text()[-4000:]
+    _start_beside(request, builds_dir)
     return {name: builds_dir / name for name in recipes}
 
 
@@ -165,21 +222,26 @@ class SeriesBuilds:
 
     def __getitem__(self, series: str) -> Path:
         if series not in self.built:
-            out = self.builds_dir / f"series-{series}"
-            result = run_cli(
-                "run",
-                str(DEFAULT_RECIPE),
-                "--no-cache",
-                "--source",
-                str(series_source(series)),
-                "--output",
-                str(out),
-                "--log-format",
-                "json",
-            )
-            assert result.returncode == 0, result.stderr[-4000:]
-            self.built[series] = out
+            work = lambda: build_series(self.builds_dir, series)  # noqa: E731
+            self.built[series] = beside_result(f"series-{series}", work)
         return self.built[series]
+
+
+def build_series(builds_dir: Path, series: str) -> Path:
+    out = builds_dir / f"series-{series}"
+    result = run_cli(
+        "run",
+        str(DEFAULT_RECIPE),
+        "--no-cache",
+        "--source",
+        str(series_source(series)),
+        "--output",
+        str(out),
+        "--log-format",
+        "json",
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -212,7 +274,13 @@ def unpatched_old_build(builds_dir: Path, series_builds: SeriesBuilds) -> Path:
     return out
 
 
-def build_windows(recipe: str, out: Path, builds_dir: Path) -> Path:
+def build_windows(
+    recipe: str,
+    out: Path,
+    builds_dir: Path,
+    options: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Path:
     """A Windows recipe built with no wine on the PATH: wine runs only in its own container."""
     result = run_cli(
         "run",
@@ -222,16 +290,35 @@ def build_windows(recipe: str, out: Path, builds_dir: Path) -> Path:
         str(out),
         "--log-format",
         "json",
-        env={"PATH": path_without_wine(builds_dir / "bin-without-wine")},
+        *(options or []),
+        env={"PATH": path_without_wine(builds_dir / "bin-without-wine"), **(env or {})},
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return out
 
 
 @pytest.fixture(scope="session")
-def windows_build(builds_dir: Path, patched_build: Path) -> Path:
-    """recipes/windows-msi.yaml, built once per session (after the Linux builds: one at a time)."""
-    return build_windows("windows-msi.yaml", builds_dir / "windows", builds_dir)
+def authenticode_keys(tmp_path_factory: pytest.TempPathFactory) -> AuthenticodeKeys:
+    """A throwaway CA, code-signing key (also in a softhsm2 token) and time-stamping authority."""
+    return make_keys(tmp_path_factory.mktemp("authenticode"))
+
+
+@pytest.fixture(scope="session")
+def windows_build(
+    builds_dir: Path, patched_build: Path, authenticode_keys: AuthenticodeKeys
+) -> Path:
+    """recipes/windows-msi.yaml, built once per session (beside the tests, after the Linux
+    builds) and Authenticode-signed as it is built, with the key in a softhsm2 token: `make
+    test`'s one Windows build is its signed one (what a publisher ships; the tests that read it
+    hold for either), the MSI made again from the signed files and installed under wine by its
+    check. The run stores it in the artifact cache, where test_signing publishes it from.
+    Unsigned Windows builds are the full tier's (other series, `verify`)."""
+    return beside_result("windows", lambda: _signed_windows_build(builds_dir, authenticode_keys))
+
+
+def _signed_windows_build(builds_dir: Path, keys: AuthenticodeKeys) -> Path:
+    options, env = token_signing(keys)
+    return build_windows("windows-msi.yaml", builds_dir / "windows", builds_dir, options, env)
 
 
 @pytest.fixture(scope="session")

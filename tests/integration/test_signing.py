@@ -1,7 +1,7 @@
 """Signed outputs on real builds, checked as a user checks them. The session's default build
 (`patched_build`) left its artifacts in the artifact cache, so `run --signing-key` publishes
-from the cache and signs; the Windows recipe is built once more, Authenticode-signed with a key
-in a softhsm2 token (`osslsigncode verify -CAfile` checks each file); then
+from the cache and signs; so does the session's Windows build, Authenticode-signed with a key in
+a softhsm2 token as it was built (`osslsigncode verify -CAfile` checks each file); then
 `gpg --verify` in a home holding only the public key, `sha256sum --strict -c` and
 `verify --public-key`; then `release` over the two signed outputs, its inputs checked against
 the key and the release signed anew. The provenance is signed too (`--attestation-key`: an
@@ -22,13 +22,12 @@ from builder.formats import cabinet
 from builder.formats.checksums import parse_sha256sums
 from builder.formats.dsse import parse_lines
 from builder.formats.signed_sums import artifact_lines
-from builder.host import authenticode
 from tests.authenticode_keys import (
-    KEY_URI,
     PFX_PASSWORD,
-    SOFTHSM_MODULE,
     TOKEN_PIN,
+    AuthenticodeKeys,
     make_keys,
+    token_signing,
 )
 from tests.cosign import verify_blob_attestation, write_key
 from tests.helpers import DEFAULT_RECIPE, WINDOWS_RECIPE, leftover_containers, run_cli
@@ -36,12 +35,14 @@ from tests.integration.conftest import path_without_wine
 from tests.openpgp_keys import check_as_a_user
 
 
-def _cached(build: Path, recipe: Path, scratch: Path, env: dict[str, str]) -> None:
+def _cached(
+    build: Path, recipe: Path, scratch: Path, env: dict[str, str], options: list[str] | None = None
+) -> None:
     """The session's build of `recipe` in the artifact cache (as test_artifact_cache does: the
     suite's other runs of the recipe may have pruned its entry; then it is stored again)."""
     key = json.loads((build / "manifest.json").read_text())["cache"]["key"]
     if not (current().cache_root / "artifacts" / key).exists():
-        result = run_cli("run", str(recipe), "--output", str(scratch), env=env)
+        result = run_cli("run", str(recipe), "--output", str(scratch), *(options or []), env=env)
         assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -78,7 +79,12 @@ def _no_passphrase_in(directory: Path, passphrase: str) -> None:
 
 
 def test_signed_runs_from_the_cache_and_a_signed_release(
-    patched_build: Path, windows_build: Path, openpgp_keys, tmp_path: Path, engine
+    patched_build: Path,
+    windows_build: Path,
+    authenticode_keys: AuthenticodeKeys,
+    openpgp_keys,
+    tmp_path: Path,
+    engine,
 ) -> None:
     keys = openpgp_keys
     run_key, run_public = write_key(tmp_path, "runs", ed25519.Ed25519PrivateKey.generate())
@@ -109,7 +115,7 @@ def test_signed_runs_from_the_cache_and_a_signed_release(
     assert checked.returncode == 0, checked.stderr
 
     windows = tmp_path / "windows"
-    _authenticode_signed_windows(windows, windows_build, keys, run_key, tmp_path)
+    _authenticode_signed_windows(windows, windows_build, authenticode_keys, keys, run_key, tmp_path)
 
     release = tmp_path / "release"
     release_key, release_public = write_key(
@@ -152,43 +158,37 @@ def test_signed_runs_from_the_cache_and_a_signed_release(
 
 
 def _authenticode_signed_windows(
-    windows: Path, unsigned: Path, keys, run_key: Path, tmp_path: Path
+    windows: Path, signed_build: Path, code: AuthenticodeKeys, keys, run_key: Path, tmp_path: Path
 ) -> None:
-    """The Windows recipe signed three ways at once: Authenticode with the key in a softhsm2
-    token (time-stamped by an offline authority), SHA256SUMS with OpenPGP, the provenance with
-    DSSE. Not in the cache (the certificate is in its key): built, signed, the MSI made again
-    from the signed files and checked under wine. Signing changed nothing but signatures: the
-    files before signing are the unsigned build's, bit for bit."""
-    code = make_keys(tmp_path / "authenticode")
-    env = {
-        "PATH": path_without_wine(tmp_path / "bin-without-wine"),
-        "QGA_AUTHENTICODE_PASSWORD": TOKEN_PIN,
-        **code.token_env(),
-    }
-    code_signing = [
-        "--authenticode-pkcs11-module", str(SOFTHSM_MODULE), "--authenticode-key-uri", KEY_URI,
-        "--authenticode-cert", str(code.certificate),
-    ]  # fmt: skip
-    # The offline authority needs osslsigncode 2.7 (Debian 12's 2.5 refuses it, a unit test
-    # says how); this host's signs with it when it can.
-    stamped = authenticode.offline_time_stamps()
-    if stamped:
-        code_signing += ["--authenticode-tsa-cert", str(code.tsa_certificate)]
-        code_signing += ["--authenticode-tsa-key", str(code.tsa_key)]
-    log = _signed_run(WINDOWS_RECIPE, windows, keys, env, run_key, code_signing)
+    """The Windows recipe signed three ways: Authenticode with the key in a softhsm2 token
+    (time-stamped by an offline authority when osslsigncode has one), SHA256SUMS with OpenPGP,
+    the provenance with DSSE. The session's Windows build was Authenticode-signed with the same
+    token as it was built (its MSI made again from the signed files and installed under wine by
+    its check) and stored in the cache, keyed by the certificate: this run publishes it from
+    there and adds the other two signatures. That signing changes nothing but signatures (the
+    files before it are an unsigned build's, bit for bit) is the full tier's
+    `test_verify_compares_a_signed_windows_build_without_its_signatures`."""
+    options, env = token_signing(code)
+    env["PATH"] = path_without_wine(tmp_path / "bin-without-wine")
+    _cached(signed_build, WINDOWS_RECIPE, tmp_path / "refill-windows", env, options)
+    log = _signed_run(WINDOWS_RECIPE, windows, keys, env, run_key, options)
     assert "Authenticode key checked" in log and TOKEN_PIN not in log
+    assert "artifact cache hit" in log and "] compile" not in log
+    stamped = "--authenticode-tsa-key" in options
     manifest = json.loads((windows / "manifest.json").read_text())
     record = manifest["authenticode"]
     assert record["key_store"] == "pkcs11"
     assert (record["timestamp"] or "").startswith("RFC 3161") == stamped
-    built = parse_sha256sums((unsigned / "SHA256SUMS").read_text())
-    unsigned_contents = json.loads((unsigned / "manifest.json").read_text())["msi_contents"]
+    built = parse_sha256sums((signed_build / "SHA256SUMS").read_text())
+    assert artifact_lines(parse_sha256sums((windows / "SHA256SUMS").read_text())) == built
     msi = "qemu-ga-x86_64.msi"
     for name in ("qemu-ga.exe", msi):
-        assert record["files"][name]["unsigned_sha256"] == built[name]
-        assert record["files"][name]["sha256"] != built[name]
-    assert record["files"][msi]["unsigned_files"] == unsigned_contents[msi]["files"]
+        assert record["files"][name]["sha256"] == built[name]
+        assert record["files"][name]["unsigned_sha256"] != built[name]
     contents = manifest["msi_contents"][msi]
+    before = record["files"][msi]["unsigned_files"]  # the MSI's files as built, before signing
+    assert set(before) == set(contents["files"])
+    assert len([n for n in before if before[n] != contents["files"][n]]) >= 10  # the PE files
     install = contents["install_check"]  # the signed MSI's own, under wine
     assert install["msiexec_install_exit"] == 0 and install["msiexec_uninstall_exit"] == 0
     assert len(install["files_installed"]) == len(contents["files"])
