@@ -1,5 +1,8 @@
 """Shared fixtures, the `integration` marker for everything under tests/integration/, and the
-order: tests marked `disruptive` (they restart the Docker engine) run after all others."""
+order (`_rank`): the integration modules that neither need the work the session does beside the
+tests nor keep both cores busy, then the unit tests (they overlap that work), then the modules
+that read its results, then the busy ones, and last the tests marked `disruptive` (they
+restart the Docker engine)."""
 
 from __future__ import annotations
 
@@ -14,11 +17,55 @@ import yaml
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 
 
+# What integration/conftest.py makes beside the tests once the first builds are done (the
+# newcomer's path, the Windows build, the series build): modules that read it come after the
+# others, when it is likely finished.
+BESIDE_FIXTURES = {
+    "windows_build",
+    "windows_102_build",
+    "windows_111_build",
+    "series_builds",
+    "unpatched_old_build",
+}
+BESIDE_TESTS = {"test_the_newcomer_path_as_a_docker_group_user"}
+BESIDE_MODULES = {"test_windows_agent.py", "test_example_release.py"}  # by getfixturevalue
+# Modules that keep both cores busy (two guests at once, builds on two engines, two VMs side by
+# side): after the work beside the tests, not against it (measured: test_guest_vm's guests took
+# 380 s beside a compile, 207 s alone).
+BUSY_MODULES = {"test_guest_vm.py", "test_engine_matrix.py", "test_vm.py"}
+
+
+def _module_ranks(items: list[pytest.Item]) -> dict[Path, int]:
+    ranks: dict[Path, int] = {}
+    for item in items:
+        path = Path(str(item.path))
+        if INTEGRATION_DIR not in path.parents:
+            rank = 1
+        elif path.name in BUSY_MODULES:
+            rank = 3
+        elif (
+            BESIDE_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or item.name in BESIDE_TESTS
+            or path.name in BESIDE_MODULES
+        ):
+            rank = 2
+        else:
+            rank = 0
+        ranks[path] = max(rank, ranks.get(path, 0))  # a module's tests stay together
+    return ranks
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION_DIR in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.integration)
-    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+    ranks = _module_ranks(items)
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("disruptive") is not None,
+            ranks[Path(str(item.path))],
+        )
+    )
 
 
 @pytest.fixture
