@@ -10,7 +10,8 @@ is ready waits on the same lock a second run would.
 
 Once the first builds are done, the session's other long work runs beside the tests, one piece
 at a time in the order the tests need it (`beside`): the newcomer's path (downloads, single-
-threaded work, a one-vCPU guest), the Windows build, the series build. The tests that follow
+threaded work, a one-vCPU guest), the Windows build, the series build, the systemd guest's
+vm-test. The tests that follow
 meanwhile are mostly waits, light runs and guests. A test that needs a piece waits for it; one
 that was not started (a narrower session) is done when asked.
 """
@@ -129,6 +130,12 @@ def _start_beside(request: pytest.FixtureRequest, builds_dir: Path) -> None:
         for item in items
     ):
         start_beside(f"series-{CI_SERIES}", lambda: build_series(builds_dir, CI_SERIES))
+    if any(item.name == "test_the_deb_runs_where_users_install_it" for item in items):
+        from tests.integration.test_guest_vm import systemd_guest_run
+
+        patched, work = builds_dir / "patched", builds_dir / "systemd-guest"
+        work.mkdir()
+        start_beside("systemd-guest", lambda: systemd_guest_run(patched, work))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli
+from tests.integration.conftest import beside_result
 
 REBOOTED = {
     "installed",
@@ -39,10 +40,19 @@ def _passed(report: dict) -> dict[str, set[str]]:
     return {s["name"]: {c["name"] for c in s["checks"] if c["passed"]} for s in report["scenarios"]}
 
 
+SYSTEMD_GUEST_SCENARIOS = "systemd,no-port,replace,rpm"
+
+
+def systemd_guest_run(patched_build: Path, work: Path) -> tuple[dict, Path]:
+    """The vm-test the next test checks; the session runs it beside other tests (conftest)."""
+    return _vm_test(patched_build, work, SYSTEMD_GUEST_SCENARIOS)
+
+
 def test_the_deb_runs_where_users_install_it(patched_build: Path, tmp_path: Path) -> None:
     """Every scenario of the systemd guest (the guest kind `make test` boots; the sysvinit
-    guest is the next test's, in the full tier)."""
-    report, _ = _vm_test(patched_build, tmp_path, "systemd,no-port,replace,rpm")
+    guest is the next test's, in the full tier). Its two guests at a time keep both cores busy:
+    the session runs it beside the light tests, after its other work (conftest's `beside`)."""
+    report, _ = beside_result("systemd-guest", lambda: systemd_guest_run(patched_build, tmp_path))
     scenarios = {s["name"]: s for s in report["scenarios"]}
     assert list(scenarios) == ["systemd", "no-port", "replace", "rpm"]  # the order asked
     passed = _passed(report)
