@@ -11,9 +11,8 @@ is ready waits on the same lock a second run would.
 Once the first builds are done, the session's other long work runs beside the tests, one piece
 at a time in the order the tests need it (`beside`): the newcomer's path (downloads, single-
 threaded work, a one-vCPU guest), the Windows build, the series build, the systemd guest's
-vm-test. The tests that follow
-meanwhile are mostly waits, light runs and guests. A test that needs a piece waits for it; one
-that was not started (a narrower session) is done when asked.
+vm-test. The tests that follow meanwhile are mostly waits, light runs and guests. A test that
+needs a piece waits for it; one that was not started (a narrower session) is done when asked.
 """
 
 from __future__ import annotations
@@ -65,7 +64,7 @@ def prepared_ahead(
     waited for (and its exit code checked) before the engine-restarting tests and at the end.
     QGA_TEST_PREPARE=0 leaves everything to the tests that need it."""
     items = request.session.items
-    needed = set().union(*(getattr(item, "fixturenames", ()) for item in items))
+    needed = _fixtures_needed(items)
     recipes = [str(recipe) for fixture, recipe in AHEAD.items() if fixture in needed]
     # The sysvinit guest only for the full tier, whose test boots it.
     every_guest = ["--vm-test-guests"] if any(i.get_closest_marker("full") for i in items) else []
@@ -77,6 +76,10 @@ def prepared_ahead(
         _ahead.append((process, log_path))
     yield
     wait_for_prepared()
+
+
+def _fixtures_needed(items: list[pytest.Item]) -> set[str]:
+    return set().union(*(getattr(item, "fixturenames", ()) for item in items))
 
 
 def wait_for_prepared() -> None:
@@ -116,7 +119,7 @@ def beside_result(name: str, work: Callable[[], T]) -> T:
 def _start_beside(request: pytest.FixtureRequest, builds_dir: Path) -> None:
     """After the first builds: the session's later long work, in the order its tests come."""
     items = request.session.items
-    needed = set().union(*(getattr(item, "fixturenames", ()) for item in items))
+    needed = _fixtures_needed(items)
     if any(item.name == "test_the_newcomer_path_as_a_docker_group_user" for item in items):
         from tests.newcomer import play
 
@@ -229,8 +232,9 @@ class SeriesBuilds:
 
     def __getitem__(self, series: str) -> Path:
         if series not in self.built:
-            work = lambda: build_series(self.builds_dir, series)  # noqa: E731
-            self.built[series] = beside_result(f"series-{series}", work)
+            self.built[series] = beside_result(
+                f"series-{series}", lambda: build_series(self.builds_dir, series)
+            )
         return self.built[series]
 
 
