@@ -1,8 +1,8 @@
 """Shared fixtures, the `integration` marker for everything under tests/integration/, and the
 order (`_rank`): the integration modules that neither need the work the session does beside the
 tests nor keep both cores busy, then the unit tests (they overlap that work), then the modules
-that read its results, then the busy ones, and last the tests marked `disruptive` (they
-restart the Docker engine)."""
+that read its results, then the busy ones, then the tests marked `alone` (they need no build
+beside them), and last the tests marked `disruptive` (they restart the Docker engine)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(
         key=lambda item: (
             item.get_closest_marker("disruptive") is not None,
+            item.get_closest_marker("alone") is not None,
             ranks[Path(str(item.path))],
         )
     )

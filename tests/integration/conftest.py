@@ -144,6 +144,8 @@ def _start_beside(request: pytest.FixtureRequest, builds_dir: Path) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("disruptive") is not None:
         wait_for_prepared()  # they restart the engine `prepare` works on
+    elif item.get_closest_marker("alone") is not None:
+        wait_for_prepared()  # no build of `prepare` or beside the tests shares what they touch
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ def _manifest(directory: Path) -> dict:
 
 
 @pytest.mark.full  # make test's builds use the cache; this proves it changes no byte
+@pytest.mark.alone  # a build beside it would hold the volume it removes and skew its counts
 def test_cold_warm_and_off_give_identical_artifacts(
     tmp_path: Path, engine, patched_build: Path
 ) -> None:
