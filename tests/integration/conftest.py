@@ -142,10 +142,10 @@ def _start_beside(request: pytest.FixtureRequest, builds_dir: Path) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("disruptive") is not None:
-        wait_for_prepared()  # they restart the engine `prepare` works on
-    elif item.get_closest_marker("alone") is not None:
-        wait_for_prepared()  # no build of `prepare` or beside the tests shares what they touch
+    # `disruptive` tests restart the engine `prepare` works on; `alone` ones touch what a build
+    # of `prepare` or beside the tests would share.
+    if any(item.get_closest_marker(name) for name in ("disruptive", "alone")):
+        wait_for_prepared()
 
 
 @pytest.fixture(scope="session")

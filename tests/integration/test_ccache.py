@@ -18,16 +18,32 @@ def _manifest(directory: Path) -> dict:
     return json.loads((directory / "manifest.json").read_text())
 
 
+def _build_image_id(engine, recipe: Path) -> str:
+    """The build image a run of `recipe` uses now, found (or made) by `prepare`, which compiles
+    nothing: the session's earlier tests may have made it anew since the suite's own build."""
+    result = run_cli("prepare", "--log-format", "json", str(recipe))
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    (tag,) = [
+        event["event"].removeprefix("build image ")
+        for event in events
+        if str(event.get("event", "")).startswith("build image ")
+    ]
+    image_id = engine.image_id(tag)
+    assert image_id, tag
+    return image_id
+
+
 @pytest.mark.full  # make test's builds use the cache; this proves it changes no byte
 @pytest.mark.alone  # a build beside it would hold the volume it removes and skew its counts
 def test_cold_warm_and_off_give_identical_artifacts(
     tmp_path: Path, engine, patched_build: Path
 ) -> None:
-    image_id = _manifest(patched_build)["environment"]["image"]["id"]
+    recipe = write_variant(tmp_path, "ccache-proof", vm_test=False)
+    image_id = _build_image_id(engine, recipe)
     # Cold: the build image's compiler cache starts empty (the tool recreates it on use).
     volume = ccache_volume(image_id)
     subprocess.run(["docker", "volume", "rm", "-f", volume], check=True, capture_output=True)
-    recipe = write_variant(tmp_path, "ccache-proof", vm_test=False)
 
     builds, trees = {}, {}
     for name in ("cold", "warm"):
