@@ -128,10 +128,14 @@ def test_clean_after_sigkill(tmp_path: Path, engine: Engine, patched_build: Path
     # A killed run cannot clean up: its container and staging directory are left behind ...
     assert len(leftover_containers(engine)) == 1
     assert any(p.name.startswith(".killed.tmp-") for p in out_root.iterdir())
-    dry = run_cli("clean", "--output-root", str(out_root), "--dry-run", "--log-format", "json")
+    # The session's build images stay: `clean` keeps the newest 2 per Dockerfile and base, and
+    # this engine may hold more (variants, series), so it could prune the one later tests reuse.
+    # Pruning is test_clean's; here it is held to a repository no build uses.
+    scope = ["--output-root", str(out_root), "--repository", "qga-builder/none-here"]
+    dry = run_cli("clean", *scope, "--dry-run", "--log-format", "json")
     assert dry.returncode == 0 and len(leftover_containers(engine)) == 1
     # ... until `clean` removes them.
-    result = run_cli("clean", "--output-root", str(out_root), "--log-format", "json")
+    result = run_cli("clean", *scope, "--log-format", "json")
     assert result.returncode == 0, result.stderr
     assert leftover_containers(engine) == []
     assert not any(p.name.startswith(".killed.tmp-") for p in out_root.iterdir())
