@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,16 @@ from builder.agent.client import AgentClient
 class RunningAgent:
     """A built agent on a unix socket (`qemu-ga -m unix-listen`), our client connected."""
 
-    def __init__(self, binary: Path, workdir: Path) -> None:
+    def __init__(self, binary: Path, workdir: Path, runner: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.socket = workdir / "qga.sock"
         self.log = (workdir / "agent.log").open("w")
         self.process = subprocess.Popen(
-            [str(binary), "-m", "unix-listen", "-p", str(self.socket), "-t", str(workdir)],
+            [
+                *runner,
+                str(binary),
+                *("-m", "unix-listen", "-p", str(self.socket), "-t", str(workdir)),
+            ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -37,8 +41,9 @@ class RunningAgent:
 
 
 @contextmanager
-def firewheel_driver(binary: Path, workdir: Path) -> Iterator[Any]:
-    """FIREWHEEL's own driver (PyPI's firewheel 3.1.0 with qemu.qmp 0.0.3) on a fresh agent."""
+def firewheel_driver(binary: Path, workdir: Path, runner: Sequence[str] = ()) -> Iterator[Any]:
+    """FIREWHEEL's own driver (PyPI's firewheel 3.1.0 with qemu.qmp 0.0.3) on a fresh agent;
+    `runner` runs another machine's agent (qemu-aarch64, called explicitly)."""
     from firewheel.vm_resource_manager.drivers.qemu_guest_agent_driver import (
         QemuGuestAgentDriver,
     )
@@ -46,7 +51,11 @@ def firewheel_driver(binary: Path, workdir: Path) -> Iterator[Any]:
     socket_path = workdir / "qga.sock"
     with (workdir / "agent.log").open("w") as agent_log:
         agent = subprocess.Popen(
-            [str(binary), "-m", "unix-listen", "-p", str(socket_path), "-t", str(workdir)],
+            [
+                *runner,
+                str(binary),
+                *("-m", "unix-listen", "-p", str(socket_path), "-t", str(workdir)),
+            ],
             stdout=agent_log,
             stderr=subprocess.STDOUT,
         )

@@ -18,14 +18,15 @@ INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 
 
 # What integration/conftest.py makes beside the tests once the first builds are done (the
-# newcomer's path, the Windows build, the series build): modules that read it come after the
-# others, when it is likely finished.
+# newcomer's path, the Windows build, the series build, the arm64 build): modules that read it
+# come after the others, when it is likely finished.
 BESIDE_FIXTURES = {
     "windows_build",
     "windows_102_build",
     "windows_111_build",
     "series_builds",
     "unpatched_old_build",
+    "arm64_build",
 }
 BESIDE_TESTS = {"test_the_newcomer_path_as_a_docker_group_user"}
 BESIDE_MODULES = {"test_windows_agent.py", "test_example_release.py"}  # by getfixturevalue

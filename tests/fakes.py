@@ -21,10 +21,11 @@ from builder.log import LineSink
 QEMU_VERSION = "10.0.13"
 
 
-def fake_static_elf() -> bytes:
-    """An ELF64 header with no program or section headers: static and stripped."""
+def fake_static_elf(machine: int = 62) -> bytes:
+    """An ELF64 header with no program or section headers: static and stripped (x86-64, or
+    another machine: 183 is AArch64)."""
     ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
-    header = struct.pack("<HHIQQQIHHHHHH", 3, 62, 1, 0, 0, 0, 0, 64, 56, 0, 64, 0, 0)
+    header = struct.pack("<HHIQQQIHHHHHH", 3, machine, 1, 0, 0, 0, 0, 64, 56, 0, 64, 0, 0)
     return ident + header
 
 
@@ -107,6 +108,7 @@ class FakeContainer:
         argv = command[4:] if command[:2] == ["sh", "-c"] else command  # the umask wrapper
         kind, lines, code = self._answer(step, argv)
         self._event("run", kind, dict(env or {}))
+        self.engine.commands.append((kind, list(argv)))
         for line in lines:
             on_line(line)
         return self.engine.exit_codes.get(kind, code)
@@ -152,13 +154,14 @@ class FakeContainer:
             return step, [f"QEMU Guest Agent {QEMU_VERSION}"], 0
         if step == "sbom-link":  # the relink: a map, and the stripped copy is the agent
             self.files[LINK_MAP] = FAKE_LINK_MAP.encode()
-            return step, [f"{_digest(AGENT)}  /tmp/qga-sbom/qemu-ga.stripped"], 0
+            return step, [f"{_digest(self.engine.agent)}  /tmp/qga-sbom/qemu-ga.stripped"], 0
         if step == "sbom-owners":
             paths = argv[argv.index("sh", 3) + 1 :]
             lines = [f"FILE\t{path}\t{path}" for path in paths]
             lines += [_owner(path) for path in paths]
             lines += [
-                f"Q\t{name}\t{v}\tamd64\t{source}\t{v}" for name, (v, source) in OWNERS.items()
+                f"Q\t{name}\t{v}\tamd64\t{source}\t{v}\t{name}:amd64"
+                for name, (v, source) in OWNERS.items()
             ]
             return step, lines, 0
         raise AssertionError(f"unexpected step {step!r}: {argv}")
@@ -170,9 +173,9 @@ class FakeContainer:
             words = shlex.split(line)
             if words[:3] == ["install", "-m", "0755"]:
                 root, name = words[-1].split("/artifacts/")
-                self.files[words[-1]] = AGENT
+                self.files[words[-1]] = self.engine.agent
                 self.engine.installed.append(name)
-                sums.append(f"{_digest(AGENT)}  {name}\n")
+                sums.append(f"{_digest(self.engine.agent)}  {name}\n")
         self.files[f"{root}/artifacts.sha256"] = "".join(sums).encode()
         return "install", [], 0
 
@@ -216,6 +219,8 @@ class FakeEngine:
         self.unpacked = b""
         self.patched: list[bytes] = []
         self.installed: list[str] = []  # artifact names the install step was given
+        self.agent = AGENT  # what the compile "builds"
+        self.commands: list[tuple[str, list[str]]] = []  # each step's kind and argv
         self.configured_trees: dict[str, bytes] = {}  # the cache volume's configured trees
 
     def image_id(self, reference: str) -> str | None:

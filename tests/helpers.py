@@ -22,6 +22,7 @@ RECIPES = ROOT / "recipes"
 DEFAULT_RECIPE = RECIPES / "linux-static.yaml"  # names no patches: the series decides
 EXPLICIT_RECIPE = RECIPES / "linux-static-qemu-10.0.yaml"  # the same build, everything named
 WINDOWS_RECIPE = RECIPES / "windows-msi.yaml"
+ARM64_RECIPE = RECIPES / "linux-static-arm64.yaml"  # the default build, cross-compiled for arm64
 OLD_SERIES = ("11.1", "11.0", "10.2", "7.2", "5.2")  # the series besides the default's 10.0
 CI_SERIES = "5.2"  # the one of them `make test` builds (the others: `make test-all`)
 

@@ -141,24 +141,27 @@ def install(
     return _sh("install", "\n".join(lines))
 
 
-def version(layout: Layout, artifact_name: str) -> Command:
-    return Command("version", (f"{layout.artifacts}/{artifact_name}", "--version"))
+def version(layout: Layout, artifact_name: str, runner: Sequence[str] = ()) -> Command:
+    """`qemu-ga --version`; `runner` runs another machine's binary (qemu-aarch64, explicitly:
+    the container has no binfmt_misc registration to do it)."""
+    return Command("version", (*runner, f"{layout.artifacts}/{artifact_name}", "--version"))
 
 
 PATHS_MARK = "== qga-builder: agent copied to "
 
 
-def agent_paths(layout: Layout, artifact_name: str) -> Command:
+def agent_paths(layout: Layout, artifact_name: str, runner: Sequence[str] = ()) -> Command:
     """`qemu-ga -D -F` (its settings, the default fsfreeze hook among them) where it was built
     and from a copy under another directory, as a tarball user's /opt/x: built-in paths must
     not move with the binary. No config file is there, so the defaults show."""
     agent = shlex.quote(f"{layout.artifacts}/{artifact_name}")
     elsewhere = f"{layout.exchange}/paths-check/opt/x"
+    run = "".join(f"{shlex.quote(word)} " for word in runner)
     return _sh(
         "agent-paths",
         f"mkdir -p {elsewhere} && cp {agent} {elsewhere}/qemu-ga"
-        f" && echo '{PATHS_MARK}{layout.artifacts}' && {agent} -D -F"
-        f" && echo '{PATHS_MARK}{elsewhere}' && {elsewhere}/qemu-ga -D -F"
+        f" && echo '{PATHS_MARK}{layout.artifacts}' && {run}{agent} -D -F"
+        f" && echo '{PATHS_MARK}{elsewhere}' && {run}{elsewhere}/qemu-ga -D -F"
         f" && rm -rf {layout.exchange}/paths-check",
     )
 
@@ -219,10 +222,12 @@ def file_owners(paths: Sequence[str], dll_names: Sequence[str] = (), build: str 
     and for each DLL name either `BUILT name path` (the build made it, in `build`), `DLL name
     real-path` (found by the cross toolchain's gcc, else in the mingw sysroot's bin/) or
     `MISSING name`; then dpkg's own lines: `S pkg[:arch][, pkg]: real-path` for each owned
-    real path (dpkg -S), and `Q package version arch source source-version` for each owner.
+    real path (dpkg -S), and `Q package version arch source source-version pkg[:arch]` for
+    each owner (the last as dpkg -S names it: a multiarch package installed for the build
+    machine and for a cross build's target is two packages).
     Tab-separated; the host joins them."""
     script = r"""
-FIELDS='Q\t${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n'
+FIELDS='Q\t${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\t${binary:Package}\n'
 D=/tmp/qga-sbom; mkdir -p "$D"; : > "$D/owned"
 real() { readlink -f -- "$1" 2>/dev/null || printf '%s' "$1"; }
 for path in "$@"; do
@@ -242,7 +247,7 @@ for path in "$@"; do
 done
 tr '\n' '\0' < "$D/owned" | xargs -0 -r dpkg -S -- > "$D/dpkg-s" 2>/dev/null || true
 grep -v '^diversion ' "$D/dpkg-s" | sed 's/^/S\t/' || true
-grep -v '^diversion ' "$D/dpkg-s" | sed 's/: .*//; s/, /\n/g' | sed 's/:.*//' | sort -u \
+grep -v '^diversion ' "$D/dpkg-s" | sed 's/: .*//; s/, /\n/g' | sort -u \
   > "$D/packages" || true
 if [ -s "$D/packages" ]; then xargs -r dpkg-query -W -f="$FIELDS" < "$D/packages"; fi
 """

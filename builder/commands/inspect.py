@@ -89,7 +89,9 @@ def plan_text(document: dict[str, Any]) -> str:
         f"series      {document['resolution']['summary']}",
         f"base        {base['reference']}"
         + (f" (debootstrap {base['suite']} {base['variant']})" if base.get("suite") else ""),
+        f"target      {document['target']} {document['architecture']}",
         f"image       {image['repository']} from {Path(image['dockerfile']).name}",
+        "packages    " + (dict(image["build_args"]).get("PACKAGES") or "(the Dockerfile's)"),
         "patches     " + (", ".join(Path(p["path"]).name for p in document["patches"]) or "none"),
         "configure   " + (" ".join(document["configure_flags"]) or "(none)"),
         "artifacts   " + ", ".join(a["name"] for a in document["artifacts"]),

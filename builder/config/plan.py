@@ -21,6 +21,12 @@ from builder.config.artifact_fields import (
 from builder.config.package_fields import PACKAGE_KINDS, Package
 from builder.config.recipe import Recipe
 from builder.errors import InputError, RecipeError
+from builder.formats.architecture import (
+    DEFAULT,
+    FOREIGN_ARCHITECTURE_ARG,
+    Architecture,
+    architecture,
+)
 from builder.formats.checksums import sha256_bytes, sha256_json, verify_digest
 
 
@@ -147,6 +153,7 @@ class Plan:
     # Left to the source's QEMU series (recipes without `patches`): e.g. patches, base, ...
     series_decides: tuple[str, ...] = ()
     package: PackagePlan | None = None
+    architecture: str = DEFAULT.name  # formats/architecture.py names each one
     # Set once, by `stages.series.resolve_plan`, when the source's QEMU version is known:
     # then image, patches, configure_flags and artifacts are the ones the run builds with.
     resolution: Resolution | None = None
@@ -158,8 +165,12 @@ class Plan:
         return fixed or f"{qemu_version}{RELEASE_SUFFIX}"
 
     @property
+    def arch(self) -> Architecture:
+        return architecture(self.architecture)
+
+    @property
     def strip_tool(self) -> str:
-        return "x86_64-w64-mingw32-strip" if self.target == "windows" else "strip"
+        return "x86_64-w64-mingw32-strip" if self.target == "windows" else self.arch.strip_tool
 
     @property
     def cache_key(self) -> str:
@@ -190,6 +201,8 @@ class Plan:
             summary.pop("series_decides", None)
         if self.package is None:  # nor do the keys of recipes without packages
             summary.pop("package", None)
+        if self.architecture == DEFAULT.name:  # nor those of recipes for the default machine
+            summary.pop("architecture", None)
         # Files pinned by sha256 count by content, not by where this checkout lives: the MSI's
         # PackageCode comes from this key, and must not change with the clone's directory.
         summary["image"]["dockerfile"] = self.image.dockerfile.name
@@ -303,6 +316,9 @@ def resolve_base(recipe: Recipe) -> BasePlan:
 
 def resolve_image(recipe: Recipe, recipe_dir: Path) -> ImagePlan:
     dockerfile = _resolve(recipe_dir, recipe.environment.dockerfile)
+    args, arch = dict(recipe.environment.build_args), architecture(recipe.architecture)
+    if arch.cross:  # Dockerfile.linux adds it (dpkg --add-architecture) for its -dev packages
+        args[FOREIGN_ARCHITECTURE_ARG] = arch.debian
     try:
         dockerfile_sha256 = sha256_bytes(dockerfile.read_bytes())
     except OSError as exc:
@@ -315,7 +331,7 @@ def resolve_image(recipe: Recipe, recipe_dir: Path) -> ImagePlan:
         dockerfile_sha256,
         resolve_base(recipe),
         recipe.environment.packages or (),
-        recipe.environment.build_args,
+        args,
     )
 
 
@@ -398,9 +414,11 @@ def make_plan(
             PatchPlan(path=_resolve(recipe_dir, p.path), sha256=p.sha256)
             for p in recipe.patches or ()
         ),
-        configure_flags=(
-            *(recipe.configure.flags or ()),
-            *(recipe.msi.configure_flags() if recipe.msi else ()),
+        configure_flags=architecture(recipe.architecture).configure_flags(
+            (
+                *(recipe.configure.flags or ()),
+                *(recipe.msi.configure_flags() if recipe.msi else ()),
+            )
         ),
         targets=tuple(build.targets),
         artifacts=tuple(
@@ -423,6 +441,7 @@ def make_plan(
         max_artifact_bytes=build.max_artifact_bytes,
         series_decides=series_decides(recipe),
         package=package_plan(recipe),
+        architecture=recipe.architecture,
     )
 
 

@@ -37,7 +37,7 @@ from builder.errors import RecipeError, UsageError
 
 MAX_RECIPE_BYTES = 256 * 1024
 MAX_NESTING = 32
-TOOL_BUILD_ARGS = frozenset({"BASE_IMAGE", "PACKAGES"})
+TOOL_BUILD_ARGS = frozenset({"BASE_IMAGE", "PACKAGES", "FOREIGN_ARCHITECTURE"})
 # A registry image pinned by its digest, the whole digest (name:tag@sha256:<64 hex>).
 PINNED_IMAGE = re.compile(r".@sha256:[0-9a-f]{64}$")
 # Configure options the `msi:` fields own.
@@ -115,7 +115,8 @@ class Environment(Model):
         if owned:
             raise ValueError(
                 f"{', '.join(owned)} is set by the tool (BASE_IMAGE is the base's image id, "
-                "PACKAGES comes from environment.packages)"
+                "PACKAGES comes from environment.packages, FOREIGN_ARCHITECTURE from "
+                "architecture)"
             )
         for word in args.get("BACKPORTS", "").split():  # apt-get's arguments: packages only
             if not re.fullmatch(patterns.PACKAGE, word):
@@ -277,6 +278,12 @@ class Recipe(Model):
     target: Literal["linux", "windows"] = Field(
         "linux", description="linux (native build) or windows (mingw-w64 cross build)"
     )
+    architecture: Literal["x86_64", "aarch64"] = Field(
+        "x86_64",
+        description="the machine the Linux agent and its packages are for: x86_64 (a native "
+        "build) or aarch64 (cross-compiled in the same build image with Debian's "
+        "gcc-aarch64-linux-gnu and the arm64 -dev packages); Windows builds are x86_64 only",
+    )
     environment: Environment
     source: Source
     patches: list[Patch] | None = Field(
@@ -309,6 +316,16 @@ class Recipe(Model):
             raise ValueError("pe and msi artifacts need target: windows")
         if self.target == "windows" and ("static-elf" in kinds or self.vm_test):
             raise ValueError("static-elf artifacts and vm_test need target: linux")
+        if self.target == "windows" and self.architecture != "x86_64":
+            raise ValueError(
+                f"architecture {self.architecture} needs target: linux (Debian's mingw-w64 "
+                "builds x86-64 Windows only; README: Windows on ARM)"
+            )
+        if self.vm_test and self.architecture != "x86_64":
+            raise ValueError(
+                f"vm_test boots x86-64 guests only so far, not {self.architecture} ones "
+                "(README: arm64); set vm_test: false"
+            )
         if self.msi is not None and self.target != "windows":
             raise ValueError("msi: settings need target: windows")
         packages = sorted(kinds & PACKAGE_KINDS)

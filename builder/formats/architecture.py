@@ -1,7 +1,99 @@
-"""The machine the artifacts are built for, named in one place: manifest.json and release.json
-record it, and the packages are named from it. Only x86_64 for now (aarch64 comes later)."""
+"""The machines the Linux agent is built for, each named in one place: the recipe's
+`architecture:` picks one; the plan, the cache key, manifest.json and release.json carry it;
+packages and tarballs are named from it; the ELF check knows its machine number.
+
+x86_64 builds natively in the build image. aarch64 is cross-compiled there with Debian's cross
+toolchain (`gcc-aarch64-linux-gnu`) against the arm64 multiarch `-dev` packages (static
+libraries); the built agent runs in the build container only through `qemu-aarch64`, called
+explicitly (Debian's qemu-user; nothing is registered with the kernel's binfmt_misc).
+"""
 
 from __future__ import annotations
 
-ARCHITECTURE = "x86_64"  # as `uname -m`, RPM and the tarball's name say it
-DEBIAN_ARCHITECTURE = "amd64"  # Debian's name for the same machine
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str  # as `uname -m`, RPM and the tarball's name say it
+    debian: str  # Debian's name for the same machine
+    elf_machine: int  # ELF e_machine
+    elf_machine_name: str
+    triplet: str  # the GNU triplet of the toolchain that builds for it
+    cross: bool  # built with a cross toolchain in the (x86-64) build image
+    qemu_user: str = ""  # the qemu-user emulator that runs its binaries on an x86-64 host
+    qemu_system: str = ""  # the system emulator that boots its guests
+
+    @property
+    def strip_tool(self) -> str:
+        return f"{self.triplet}-strip" if self.cross else "strip"
+
+    @property
+    def runner(self) -> tuple[str, ...]:
+        """What runs one of its binaries in the build container: nothing for the native
+        machine, the qemu-user emulator (called explicitly) for another."""
+        return (self.qemu_user,) if self.cross else ()
+
+    def build_packages(self, packages: Sequence[str]) -> list[str]:
+        """A series' package list (written for a native build) for this machine: the C
+        compiler becomes the cross compiler, each library `-dev` package its multiarch one, and
+        qemu-user joins (the check stage runs the agent's --version through it)."""
+        if not self.cross:
+            return list(packages)
+        mapped = []
+        for package in packages:
+            if package == "gcc":
+                mapped.append(f"gcc-{self.triplet}")
+            elif package.endswith("-dev") and ":" not in package:
+                mapped.append(f"{package}:{self.debian}")
+            else:
+                mapped.append(package)
+        return [*mapped, "qemu-user"]
+
+    def configure_flags(self, flags: Sequence[str]) -> tuple[str, ...]:
+        """QEMU's configure flags for this machine: a cross build names its toolchain's prefix
+        (configure then calls <triplet>-gcc, -pkg-config, -strip), unless the flags do."""
+        if not self.cross or any(flag.startswith("--cross-prefix=") for flag in flags):
+            return tuple(flags)
+        return (f"--cross-prefix={self.triplet}-", *flags)
+
+
+X86_64 = Architecture(
+    name="x86_64",
+    debian="amd64",
+    elf_machine=62,
+    elf_machine_name="x86-64",
+    triplet="x86_64-linux-gnu",
+    cross=False,
+    qemu_system="qemu-system-x86_64",
+)
+AARCH64 = Architecture(
+    name="aarch64",
+    debian="arm64",
+    elf_machine=183,
+    elf_machine_name="AArch64",
+    triplet="aarch64-linux-gnu",
+    cross=True,
+    qemu_user="qemu-aarch64",
+    qemu_system="qemu-system-aarch64",
+)
+ARCHITECTURES = {arch.name: arch for arch in (X86_64, AARCH64)}
+DEFAULT = X86_64
+# The build image's build arg naming the foreign Debian architecture whose packages it installs
+# (dpkg --add-architecture); set by the tool for a cross build, never by a recipe.
+FOREIGN_ARCHITECTURE_ARG = "FOREIGN_ARCHITECTURE"
+
+# The default machine's names, for what only ever concerns it (Debian index lookups of the
+# build image's own toolchain and of the x86-64 guests).
+ARCHITECTURE = X86_64.name
+DEBIAN_ARCHITECTURE = X86_64.debian
+
+
+def architecture(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)})"
+        ) from None

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from builder import __version__
-from builder.formats.architecture import ARCHITECTURE
 
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
@@ -66,7 +65,7 @@ def build_manifest(
         "cache_key": plan_summary["cache_key"],
         "qemu_version": qemu_version,
         "target": plan_summary["target"],  # linux or windows
-        "architecture": ARCHITECTURE,
+        "architecture": plan_summary["architecture"],
         "source": source,
         "patches": patches,
         "environment": {

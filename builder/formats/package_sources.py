@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from builder.formats import service_files as sf
-from builder.formats.architecture import ARCHITECTURE, DEBIAN_ARCHITECTURE
+from builder.formats.architecture import DEFAULT, Architecture
 
-ARCH_DEB, ARCH_RPM = DEBIAN_ARCHITECTURE, ARCHITECTURE  # one machine: formats/architecture.py
 # The hook script and the agent's config file, as the package sources name them.
 HOOK_NAME, CONF_NAME = "fsfreeze-hook", "qemu-ga.conf"
 # What both Debian (policy 5.6.1, 5.6.12) and RPM accept.
@@ -49,18 +48,27 @@ class PackageSpec:
     qemu_version: str
     source_date_epoch: int
     fsfreeze_hook: str  # QEMU's own hook script, from the source built
+    architecture: Architecture = DEFAULT  # the agent's machine (formats/architecture.py)
+
+    @property
+    def deb_architecture(self) -> str:
+        return self.architecture.debian
+
+    @property
+    def rpm_architecture(self) -> str:
+        return self.architecture.name
 
     @property
     def deb_file(self) -> str:
-        return f"{self.name}_{self.version}-{self.revision}_{ARCH_DEB}.deb"
+        return f"{self.name}_{self.version}-{self.revision}_{self.deb_architecture}.deb"
 
     @property
     def rpm_file(self) -> str:
-        return f"{self.name}-{self.version}-{self.revision}.{ARCH_RPM}.rpm"
+        return f"{self.name}-{self.version}-{self.revision}.{self.rpm_architecture}.rpm"
 
     @property
     def tarball_stem(self) -> str:
-        return f"{self.name}-{self.version}-linux-{ARCH_RPM}"
+        return f"{self.name}-{self.version}-linux-{self.rpm_architecture}"
 
     @property
     def binary_name(self) -> str:
@@ -137,7 +145,7 @@ Rules-Requires-Root: no
 Homepage: https://www.qemu.org/
 
 Package: {name}
-Architecture: {ARCH_DEB}
+Architecture: {spec.deb_architecture}
 Depends: ${{misc:Depends}}
 Pre-Depends: ${{misc:Pre-Depends}}
 Conflicts: qemu-guest-agent
@@ -342,7 +350,7 @@ License: GPL-2.0-only
 URL: https://www.qemu.org/
 Packager: {spec.maintainer}
 Group: System Environment/Daemons
-BuildArch: {ARCH_RPM}
+BuildArch: {spec.rpm_architecture}
 AutoReqProv: no
 Conflicts: qemu-guest-agent
 

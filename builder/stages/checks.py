@@ -1,7 +1,8 @@
 """Stage `check`: every artifact is what its kind promises, before anything is published.
 
-- static-elf: no PT_INTERP, no DT_NEEDED, stripped when asked, and `--version` (run in the build
-  container, never on the host) prints the source's QEMU version;
+- static-elf: the recipe's machine (x86-64 or AArch64), no PT_INTERP, no DT_NEEDED, stripped
+  when asked, and `--version` (run in the build container, never on the host; an aarch64 agent
+  through qemu-aarch64 there) prints the source's QEMU version;
 - pe: a PE file for x86-64;
 - msi: msitools (in the build container) exports the MSI's tables and extracts its files; their
   PE import tables must show that the MSI holds exactly the DLLs needed (`formats.msi.check`),
@@ -61,6 +62,12 @@ def check_static_elf(
     except ElfFormatError as exc:
         raise ArtifactError(f"artifact {artifact.name}: {exc}") from None
     problems = []
+    arch = ctx.plan.arch
+    if elf.machine != arch.elf_machine:
+        problems.append(
+            f"is built for ELF machine {elf.machine}, not {arch.elf_machine_name} "
+            f"({arch.elf_machine}; architecture {arch.name})"
+        )
     if elf.interpreter:
         problems.append(f"asks for the dynamic loader {elf.interpreter}")
     if elf.needed:
@@ -69,7 +76,8 @@ def check_static_elf(
         problems.append("is not stripped")
     if problems:
         raise ArtifactError(f"artifact {artifact.name} {' and '.join(problems)}")
-    printed = "".join(ctx.run_step(container_commands.version(ctx.layout, artifact.name), output))
+    command = container_commands.version(ctx.layout, artifact.name, arch.runner)
+    printed = "".join(ctx.run_step(command, output))
     if ctx.qemu_version not in printed:
         raise ArtifactError(
             f"artifact {artifact.name} --version printed {printed!r}, "
@@ -82,7 +90,8 @@ def check_static_elf(
 def check_agent_paths(ctx: RunContext, artifact: ArtifactPlan, output: StepOutput) -> dict:
     """The agent's built-in paths (`-D -F`, run in the build container) are the same wherever
     its binary lies; a recipe that ships service files or packages needs the distribution's."""
-    lines = ctx.run_step(container_commands.agent_paths(ctx.layout, artifact.name), output)
+    command = container_commands.agent_paths(ctx.layout, artifact.name, ctx.plan.arch.runner)
+    lines = ctx.run_step(command, output)
     sections: list[list[str]] = []  # one per place the agent ran from
     for line in lines:
         if line.startswith(container_commands.PATHS_MARK):

@@ -69,6 +69,7 @@ def package_spec(
         qemu_version=qemu_version,
         source_date_epoch=source_date_epoch,
         fsfreeze_hook=fsfreeze_hook,
+        architecture=plan.arch,
     )
 
 
@@ -118,10 +119,15 @@ def _tar_of(files: dict[str, tuple[bytes, int]], mtime: int) -> bytes:
 def _script(spec: package_sources.PackageSpec, wanted: list[str]) -> str:
     """What runs in the box: build, then lint and verify (their output lands in the log)."""
     steps = ["set -eu", "umask 022", f"mkdir -p {WORK}/out"]
+    # Another machine's packages: dpkg-buildpackage -a and rpmbuild --target name it (dh_strip
+    # and dh_shlibdeps are off, the agent comes stripped and static: no cross binutils needed).
+    cross = spec.architecture.cross
+    deb_arch = f" -a{spec.deb_architecture}" if cross else ""
+    rpm_target = f" --target {spec.rpm_architecture}" if cross else ""
     if "deb" in wanted:
         unit = f"/usr/lib/systemd/system/{sf.SERVICE_NAME}.service"
         steps += [
-            f"cd {WORK}/deb/src && dpkg-buildpackage -b -us -uc -d",
+            f"cd {WORK}/deb/src && dpkg-buildpackage -b{deb_arch} -us -uc -d",
             f"cp {WORK}/deb/{spec.deb_file} {WORK}/out/",
             f"lintian --fail-on error --display-info {WORK}/out/{spec.deb_file}",
             "echo 'lintian: no errors'",
@@ -136,8 +142,8 @@ def _script(spec: package_sources.PackageSpec, wanted: list[str]) -> str:
         steps += [
             f"mkdir -p {WORK}/rpmdb && cd {WORK}/rpm && rpmbuild -bb --dbpath {WORK}/rpmdb "
             f"--define '_topdir {WORK}/rpmtop' "
-            f"--define '_sourcedir {WORK}/rpm' {spec.name}.spec",
-            f"cp {WORK}/rpmtop/RPMS/{package_sources.ARCH_RPM}/{spec.rpm_file} {WORK}/out/",
+            f"--define '_sourcedir {WORK}/rpm'{rpm_target} {spec.name}.spec",
+            f"cp {WORK}/rpmtop/RPMS/{spec.rpm_architecture}/{spec.rpm_file} {WORK}/out/",
             f"rpmlint -r {WORK}/rpm/{spec.name}.rpmlintrc {WORK}/out/{spec.rpm_file}",
             "echo 'rpmlint: no errors'",
             f"rpm --dbpath {WORK}/rpmdb -qip {WORK}/out/{spec.rpm_file}",
@@ -222,7 +228,7 @@ def _check_deb(path: Path, spec: package_sources.PackageSpec, binary: bytes) -> 
     expected = {
         "Package": spec.name,
         "Version": f"{spec.version}-{spec.revision}",
-        "Architecture": package_sources.ARCH_DEB,
+        "Architecture": spec.deb_architecture,
     }
     for key, value in expected.items():
         if control.get(key) != value:
@@ -268,7 +274,7 @@ def _check_rpm(path: Path, spec: package_sources.PackageSpec) -> None:
         "name": spec.name,
         "version": spec.version,
         "release": spec.revision,
-        "arch": package_sources.ARCH_RPM,
+        "arch": spec.rpm_architecture,
     }
     for key, value in expected.items():
         if tags.get(key) != value:

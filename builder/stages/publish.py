@@ -10,7 +10,6 @@ import shutil
 from datetime import UTC, datetime
 
 from builder.formats import provenance, redact
-from builder.formats.architecture import ARCHITECTURE
 from builder.formats.checksums import format_sha256sums, sha256_file
 from builder.formats.manifest import (
     LOGS_DIR,
@@ -66,9 +65,9 @@ def _publish_cached(ctx: RunContext, output: StepOutput) -> None:
     ctx.manifest = {
         **hit.manifest,
         # What it was built for, also when the entry predates these fields (same plan key,
-        # same target; one architecture so far).
+        # same target and machine).
         "target": hit.manifest.get("target", ctx.plan.target),
-        "architecture": hit.manifest.get("architecture", ARCHITECTURE),
+        "architecture": hit.manifest.get("architecture", ctx.plan.architecture),
         "cache": ctx.cache_record,
         "timings_seconds": ctx.progress.timings,
         "started": iso(ctx.started),

@@ -133,9 +133,9 @@ def _read_owners(lines: list[str], inventory: LinkInventory) -> None:
                 )
             case ["S", said]:
                 packages, _, path = said.partition(": ")
-                owned.setdefault(path, packages.split(", ")[0].split(":")[0])
-            case ["Q", package, version, arch, source, source_version]:
-                versions[package] = Owner(
+                owned.setdefault(path, packages.split(", ")[0])
+            case ["Q", package, version, arch, source, source_version, as_named]:
+                versions[as_named] = Owner(
                     package, version, arch, source or package, source_version or version
                 )
     for path, real in files:

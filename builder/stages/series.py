@@ -146,14 +146,21 @@ def choose(plan: Plan, version: str) -> Choice:
         patches = (*patches, *plan.patches)
     image = plan.image
     base = debootstrap_base(target.suite) if "base" in chosen else image.base
-    packages = target.packages if "packages" in chosen else _packages(image.build_args)
+    arch = plan.arch
+    packages = (
+        arch.build_packages(target.packages)
+        if "packages" in chosen
+        else _packages(image.build_args)
+    )
     extra = {key: value for key, value in image.build_args if key != "PACKAGES"}
     if "packages" in chosen and target.backports:  # the series' and the recipe's own
         own = [p for p in extra.get("BACKPORTS", "").split() if p not in target.backports]
         extra["BACKPORTS"] = " ".join([*target.backports, *own])
     flags = plan.configure_flags
     if "configure" in chosen:
-        flags = (*target.configure, *(f for f in flags if f.startswith("--qemu-ga-")))
+        flags = arch.configure_flags(
+            (*target.configure, *(f for f in flags if f.startswith("--qemu-ga-")))
+        )
     record |= {
         "patch_set": f"patches/qemu-{name}/",
         "patches": {n: spec.pins[n] for n in target.patches},

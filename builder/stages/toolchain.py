@@ -69,12 +69,15 @@ class LockMismatch(InputError):
 
 
 def parse_inventory(lines: Iterable[str]) -> dict[str, str]:
-    """dpkg-query lines `name<TAB>version<TAB>arch` -> {name: "version arch"}."""
-    packages = {}
+    """dpkg-query lines `name<TAB>version<TAB>arch` -> {name: "version arch"}. A name that
+    comes again for another architecture (a cross build's image has libc6 for amd64 and for
+    arm64) is kept as `name:arch`, so the lock and the manifest lose neither."""
+    packages: dict[str, str] = {}
     for line in lines:
         parts = line.strip().split("\t")
         if len(parts) == 3 and parts[0]:
-            packages[parts[0]] = f"{parts[1]} {parts[2]}"
+            name = parts[0] if parts[0] not in packages else f"{parts[0]}:{parts[2]}"
+            packages[name] = f"{parts[1]} {parts[2]}"
     return packages
 
 

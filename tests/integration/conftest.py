@@ -10,9 +10,10 @@ is ready waits on the same lock a second run would.
 
 Once the first builds are done, the session's other long work runs beside the tests, one piece
 at a time in the order the tests need it (`beside`): the newcomer's path (downloads, single-
-threaded work, a one-vCPU guest), the Windows build, the series build, the systemd guest's
-vm-test. The tests that follow meanwhile are mostly waits, light runs and guests. A test that
-needs a piece waits for it; one that was not started (a narrower session) is done when asked.
+threaded work, a one-vCPU guest), the Windows build, the series build, the arm64 build, the
+systemd guest's vm-test. The tests that follow meanwhile are mostly waits, light runs and
+guests. A test that needs a piece waits for it; one that was not started (a narrower session)
+is done when asked.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import yaml
 from builder.engine import Engine
 from tests.authenticode_keys import AuthenticodeKeys, make_keys, token_signing
 from tests.helpers import (
+    ARM64_RECIPE,
     BACKGROUND_OWNERS,
     CI_SERIES,
     DEFAULT_RECIPE,
@@ -52,6 +54,7 @@ AHEAD = {
     "linux_builds": DEFAULT_RECIPE,  # built at once; ahead: the packager image and the guests
     "windows_build": WINDOWS_RECIPE,
     "series_builds": RECIPES / f"linux-static-qemu-{CI_SERIES}.yaml",
+    "arm64_build": ARM64_RECIPE,  # its build image: the cross toolchain, arm64 libraries
 }
 _ahead: list[tuple[subprocess.Popen[str], Path]] = []
 
@@ -133,6 +136,8 @@ def _start_beside(request: pytest.FixtureRequest, builds_dir: Path) -> None:
         for item in items
     ):
         start_beside(f"series-{CI_SERIES}", lambda: build_series(builds_dir, CI_SERIES))
+    if "arm64_build" in needed:
+        start_beside("arm64", lambda: build_arm64(builds_dir))
     if any(item.name == "test_the_deb_runs_where_users_install_it" for item in items):
         from tests.integration.test_guest_vm import systemd_guest_run
 
@@ -255,6 +260,22 @@ def build_series(builds_dir: Path, series: str) -> Path:
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return out
+
+
+def build_arm64(builds_dir: Path) -> Path:
+    """recipes/linux-static-arm64.yaml as a user runs it: the default build, for arm64."""
+    out = builds_dir / "arm64"
+    result = run_cli(
+        "run", str(ARM64_RECIPE), "--no-cache", "--output", str(out), "--log-format", "json"
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def arm64_build(builds_dir: Path, linux_builds: dict[str, Path]) -> Path:
+    """The arm64 agent and its packages, built once per session (beside the tests)."""
+    return beside_result("arm64", lambda: build_arm64(builds_dir))
 
 
 @pytest.fixture(scope="session")

@@ -88,6 +88,7 @@ def bash(
 
 
 SESSION_BUILDS = {
+    "linux-static-arm64": "arm64_build",
     "windows-msi-qemu-10.2": "windows_102_build",
     "windows-msi-qemu-11.1": "windows_111_build",
 }
@@ -201,15 +202,16 @@ def test_the_record_lists_every_series_and_its_machine(released: Released) -> No
     recipes = record["recipes"]
     assert {r["name"] for r in recipes} == {d.name.removeprefix("out-") for d in inputs(work)}
     assert {r["series"] for r in recipes} == SERIES
-    assert {r["architecture"] for r in recipes} == {"x86_64"}
+    assert {r["architecture"] for r in recipes} == {"x86_64", "aarch64"}
     for recipe in recipes:
         assert recipe["target"] == recipe["name"].split("-", 1)[0]  # linux-... or windows-...
         assert recipe["qemu_version"].startswith(recipe["series"] + ".")
 
 
 def test_every_name_says_its_version_and_machine(released: Released) -> None:
-    """No file of one series can take another's name: the agents, MSI and exe carry the QEMU
-    version and x86_64; the packages their distributions' names (version, amd64 or x86_64);
+    """No file of one series or machine can take another's name: the agents, MSI and exe carry
+    the QEMU version and x86_64 or aarch64; the packages their distributions' names (version,
+    amd64 or x86_64, arm64 or aarch64);
     no loose service file (one name for every series) is published."""
     work, merge = released
     assert merge.returncode == 0, merge.stderr[-4000:]
@@ -220,5 +222,9 @@ def test_every_name_says_its_version_and_machine(released: Released) -> None:
         assert kind != "service", name
         for recipe in artifact["recipes"]:
             assert versions[recipe] in name, (name, recipe)
-        machine = ("amd64", "x86_64") if kind in PACKAGE_KINDS else ("x86_64",)
+        arm = any(recipe.endswith("-arm64") for recipe in artifact["recipes"])
+        if arm:
+            machine = ("arm64", "aarch64") if kind in PACKAGE_KINDS else ("aarch64",)
+        else:
+            machine = ("amd64", "x86_64") if kind in PACKAGE_KINDS else ("x86_64",)
         assert any(word in name for word in machine), name

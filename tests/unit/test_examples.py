@@ -22,6 +22,7 @@ from tests.helpers import RECIPES, ROOT
 
 WORKFLOW = ROOT / "examples" / "github-actions-release.yml"
 RELEASE_RECIPES = {
+    "linux-static-arm64",
     "linux-static-qemu-11.1",
     "linux-static-qemu-11.0",
     "linux-static-qemu-10.0",
@@ -154,6 +155,7 @@ def test_only_standard_actions_pinned_to_a_major_version() -> None:
 
 # What each release recipe's pinned source says in its VERSION (the integration tests build them).
 QEMU_VERSIONS = {
+    "linux-static-arm64": "10.0.13",
     "linux-static-qemu-11.1": "11.1.1",
     "linux-static-qemu-11.0": "11.0.3",
     "linux-static-qemu-10.0": "10.0.13",
@@ -183,7 +185,8 @@ def test_the_matrix_publishes_each_file_under_a_name_of_its_own() -> None:
     for recipe in load()["jobs"]["build"]["strategy"]["matrix"]["recipe"]:
         own, packages = published_names(recipe)
         version = f"{QEMU_VERSIONS[recipe]}+qga1"
-        assert own and all(version in name and "x86_64" in name for name in own), own
+        machine = "aarch64" if recipe.endswith("-arm64") else "x86_64"
+        assert own and all(version in name and machine in name for name in own), own
         assert all(version in name for name in packages), packages
         for name in own + packages:
             assert name not in owners, f"{recipe} and {owners.get(name)} both publish {name}"
@@ -191,6 +194,9 @@ def test_the_matrix_publishes_each_file_under_a_name_of_its_own() -> None:
     assert "qemu-ga-patched-7.2.0+qga1-linux-x86_64-static" in owners
     assert "qemu-ga-patched-10.2.2+qga1-windows-x86_64.msi" in owners
     assert "qemu-ga-patched_5.2.0+qga1-1_amd64.deb" in owners
+    assert "qemu-ga-patched_10.0.13+qga1-1_arm64.deb" in owners
+    assert "qemu-ga-patched-10.0.13+qga1-1.aarch64.rpm" in owners
+    assert "qemu-ga-patched-10.0.13+qga1-linux-aarch64-static" in owners
 
 
 NIGHTLY = ROOT / "examples" / "github-actions-nightly.yml"

@@ -1,0 +1,115 @@
+"""The arm64 agent (recipes/linux-static-arm64.yaml), built for real: a static, stripped
+AArch64 ELF cross-compiled in the Debian build image, its packages named and marked for arm64
+with the same files as x86-64's, its sums checkable, and the agent itself (run on this host
+through qemu-aarch64, called explicitly: no binfmt_misc registration) keeping the contract
+that `vm-test` runs and passing FIREWHEEL's own driver."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from builder.agent import contract
+from builder.agent.client import AgentClient
+from builder.formats.architecture import AARCH64
+from builder.formats.elf import read_elf
+from builder.formats.packages import read_deb, read_rpm
+from tests.agents import (
+    RunningAgent,
+    firewheel_driver,
+    firewheel_loses_nothing,
+    firewheel_sees_output_while_running,
+)
+from tests.helpers import artifact_of
+
+VERSION = "10.0.13+qga1"
+
+
+def _qemu_aarch64() -> tuple[str, ...]:
+    path = shutil.which(AARCH64.qemu_user)
+    assert path, "qemu-aarch64 is missing: scripts/setup.sh --test installs qemu-user"
+    return (path,)
+
+
+def test_the_arm64_agent_is_static_aarch64_stripped_and_recorded(arm64_build: Path) -> None:
+    agent = artifact_of(arm64_build, "static-elf")
+    assert agent.name == f"qemu-ga-patched-{VERSION}-linux-aarch64-static"
+    elf = read_elf(agent)
+    assert elf.machine == AARCH64.elf_machine and elf.bits == 64
+    assert elf.interpreter is None and elf.needed == () and elf.is_stripped
+    manifest = json.loads((arm64_build / "manifest.json").read_text())
+    assert (manifest["target"], manifest["architecture"]) == ("linux", "aarch64")
+    assert manifest["build"]["configure"].startswith("configure --cross-prefix=aarch64-linux-gnu-")
+    assert manifest["environment"]["packages"]["gcc-aarch64-linux-gnu"]
+    names = {artifact["name"] for artifact in manifest["artifacts"]}
+    assert {
+        f"qemu-ga-patched_{VERSION}-1_arm64.deb",
+        f"qemu-ga-patched-{VERSION}-1.aarch64.rpm",
+        f"qemu-ga-patched-{VERSION}-linux-aarch64.tar.gz",
+    } <= names
+    checked = subprocess.run(
+        ["sha256sum", "--strict", "-c", "SHA256SUMS"],
+        cwd=arm64_build,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert (arm64_build / "provenance.intoto.json").is_file()
+
+
+def test_the_arm64_packages_carry_what_the_x86_64_ones_do(
+    arm64_build: Path, patched_build: Path
+) -> None:
+    arm_deb = read_deb(next(arm64_build.glob("*_arm64.deb")))
+    x86_deb = read_deb(next(patched_build.glob("*_amd64.deb")))
+    assert arm_deb.control["Architecture"] == "arm64"
+    assert set(arm_deb.data) == set(x86_deb.data)
+    binary = "usr/sbin/qemu-ga-patched-static"
+    assert arm_deb.data[binary] == artifact_of(arm64_build, "static-elf").read_bytes()
+    for name in set(arm_deb.data) - {binary}:  # units, udev rule, defaults, hook, config
+        assert arm_deb.data[name] == x86_deb.data[name], name
+    assert arm_deb.conffiles == x86_deb.conffiles
+    arm_rpm = read_rpm(next(arm64_build.glob("*.aarch64.rpm")))
+    x86_rpm = read_rpm(next(patched_build.glob("*.x86_64.rpm")))
+    assert arm_rpm.tags["arch"] == "aarch64"
+    assert set(arm_rpm.files) == set(x86_rpm.files)
+    logs = "".join(path.read_text() for path in (arm64_build / "logs").glob("*package*.log"))
+    assert "lintian: no errors" in logs and "rpmlint: no errors" in logs
+
+
+@pytest.fixture
+def arm64_agent(arm64_build: Path, short_tmp: Path) -> Iterator[RunningAgent]:
+    agent = RunningAgent(artifact_of(arm64_build, "static-elf"), short_tmp, _qemu_aarch64())
+    yield agent
+    agent.stop()
+
+
+@pytest.mark.parametrize("scenario", contract.SCENARIOS, ids=lambda s: s.__name__)
+def test_the_arm64_agent_keeps_the_contract_under_qemu_aarch64(
+    arm64_agent: RunningAgent, scenario: Callable[[AgentClient], str]
+) -> None:
+    assert scenario(arm64_agent.client)
+    assert arm64_agent.process.poll() is None  # the agent is still running
+
+
+@pytest.fixture
+def arm64_firewheel(arm64_build: Path, short_tmp: Path) -> Iterator[object]:
+    agent = artifact_of(arm64_build, "static-elf")
+    with firewheel_driver(agent, short_tmp, _qemu_aarch64()) as driver:
+        yield driver
+
+
+def test_firewheel_driver_sees_arm64_output_while_running(
+    arm64_firewheel: object, short_tmp: Path
+) -> None:
+    firewheel_sees_output_while_running(arm64_firewheel, short_tmp)
+
+
+def test_firewheel_driver_loses_nothing_from_the_arm64_agent(arm64_firewheel: object) -> None:
+    firewheel_loses_nothing(arm64_firewheel)
