@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from builder.formats.checksums import parse_sha256sums, sha256_file
 from tests.helpers import ROOT, run_cli
 
-# The whole matrix (six series builds, each booting its guest; Windows 11.1, 10.2): make test-all.
+# The whole matrix (six series builds, each booting its guest; arm64; Windows 11.1, 10.2):
+# make test-all.
 # `make test` merges a real release in test_release.py.
 pytestmark = pytest.mark.full
 
