@@ -37,14 +37,18 @@ class Architecture:
 
     def build_packages(self, packages: Sequence[str]) -> list[str]:
         """A series' package list (written for a native build) for this machine: the C
-        compiler becomes the cross compiler, each library `-dev` package its multiarch one, and
-        qemu-user joins (the check stage runs the agent's --version through it)."""
+        compiler and libc's headers stay (meson wants a compiler for the build machine too:
+        QEMU's summary asks for it) and gain the cross compiler and the target's libc, each
+        library `-dev` package becomes its multiarch one, and qemu-user joins (the check stage
+        runs the agent's --version through it)."""
         if not self.cross:
             return list(packages)
         mapped = []
         for package in packages:
             if package == "gcc":
-                mapped.append(f"gcc-{self.triplet}")
+                mapped += [package, f"gcc-{self.triplet}"]
+            elif package == "libc6-dev":
+                mapped += [package, f"{package}:{self.debian}"]
             elif package.endswith("-dev") and ":" not in package:
                 mapped.append(f"{package}:{self.debian}")
             else:

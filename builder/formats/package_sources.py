@@ -195,13 +195,14 @@ def _deb_rules(unit: str) -> str:
     """Debhelper with nothing to build."""
     return f"""\
 #!/usr/bin/make -f
-# The agent comes built, static and stripped: nothing to configure, build, strip or scan.
+# The agent comes built, static and stripped: nothing to configure, build, strip or scan (so
+# another machine's package needs none of its binutils).
 %:
 \tdh $@
 
 override_dh_auto_configure override_dh_auto_build override_dh_auto_test \\
 override_dh_auto_install override_dh_auto_clean override_dh_strip override_dh_dwz \\
-override_dh_shlibdeps:
+override_dh_shlibdeps override_dh_makeshlibs:
 
 # A start would wait for the port's device: udev starts the unit (see postinst).
 override_dh_installsystemd:
@@ -332,6 +333,9 @@ def rpm_sources(spec: PackageSpec) -> dict[str, tuple[str, int]]:
         for key, path, mode in RPM_FILES
     )
     description = "\n".join(_description(spec, f"/etc/sysconfig/{unit}"))
+    # Another machine's: `rpmbuild --target` names it, as BuildArch cannot (rpmbuild refuses a
+    # BuildArch the build host cannot run: "No compatible architectures found for build").
+    build_arch = "" if spec.architecture.cross else f"BuildArch: {spec.rpm_architecture}\n"
     text = f"""\
 # Made by qga-builder: the agent comes built, static and stripped.
 %global debug_package %{{nil}}
@@ -350,8 +354,7 @@ License: GPL-2.0-only
 URL: https://www.qemu.org/
 Packager: {spec.maintainer}
 Group: System Environment/Daemons
-BuildArch: {spec.rpm_architecture}
-AutoReqProv: no
+{build_arch}AutoReqProv: no
 Conflicts: qemu-guest-agent
 
 %description

@@ -31,7 +31,9 @@ def test_a_cross_build_maps_the_series_packages_to_the_target_machine() -> None:
     native = ["gcc", "libc6-dev", "make", "pkgconf", "libglib2.0-dev", "python3-venv"]
     assert X86_64.build_packages(native) == native
     assert AARCH64.build_packages(native) == [
+        "gcc",
         "gcc-aarch64-linux-gnu",
+        "libc6-dev",
         "libc6-dev:arm64",
         "make",
         "pkgconf",
@@ -151,7 +153,8 @@ def test_packages_are_named_and_marked_for_their_machine() -> None:
     spec_file = next(
         text for name, (text, _) in rpm_sources(spec).items() if name.endswith(".spec")
     )
-    assert "BuildArch: aarch64\n" in spec_file
+    # rpmbuild --target names the machine (a BuildArch this host cannot run is refused).
+    assert "BuildArch" not in spec_file
 
 
 @pytest.fixture
