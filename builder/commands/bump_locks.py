@@ -21,7 +21,6 @@ from builder.config.overrides import Overrides
 from builder.config.plan import Plan
 from builder.engine import Engine
 from builder.errors import BuilderError, ImageError, InputError
-from builder.formats.architecture import DEBIAN_ARCHITECTURE
 from builder.host.cache import Cache
 from builder.host.debian_chain import Index
 from builder.host.debian_index import NoSuite, compare_versions
@@ -104,9 +103,10 @@ def check_lock(path: Path, index: Index) -> LockOutcome | None:
 
 
 def _compare(path: Path, plan: Plan, suite: str, index: Index) -> LockOutcome:
-    current = index.binaries(suite, DEBIAN_ARCHITECTURE, LINKED)
+    machine = plan.arch.debian  # the agent's machine: an arm64 agent links arm64 libraries
+    current = index.binaries(suite, machine, LINKED)
     outcome = LockOutcome(path, "current", "", suite, suite_versions=current)
-    outcome.notes = _elsewhere(path, suite, current, index)
+    outcome.notes = _elsewhere(path, suite, current, index, machine)
     said = ", ".join(f"{name} {current[name]}" for name in LINKED if name in current) or (
         f"{suite} lists none of them"
     )
@@ -120,7 +120,7 @@ def _compare(path: Path, plan: Plan, suite: str, index: Index) -> LockOutcome:
         )
         return outcome
     outcome.lock = plan.lock_path
-    locked = {name: value.split()[0] for name, value in toolchain.read_lock(plan.lock_path).items()}
+    locked = _locked_versions(toolchain.read_lock(plan.lock_path), machine)
     for name in LINKED:
         if name not in locked or name not in current:
             continue
@@ -154,9 +154,23 @@ def _compare(path: Path, plan: Plan, suite: str, index: Index) -> LockOutcome:
     return outcome
 
 
-def _elsewhere(path: Path, suite: str, current: dict[str, str], index: Index) -> list[str]:
+def _locked_versions(lock: dict[str, str], machine: str) -> dict[str, str]:
+    """Package -> version of the lock's packages for the agent's machine. A cross build's lock
+    has some packages twice (`libc6-dev` for the build machine, `libc6-dev:arm64`): each
+    entry's architecture says which one the agent links."""
+    versions = {}
+    for name, value in lock.items():
+        version, arch = value.split()
+        if arch in (machine, "all"):
+            versions[name.split(":")[0]] = version
+    return versions
+
+
+def _elsewhere(
+    path: Path, suite: str, current: dict[str, str], index: Index, machine: str
+) -> list[str]:
     def listed(other: str) -> dict[str, str]:
-        return index.binaries(other, DEBIAN_ARCHITECTURE, LINKED)
+        return index.binaries(other, machine, LINKED)
 
     try:
         beyond = beyond_the_image(index, suite, current, listed)

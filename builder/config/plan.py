@@ -317,15 +317,18 @@ def resolve_base(recipe: Recipe) -> BasePlan:
 def resolve_image(recipe: Recipe, recipe_dir: Path) -> ImagePlan:
     dockerfile = _resolve(recipe_dir, recipe.environment.dockerfile)
     args, arch = dict(recipe.environment.build_args), architecture(recipe.architecture)
-    if arch.cross:  # Dockerfile.linux adds it (dpkg --add-architecture) for its -dev packages
-        args[FOREIGN_ARCHITECTURE_ARG] = arch.debian
     try:
-        dockerfile_sha256 = sha256_bytes(dockerfile.read_bytes())
+        text = dockerfile.read_bytes()
     except OSError as exc:
         raise InputError(
             f"environment.dockerfile: cannot read {dockerfile}: {exc.strerror}",
             hint="paths in a recipe are relative to the recipe file",
         ) from None
+    dockerfile_sha256 = sha256_bytes(text)
+    if arch.cross:  # Dockerfile.linux-cross adds it (dpkg --add-architecture) for its -dev packages
+        if f"ARG {FOREIGN_ARCHITECTURE_ARG}".encode() not in text:
+            raise RecipeError(arch.dockerfile_problem(dockerfile.name), hint=arch.dockerfile_hint)
+        args[FOREIGN_ARCHITECTURE_ARG] = arch.debian
     return image_plan(
         dockerfile,
         dockerfile_sha256,

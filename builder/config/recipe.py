@@ -34,6 +34,7 @@ from builder.config.package_fields import PACKAGE_KINDS, Package
 from builder.config.recipe_errors import error_lines, join_lines
 from builder.config.suggest import recipe_like
 from builder.errors import RecipeError, UsageError
+from builder.formats.architecture import architecture
 
 MAX_RECIPE_BYTES = 256 * 1024
 MAX_NESTING = 32
@@ -316,16 +317,11 @@ class Recipe(Model):
             raise ValueError("pe and msi artifacts need target: windows")
         if self.target == "windows" and ("static-elf" in kinds or self.vm_test):
             raise ValueError("static-elf artifacts and vm_test need target: linux")
-        if self.target == "windows" and self.architecture != "x86_64":
-            raise ValueError(
-                f"architecture {self.architecture} needs target: linux (Debian's mingw-w64 "
-                "builds x86-64 Windows only; README: Windows on ARM)"
-            )
-        if self.vm_test and self.architecture != "x86_64":
-            raise ValueError(
-                f"vm_test boots x86-64 guests only so far, not {self.architecture} ones "
-                "(README: arm64); set vm_test: false"
-            )
+        problem = architecture(self.architecture).recipe_problem(
+            self.target, self.vm_test, self.environment.packages
+        )
+        if problem:
+            raise ValueError(problem)
         if self.msi is not None and self.target != "windows":
             raise ValueError("msi: settings need target: windows")
         packages = sorted(kinds & PACKAGE_KINDS)

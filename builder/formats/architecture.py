@@ -55,6 +55,42 @@ class Architecture:
                 mapped.append(package)
         return [*mapped, "qemu-user"]
 
+    def recipe_problem(
+        self, target: str, vm_test: bool, own_packages: Sequence[str] | None
+    ) -> str | None:
+        """What a recipe for this machine asks that cannot be, in words for `validate`."""
+        if not self.cross:
+            return None
+        if target == "windows":
+            return (
+                f"architecture {self.name} needs target: linux (Debian's mingw-w64 builds "
+                "x86-64 Windows only; README: Windows on ARM)"
+            )
+        if vm_test:
+            return (
+                f"vm_test boots x86-64 guests only so far, not {self.name} ones (README: "
+                "arm64); set vm_test: false"
+            )
+        # Its own package list (instead of the series' one, which the tool makes for this
+        # machine) must hold what the tool runs: the cross compiler, and qemu-user for the
+        # built agent's --version in the build container.
+        needed = [p for p in (f"gcc-{self.triplet}", "qemu-user") if p not in (own_packages or ())]
+        if own_packages is not None and needed:
+            return (
+                f"architecture {self.name} with its own environment.packages needs "
+                f"{' and '.join(needed)} in them (or leave environment.packages out: the QEMU "
+                f"series then chooses them, made {self.debian})"
+            )
+        return None
+
+    def dockerfile_problem(self, dockerfile: str) -> str:
+        return (
+            f"environment.dockerfile: {dockerfile} takes no {FOREIGN_ARCHITECTURE_ARG} build "
+            f"arg, which architecture {self.name} needs (its -dev packages are {self.debian} ones)"
+        )
+
+    dockerfile_hint = "use Dockerfile.linux-cross, as recipes/linux-static-arm64.yaml does"
+
     def configure_flags(self, flags: Sequence[str]) -> tuple[str, ...]:
         """QEMU's configure flags for this machine: a cross build names its toolchain's prefix
         (configure then calls <triplet>-gcc, -pkg-config, -strip), unless the flags do."""

@@ -17,7 +17,6 @@ DT_NULL = 0
 DT_NEEDED = 1
 SHT_SYMTAB = 2
 ET_DYN = 3
-MACHINES = {62: "x86-64", 183: "AArch64"}  # e_machine values of the machines we build for
 
 
 class ElfFormatError(ValueError):
@@ -44,9 +43,9 @@ class ElfInfo:
     def describe(self) -> str:
         linkage = "static" if self.is_static else "dynamic"
         pie = "-pie" if self.is_static and self.elf_type == ET_DYN else ""
-        machine = MACHINES.get(self.machine, f"machine {self.machine}")
-        stripped = "stripped" if self.is_stripped else "not stripped"
-        return f"ELF{self.bits} {linkage}{pie}, {stripped}, {machine}"
+        return (
+            f"ELF{self.bits} {linkage}{pie}, {'stripped' if self.is_stripped else 'not stripped'}"
+        )
 
 
 def read_elf(path: Path) -> ElfInfo:

@@ -107,7 +107,7 @@ def debian_tree(spec: PackageSpec) -> dict[str, tuple[str, int]]:
         "debian/control": (_deb_control(spec), 0o644),
         "debian/changelog": (_deb_changelog(spec), 0o644),
         "debian/copyright": (_deb_copyright(spec), 0o644),
-        "debian/rules": (_deb_rules(unit), 0o755),
+        "debian/rules": (_deb_rules(unit, spec.architecture.cross), 0o755),
         "debian/source/format": ("3.0 (native)\n", 0o644),
         f"debian/{name}.install": (
             f"{spec.binary_name} {sbin}\n{HOOK_NAME} {conf_dir}\n{CONF_NAME} {conf_dir}\n",
@@ -118,7 +118,7 @@ def debian_tree(spec: PackageSpec) -> dict[str, tuple[str, int]]:
         f"debian/{name}.prerm": (_deb_prerm(unit), 0o755),
         f"debian/{name}.postrm": (_deb_postrm(), 0o755),
         f"debian/{name}.lintian-overrides": (
-            _deb_lintian_overrides(name, spec.exec_path.lstrip("/")),
+            _deb_lintian_overrides(name, spec.exec_path.lstrip("/"), spec.architecture),
             0o644,
         ),
         f"{prefix}.service": (spec.file(sf.SYSTEMD), 0o644),
@@ -191,18 +191,20 @@ License: GPL-2
 """
 
 
-def _deb_rules(unit: str) -> str:
+def _deb_rules(unit: str, cross: bool) -> str:
     """Debhelper with nothing to build."""
+    # Another machine's package: dh_makeshlibs would run that machine's objdump (not installed
+    # in the packager box); a static agent has no shared library for it to describe anyway.
+    makeshlibs = " override_dh_makeshlibs" if cross else ""
     return f"""\
 #!/usr/bin/make -f
-# The agent comes built, static and stripped: nothing to configure, build, strip or scan (so
-# another machine's package needs none of its binutils).
+# The agent comes built, static and stripped: nothing to configure, build, strip or scan.
 %:
 \tdh $@
 
 override_dh_auto_configure override_dh_auto_build override_dh_auto_test \\
 override_dh_auto_install override_dh_auto_clean override_dh_strip override_dh_dwz \\
-override_dh_shlibdeps override_dh_makeshlibs:
+override_dh_shlibdeps{makeshlibs}:
 
 # A start would wait for the port's device: udev starts the unit (see postinst).
 override_dh_installsystemd:
@@ -278,10 +280,11 @@ exit 0
 """
 
 
-def _deb_lintian_overrides(name: str, binary: str) -> str:
+def _deb_lintian_overrides(name: str, binary: str, arch: Architecture) -> str:
     """Lintian tags that are true and intended."""
+    machine = arch.elf_machine_name
     return f"""\
-# The agent is static-pie on purpose (ET_DYN without DT_NEEDED): any x86-64 Linux guest.
+# The agent is static-pie on purpose (ET_DYN without DT_NEEDED): any {machine} Linux guest.
 {name}: shared-library-lacks-prerequisites [{binary}]
 # Bound to the agent's virtio port: `systemctl enable` hooks it to the port's device.
 {name}: systemd-service-file-refers-to-unusual-wantedby-target *
@@ -305,7 +308,7 @@ RPM_FILES = (
 
 # What rpmlint reports of the .rpm that is so on purpose (the packager box fails on anything else).
 RPMLINTRC = """\
-# The agent is static-pie on purpose: it runs on any x86-64 Linux guest.
+# The agent is static-pie on purpose: it runs on any {machine} Linux guest.
 addFilter("statically-linked-binary")
 # Words of the description rpmlint's dictionary lacks.
 addFilter("spelling-error .*(qga|virtio|sysvinit)")
@@ -323,6 +326,10 @@ addFilter("invalid-license GPL-2.0-only")
 addFilter("non-conffile-in-etc /etc/rc.d/init.d/")
 addFilter("non-conffile-in-etc /etc/qemu/fsfreeze-hook$")
 """
+
+
+def _rpmlintrc(arch: Architecture) -> str:
+    return RPMLINTRC.replace("{machine}", arch.elf_machine_name)
 
 
 def rpm_sources(spec: PackageSpec) -> dict[str, tuple[str, int]]:
@@ -412,7 +419,10 @@ fi
 * {_date(spec.source_date_epoch, "%a %b %d %Y")} {spec.maintainer} - {spec.version}-{spec.revision}
 - Built by qga-builder from QEMU {spec.qemu_version}.
 """
-    files = {f"{spec.name}.spec": (text, 0o644), f"{spec.name}.rpmlintrc": (RPMLINTRC, 0o644)}
+    files = {
+        f"{spec.name}.spec": (text, 0o644),
+        f"{spec.name}.rpmlintrc": (_rpmlintrc(spec.architecture), 0o644),
+    }
     templates = {
         "unit": sf.SYSTEMD,
         "udev": sf.UDEV_RULE,

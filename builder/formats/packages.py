@@ -139,6 +139,7 @@ TAGS = {
     1014: "license",
     1022: "arch",
     1030: "filemodes",
+    1035: "filedigests",
     1037: "fileflags",
     1039: "fileusername",
     1040: "filegroupname",

@@ -27,6 +27,7 @@ def _sha256(value: str | None) -> dict[str, str]:
 
 def package_purl(name: str, version_arch: str, package_format: str = "deb") -> str:
     version, _, arch = version_arch.partition(" ")
+    name = name.split(":")[0]  # a cross image's second libc6 is `libc6:arm64`: ?arch= says it
     distro = "fedora" if package_format == "rpm" else "debian"
     return (
         f"pkg:{package_format}/{distro}/{quote(name)}@{quote(version, safe='')}"

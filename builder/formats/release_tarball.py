@@ -18,7 +18,7 @@ README = """\
 
 The QEMU Guest Agent built statically by qga-builder from QEMU {qemu}
 (guest-exec-status returns a command's output while it runs). It runs on
-any x86-64 Linux guest.
+any {machine} Linux guest.
 
 Install (as root, from this directory):
 
@@ -61,6 +61,7 @@ def contents(spec: PackageSpec, binary: bytes) -> dict[str, tuple[bytes, int]]:
     readme = README.format(
         stem=spec.tarball_stem,
         qemu=spec.qemu_version,
+        machine=spec.architecture.elf_machine_name,
         binary=spec.binary_name,
         exec_path=spec.exec_path,
         unit=unit,

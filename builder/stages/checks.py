@@ -84,7 +84,8 @@ def check_static_elf(
             f"expected QEMU version {ctx.qemu_version}"
         )
     ctx.agent_paths = check_agent_paths(ctx, artifact, output)
-    return elf.describe()
+    # The default machine's detail stays as it always read; another machine's says which.
+    return f"{elf.describe()}, {arch.elf_machine_name}" if arch.cross else elf.describe()
 
 
 def check_agent_paths(ctx: RunContext, artifact: ArtifactPlan, output: StepOutput) -> dict:

@@ -72,12 +72,13 @@ def parse_inventory(lines: Iterable[str]) -> dict[str, str]:
     """dpkg-query lines `name<TAB>version<TAB>arch` -> {name: "version arch"}. A name that
     comes again for another architecture (a cross build's image has libc6 for amd64 and for
     arm64) is kept as `name:arch`, so the lock and the manifest lose neither."""
+    rows = sorted(
+        (parts for line in lines if len(parts := line.strip().split("\t")) == 3 and parts[0]),
+        key=lambda row: (row[0], row[2]),
+    )  # by name, then architecture: which of a pair keeps the plain name does not vary
     packages: dict[str, str] = {}
-    for line in lines:
-        parts = line.strip().split("\t")
-        if len(parts) == 3 and parts[0]:
-            name = parts[0] if parts[0] not in packages else f"{parts[0]}:{parts[2]}"
-            packages[name] = f"{parts[1]} {parts[2]}"
+    for name, version, arch in rows:
+        packages[name if name not in packages else f"{name}:{arch}"] = f"{version} {arch}"
     return packages
 
 

@@ -18,7 +18,7 @@ from builder.agent import contract
 from builder.agent.client import AgentClient
 from builder.formats.architecture import AARCH64
 from builder.formats.elf import read_elf
-from builder.formats.packages import read_deb, read_rpm
+from builder.formats.packages import RpmInfo, read_deb, read_rpm
 from tests.agents import (
     RunningAgent,
     firewheel_driver,
@@ -75,15 +75,32 @@ def test_the_arm64_packages_carry_what_the_x86_64_ones_do(
     assert set(arm_deb.data) == set(x86_deb.data)
     binary = "usr/sbin/qemu-ga-patched-static"
     assert arm_deb.data[binary] == artifact_of(arm64_build, "static-elf").read_bytes()
-    for name in set(arm_deb.data) - {binary}:  # units, udev rule, defaults, hook, config
+    overrides = "usr/share/lintian/overrides/qemu-ga-patched"
+    for name in set(arm_deb.data) - {binary, overrides}:  # units, udev rule, defaults, hook
         assert arm_deb.data[name] == x86_deb.data[name], name
+    assert b"any AArch64 Linux guest" in arm_deb.data[overrides]
+    assert b"x86" not in arm_deb.data[overrides]
     assert arm_deb.conffiles == x86_deb.conffiles
     arm_rpm = read_rpm(next(arm64_build.glob("*.aarch64.rpm")))
     x86_rpm = read_rpm(next(patched_build.glob("*.x86_64.rpm")))
-    assert arm_rpm.tags["arch"] == "aarch64"
+    assert (arm_rpm.tags["arch"], x86_rpm.tags["arch"]) == ("aarch64", "x86_64")
     assert set(arm_rpm.files) == set(x86_rpm.files)
+    assert arm_rpm.config_files == x86_rpm.config_files
+    assert arm_rpm.tags["filedigests"] != x86_rpm.tags["filedigests"]  # the agent differs
+    assert _rpm_digests(arm_rpm, binary) == _rpm_digests(x86_rpm, binary)  # nothing else
     logs = "".join(path.read_text() for path in (arm64_build / "logs").glob("*package*.log"))
     assert "lintian: no errors" in logs and "rpmlint: no errors" in logs
+
+
+def _rpm_digests(rpm: RpmInfo, leave_out: str) -> dict[str, object]:
+    """Path -> file digest of every file of the .rpm but one."""
+    digests = rpm.tags["filedigests"]
+    assert isinstance(digests, list)
+    return {
+        path: digest
+        for path, digest in zip(rpm.files, digests, strict=True)
+        if path != "/" + leave_out
+    }
 
 
 @pytest.fixture

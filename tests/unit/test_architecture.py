@@ -5,6 +5,9 @@ for real (tests/integration/test_arm64.py)."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,9 @@ from builder.commands.common import load_plan
 from builder.config.overrides import Overrides
 from builder.config.recipe import load_recipe, validate_recipe
 from builder.errors import ArtifactError, RecipeError
+from builder.formats import release_tarball
 from builder.formats.architecture import AARCH64, X86_64, architecture
-from builder.formats.elf import parse_elf
+from builder.formats.checksums import sha256_bytes
 from builder.formats.package_sources import PackageSpec, debian_tree, rpm_sources
 from builder.host.cache import Cache
 from builder.stages import series
@@ -112,26 +116,93 @@ def test_every_series_builds_for_arm64_the_same_way() -> None:
         assert plan.image.base.suite == target.suite
 
 
+# Every x86-64 recipe's cache keys (the plan's, and resolved at each series) and the x86-64
+# package sources, as they were before `architecture:` came (b98c899): a digest of each
+# recipe's keys in SERIES_VERSIONS order. A change meant to move a key updates these digests in
+# its own commit; the arm64 work must not move them (the keys name images, outputs and MSI codes).
+SERIES_VERSIONS = ("5.2.0", "7.2.0", "10.0.13", "10.2.2", "11.0.3", "11.1.1")
+X86_KEYS_BEFORE_ARM64 = {
+    "linux-static-qemu-10.0.yaml": "35de5bbc41a52bd3",
+    "linux-static-qemu-10.2.yaml": "167e36bf9a93a9b3",
+    "linux-static-qemu-11.0.yaml": "e3c19a9e56df052c",
+    "linux-static-qemu-11.1.yaml": "b1f4b95e49901075",
+    "linux-static-qemu-5.2.yaml": "c3923b8953e9614f",
+    "linux-static-qemu-7.2.yaml": "1c99ea50178b0e22",
+    "linux-static-ubuntu.yaml": "4b2b7fed9386af3e",
+    "linux-static.yaml": "d8b36f08b570141e",
+    "windows-msi-fedora.yaml": "beee00b68a7e3f75",
+    "windows-msi-qemu-10.2.yaml": "cc187ae887b4c0c0",
+    "windows-msi-qemu-11.1.yaml": "b1a4150953f73e34",
+    "windows-msi.yaml": "8c74e3177292aa2f",
+}
+X86_PACKAGE_SOURCES_BEFORE_ARM64 = (
+    "61f7aa73e1de3c75fd5548b6be2edf50edc1f64ebf99a0be01d61018c6d08985"
+)
+X86_TARBALL_FILES_BEFORE_ARM64 = "e0c0d2d110477dfb9eb79f9039d0221805353a5dc2c75d94cc9950c3e0940af2"
+
+
+def _keys_digest(recipe: Path) -> str:
+    plan, _ = load_plan(recipe, Overrides())
+    keys = [plan.cache_key]
+    for version in SERIES_VERSIONS:
+        try:
+            keys.append(series.resolve_plan(plan, version).cache_key)
+        except Exception as exc:  # a recipe with fixed patches refuses other series
+            keys.append(type(exc).__name__)
+    return sha256_bytes(" ".join(keys).encode())[:16]
+
+
 def test_the_default_machine_leaves_every_cache_key_as_it_was() -> None:
-    """`architecture` joins the key only when it is not x86_64: the keys (and the MSI codes
-    made from them) of every recipe written before it stay the same."""
+    """`architecture` joins the key only when it is not x86_64, and the cross build has its own
+    Dockerfile: the keys (and the images, outputs and MSI codes named by them) of every x86-64
+    recipe stay the same."""
+    found = {
+        recipe.name: _keys_digest(recipe)
+        for recipe in sorted(RECIPES.glob("*.yaml"))
+        if "architecture" not in _recipe_data(recipe.name)
+    }
+    assert found == X86_KEYS_BEFORE_ARM64
     plan, _ = load_plan(RECIPES / "linux-static.yaml", Overrides())
-    summary = plan.summary()
-    assert summary["architecture"] == "x86_64"
-    for recipe in sorted(RECIPES.glob("*.yaml")):
-        plan, _ = load_plan(recipe, Overrides())
-        data = _recipe_data(recipe.name)
-        if "architecture" in data:
-            continue
-        from dataclasses import replace
-
-        assert plan.inputs_key == replace(plan, architecture="x86_64").inputs_key
-        assert plan.inputs_key != replace(plan, architecture="aarch64").inputs_key
+    assert plan.summary()["architecture"] == "x86_64"
+    assert plan.inputs_key != replace(plan, architecture="aarch64").inputs_key
 
 
-def test_static_elf_describes_its_machine() -> None:
-    assert parse_elf(fake_static_elf(183)).describe() == "ELF64 static-pie, stripped, AArch64"
-    assert parse_elf(fake_static_elf(62)).describe() == "ELF64 static-pie, stripped, x86-64"
+def _x86_spec() -> PackageSpec:
+    return PackageSpec(
+        name="qemu-ga-patched",
+        version="10.0.13+qga1",
+        revision="1",
+        maintainer="A B <a@b.example>",
+        exec_path="/usr/sbin/qemu-ga-patched-static",
+        qemu_version="10.0.13",
+        source_date_epoch=1700000000,
+        fsfreeze_hook="#!/bin/sh\n",
+    )
+
+
+def test_the_x86_64_package_sources_and_tarball_are_as_they_were() -> None:
+    """The .deb's debian/ tree, the .rpm's spec and rpmlintrc and the tarball's files of an
+    x86-64 agent, byte for byte as before the arm64 work (so its packages are too)."""
+    spec = _x86_spec()
+    files = {**debian_tree(spec), **rpm_sources(spec)}
+    text = {name: [data, mode] for name, (data, mode) in sorted(files.items())}
+    assert sha256_bytes(json.dumps(text).encode()) == X86_PACKAGE_SOURCES_BEFORE_ARM64
+    tar = release_tarball.contents(spec, b"\x7fELF")
+    members = {name: [data.decode("latin1"), mode] for name, (data, mode) in sorted(tar.items())}
+    assert sha256_bytes(json.dumps(members).encode()) == X86_TARBALL_FILES_BEFORE_ARM64
+    assert "BuildArch: x86_64\n" in files["qemu-ga-patched.spec"][0]
+    assert "any x86-64 Linux guest" in tar["README"][0].decode()
+
+
+def test_the_arm64_package_texts_name_their_machine() -> None:
+    spec = replace(_x86_spec(), architecture=AARCH64)
+    tree = debian_tree(spec)
+    overrides = tree["debian/qemu-ga-patched.lintian-overrides"][0]
+    assert "any AArch64 Linux guest" in overrides and "x86" not in overrides
+    rpmlintrc = rpm_sources(spec)["qemu-ga-patched.rpmlintrc"][0]
+    assert "any AArch64 Linux guest" in rpmlintrc and "x86" not in rpmlintrc
+    readme = release_tarball.contents(spec, b"\x7fELF")["README"][0].decode()
+    assert "any AArch64 Linux guest" in readme and "x86" not in readme
 
 
 def test_packages_are_named_and_marked_for_their_machine() -> None:
@@ -164,7 +235,9 @@ def arm_setup(tmp_path: Path) -> tuple[Any, str, FakeEngine, Cache]:
     (tree / "qga").mkdir(parents=True)
     (tree / "configure").write_text("#!/bin/sh\n")
     (tree / "VERSION").write_text(QEMU_VERSION + "\n")
-    (tmp_path / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
+    (tmp_path / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG FOREIGN_ARCHITECTURE\n"
+    )
     recipe = {
         "name": "fake-arm64",
         "architecture": "aarch64",
@@ -225,6 +298,57 @@ def test_a_cross_images_inventory_keeps_both_machines_packages() -> None:
         "libglib2.0-dev": "2.84.4-3~deb13u2 arm64",
     }
     assert "libc6:arm64 2.41-12 arm64\n" in format_lock(packages)
+    # Whichever order the lines come in, the same entry keeps the plain name.
+    assert parse_inventory(reversed(lines)) == packages
+
+
+def test_bump_compares_a_cross_lock_with_the_agents_machine() -> None:
+    """An arm64 agent links the arm64 libraries: bump reads those entries of the lock (and the
+    suite's arm64 index), not the build machine's."""
+    from builder.commands.bump_locks import _locked_versions
+
+    lock = {
+        "libc6-dev": "2.41-12 amd64",
+        "libc6-dev:arm64": "2.41-11 arm64",
+        "libglib2.0-dev": "2.84.4-3 arm64",
+        "tzdata": "2025b-4 all",
+    }
+    assert _locked_versions(lock, "arm64") == {
+        "libc6-dev": "2.41-11",
+        "libglib2.0-dev": "2.84.4-3",
+        "tzdata": "2025b-4",
+    }
+    assert _locked_versions(lock, "amd64") == {"libc6-dev": "2.41-12", "tzdata": "2025b-4"}
+
+
+def test_a_foreign_packages_purl_names_the_package_not_the_qualifier() -> None:
+    from builder.formats.provenance import package_purl
+
+    assert package_purl("libc6:arm64", "2.41-12 arm64") == (
+        "pkg:deb/debian/libc6@2.41-12?arch=arm64"
+    )
+
+
+def test_an_aarch64_recipe_with_its_own_packages_lists_what_the_tool_runs() -> None:
+    data = _recipe_data("linux-static-arm64.yaml")
+    data["environment"]["packages"] = ["gcc-aarch64-linux-gnu", "libglib2.0-dev:arm64"]
+    with pytest.raises(RecipeError, match=r"own environment\.packages needs qemu-user"):
+        validate_recipe(data, "a.yaml")
+    data["environment"]["packages"].append("qemu-user")
+    assert validate_recipe(data, "a.yaml").architecture == "aarch64"
+
+
+def test_an_aarch64_recipe_needs_a_dockerfile_that_takes_the_foreign_architecture(
+    tmp_path: Path,
+) -> None:
+    data = _recipe_data("linux-static-arm64.yaml")
+    shutil.copy(ROOT / "Dockerfile.linux", tmp_path)
+    data["environment"]["dockerfile"] = "Dockerfile.linux"
+    recipe = tmp_path / "arm.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError, match=r"Dockerfile\.linux takes no FOREIGN_ARCHITECTURE") as e:
+        load_plan(recipe, Overrides())
+    assert "Dockerfile.linux-cross" in (e.value.hint or "")
 
 
 def test_vm_test_is_refused_for_an_arm64_recipe_until_its_guest_exists() -> None:

@@ -46,9 +46,7 @@ def test_static_binaries(binaries: dict[str, Path], kind: str) -> None:
 
 
 def test_static_pie_is_described(binaries: dict[str, Path]) -> None:
-    assert (
-        read_elf(binaries["static-pie-stripped"]).describe() == "ELF64 static-pie, stripped, x86-64"
-    )
+    assert read_elf(binaries["static-pie-stripped"]).describe() == "ELF64 static-pie, stripped"
 
 
 def test_not_elf() -> None:
