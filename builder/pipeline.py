@@ -106,7 +106,7 @@ def preflight(plan: Plan) -> None:
     if plan.vm_test:
         from builder.host.virtual_machine import qemu_binary
 
-        qemu_binary()
+        qemu_binary(plan.arch.qemu_system, plan.arch.qemu_system_package)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ from builder.host import guest_vm
 from builder.log import LineSink
 
 SCENARIOS = ("systemd", "no-port", "replace", "sysvinit", "rpm")
+# The arm64 guest is a systemd one (caches/arm64_guest.py): no sysvinit guest for arm64.
+FOREIGN_SCENARIOS = tuple(name for name in SCENARIOS if name != "sysvinit")
 GUEST_OF = {"sysvinit": "sysvinit"}  # the others boot the systemd guest
 STEP = 180.0  # a guest step under TCG (a boot, an install) gets this long
 
@@ -326,9 +328,15 @@ def run_scenario(
     started = time.monotonic()
     exec_path = packages.exec_path
     with guest_vm.boot(
-        guest.kernel, guest.initrd, guest.disk, guest_vm.payload_tar(files), port=name != "no-port"
+        guest.kernel,
+        guest.initrd,
+        guest.disk,
+        guest_vm.payload_tar(files),
+        port=name != "no-port",
+        arch=guest.arch,
     ) as running:
-        log(f"{name}: booting {guest.init} guest ({guest.kernel.name}, TCG)")
+        machine = f"{guest.arch.name} " if guest.arch.cross else ""
+        log(f"{name}: booting {machine}{guest.init} guest ({guest.kernel.name}, TCG)")
         session = Session(running, report, log)
         try:
             _drive(name, session, packages, exec_path, reboot)

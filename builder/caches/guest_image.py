@@ -21,6 +21,7 @@ from builder.boxes.tool_box import ASSETS, ToolBox
 from builder.engine import LABEL_RECIPE
 from builder.errors import ImageError
 from builder.formats import archives
+from builder.formats.architecture import X86_64, Architecture
 from builder.formats.checksums import parse_sha256sums, sha256_file
 from builder.host.cache import Cache
 from builder.host.locks import exclusive
@@ -90,6 +91,7 @@ class GuestImage:
     key: str  # the guest image's id: what the cached disk was made from
     root: Path
     packages: dict[str, str]
+    arch: Architecture = X86_64  # the guest's machine (the arm64 one: caches/arm64_guest.py)
 
     @property
     def disk(self) -> Path:
@@ -104,15 +106,12 @@ class GuestImage:
         return self.root / "initrd.img"
 
     def record(self) -> dict[str, Any]:
-        kernel = next(  # the versioned kernel package linux-image-amd64 depends on
-            (
-                v
-                for k, v in self.packages.items()
-                if k.startswith("linux-image-") and k != "linux-image-amd64"
-            ),
+        meta = f"linux-image-{self.arch.debian}"
+        kernel = next(  # the versioned kernel package linux-image-amd64 (or -arm64) depends on
+            (v for k, v in self.packages.items() if k.startswith("linux-image-") and k != meta),
             "",
         )
-        return {
+        record = {
             "init": self.init,
             "image_id": self.key,
             "kernel_package": kernel,
@@ -120,6 +119,9 @@ class GuestImage:
             "sysvinit": self.packages.get("sysvinit-core", ""),
             "packages": self.packages,
         }
+        if self.arch.cross:  # the x86-64 guests' records stay as they were
+            record["architecture"] = self.arch.name
+        return record
 
 
 def ensure_guest(
@@ -130,14 +132,14 @@ def ensure_guest(
     key = image.image_id
     entry = cache.dir("vm/guests") / f"{init}-{key.removeprefix('sha256:')[:24]}"
     with exclusive(cache.lock_path(f"guest-{entry.name}"), f"guest {entry.name}", output.line):
-        if not _complete(entry, key):
+        if not entry_complete(entry, key):
             _make(engine, key, entry, output)
         else:
             output.line(f"reusing the {init} guest disk {entry} (image {key[:19]})")
     return GuestImage(init, key, entry, read_packages(entry / "packages.txt"))
 
 
-def _complete(entry: Path, key: str) -> bool:
+def entry_complete(entry: Path, key: str) -> bool:
     marker = entry / ".complete"
     return marker.is_file() and marker.read_text().strip() == key
 

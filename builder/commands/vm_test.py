@@ -16,6 +16,7 @@ from builder.agent import guest_test
 from builder.agent.contract_in_vm import BOOT_DEADLINE, run_vm_test
 from builder.commands.common import print_json
 from builder.errors import UsageError, VmTestError
+from builder.formats.architecture import X86_64, Architecture, architecture
 from builder.formats.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from builder.host.cache import Cache
 from builder.host.files import replace_file
@@ -52,10 +53,16 @@ FAST_ONLY = ("agent", "port_name", "boot_deadline")
 def cmd_vm_test(args: argparse.Namespace) -> int:
     directory: Path = args.output_dir
     _refuse_unused_options(args)
-    _refuse_other_machines(directory)
+    arch = _machine(directory)
     if args.fast:
+        if arch.cross:
+            raise VmTestError(
+                f"{directory} holds an agent for {arch.name}: --fast boots the bare agent in an "
+                "x86-64 VM only",
+                hint=f"without --fast, its .deb is installed in a booted {arch.name} guest",
+            )
         return _fast(args, directory)
-    scenarios = _scenarios(args.scenarios)
+    scenarios = _scenarios(args.scenarios, arch)
     if not directory.is_dir() or not (directory / MANIFEST_NAME).is_file():
         raise VmTestError(f"{directory} is not an output directory of `run` (no {MANIFEST_NAME})")
     from builder.engine import Engine
@@ -73,7 +80,7 @@ def cmd_vm_test(args: argparse.Namespace) -> int:
     progress = Progress(total=1, log_dir=cache.runs / f"vm-test-{directory.name}")
     with progress.step("vm-test") as output:
         report = vm_test.guest_report(
-            Engine(), cache, deb, rpm, scenarios, upgrade=True, output=output
+            Engine(), cache, deb, rpm, scenarios, upgrade=True, output=output, arch=arch
         )
     _record(directory / MANIFEST_NAME, report)
     print_json(report)
@@ -89,20 +96,16 @@ def cmd_vm_test(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_other_machines(directory: Path) -> None:
-    """The guests boot x86-64 agents; another machine's would not run in them."""
+def _machine(directory: Path) -> Architecture:
+    """The machine the output's agent is for (its manifest says; x86_64 when it cannot)."""
     manifest_path = directory / MANIFEST_NAME
     if not manifest_path.is_file() or manifest_path.is_symlink():
-        return  # said below, in the words of each mode
+        return X86_64  # said below, in the words of each mode
     try:
-        machine = json.loads(manifest_path.read_text()).get("architecture", "x86_64")
+        name = json.loads(manifest_path.read_text()).get("architecture") or X86_64.name
+        return architecture(str(name))
     except (OSError, ValueError, AttributeError):
-        return
-    if machine != "x86_64":
-        raise VmTestError(
-            f"{directory} holds an agent for {machine}: vm-test boots x86-64 guests only so far",
-            hint="the tests run the arm64 agent's contract under qemu-aarch64 (README: arm64)",
-        )
+        return X86_64
 
 
 def _refuse_unused_options(args: argparse.Namespace) -> None:
@@ -115,15 +118,17 @@ def _refuse_unused_options(args: argparse.Namespace) -> None:
         raise UsageError(f"{flags}: only with --fast (the bare agent in an initramfs)")
 
 
-def _scenarios(text: str | None) -> tuple[str, ...]:
+def _scenarios(text: str | None, arch: Architecture) -> tuple[str, ...]:
+    known = guest_test.FOREIGN_SCENARIOS if arch.cross else guest_test.SCENARIOS
     if not text:
-        return guest_test.SCENARIOS
+        return known
     names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = [name for name in names if name not in guest_test.SCENARIOS]
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
+        guests = f" (the {arch.name} guest is a systemd one)" if arch.cross else ""
         raise UsageError(
-            f"--scenarios: unknown {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(guest_test.SCENARIOS)}"
+            f"--scenarios: unknown {', '.join(unknown) or '(none given)'}{guests}; "
+            f"choose from {', '.join(known)}"
         )
     return names
 

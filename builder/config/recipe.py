@@ -318,7 +318,7 @@ class Recipe(Model):
         if self.target == "windows" and ("static-elf" in kinds or self.vm_test):
             raise ValueError("static-elf artifacts and vm_test need target: linux")
         problem = architecture(self.architecture).recipe_problem(
-            self.target, self.vm_test, self.environment.packages
+            self.target, self.vm_test, self.environment.packages, kinds
         )
         if problem:
             raise ValueError(problem)

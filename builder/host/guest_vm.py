@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import HostToolError
+from builder.formats.architecture import X86_64, Architecture
 from builder.host.virtual_machine import AGENT_PORT, qemu_binary
 
 MARK = "QGA-SCENARIO "
 CMDLINE = (
-    "root=/dev/vda rw console=ttyS0 panic=-1 quiet systemd.firstboot=off "
+    "root=/dev/vda rw console={console} panic=-1 quiet systemd.firstboot=off "
     "systemd.wants=qga-scenario.service qga.scenario"
 )
 
@@ -118,9 +119,10 @@ def boot(
     *,
     port: bool = True,
     memory_mb: int = 1024,
+    arch: Architecture = X86_64,
 ) -> Iterator[RunningGuest]:
     """Start the guest; a reboot or poweroff in the guest ends qemu (see `power_on`)."""
-    qemu = qemu_binary()
+    qemu = qemu_binary(arch.qemu_system, arch.qemu_system_package)
     workdir = Path(tempfile.mkdtemp(prefix="qgaguest-", dir="/tmp"))  # short: socket path
     process: subprocess.Popen[bytes] | None = None
     try:
@@ -133,9 +135,10 @@ def boot(
             # One vCPU: with two, multi-threaded TCG lets a vCPU run code the kernel is
             # patching through int3 (static keys), and the guest panics now and then at boot
             # ("Oops: int3" in CI). Scenarios run on several guests at once instead.
-            *("-machine", "q35", "-accel", "tcg", "-cpu", "max"),
+            *arch.qemu_machine,
             *("-smp", "1", "-m", str(memory_mb), "-nodefaults", "-display", "none"),
-            *("-kernel", str(kernel), "-initrd", str(initrd), "-append", CMDLINE),
+            *("-kernel", str(kernel), "-initrd", str(initrd)),
+            *("-append", CMDLINE.format(console=arch.console)),
             *("-drive", f"file={overlay},format=qcow2,if=virtio"),
             *("-drive", f"file={workdir / 'payload.tar'},format=raw,if=virtio,readonly=on"),
             # One console file for every boot of the machine (appended, never truncated).

@@ -303,12 +303,12 @@ class RunningVm:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def qemu_binary() -> str:
-    path = shutil.which("qemu-system-x86_64")
+def qemu_binary(name: str = "qemu-system-x86_64", package: str = "qemu-system-x86") -> str:
+    path = shutil.which(name)
     if path is None:
         raise HostToolError(
-            "qemu-system-x86_64 is not installed",
-            hint="apt-get install --no-install-recommends qemu-system-x86 (or `make setup`)",
+            f"{name} is not installed",
+            hint=f"apt-get install --no-install-recommends {package} (or `make setup`)",
         )
     return path
 

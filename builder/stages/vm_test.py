@@ -18,10 +18,11 @@ from typing import Any
 
 from builder.agent import guest_test
 from builder.agent.contract_in_vm import run_vm_test
-from builder.caches import guest_image
+from builder.caches import arm64_guest, guest_image
 from builder.errors import VmTestError
 from builder.formats import package_sources
 from builder.formats import service_files as sf
+from builder.formats.architecture import X86_64, Architecture, debian_architecture
 from builder.formats.packages import PackageFormatError, read_deb
 from builder.host.cache import Cache
 from builder.log import StepOutput
@@ -46,9 +47,12 @@ def boot_and_test(ctx: RunContext, output: StepOutput) -> None:
             upgrade=False,
             output=output,
             reboot=False,
+            arch=ctx.plan.arch,
         )
         raise_if_failed(ctx.vm_report, output)
         return
+    if ctx.plan.arch.cross:  # validate refuses it; an output made otherwise is said here
+        raise VmTestError(f"vm_test of an {ctx.plan.arch.name} agent needs a deb artifact")
     output.line("no .deb in this run: the fast check (the bare agent, started by hand)")
     report = run_vm_test(ctx.staging / agents[0].name, ctx.cache, output.line)
     if not report.passed:
@@ -83,16 +87,26 @@ def guest_report(
     upgrade: bool,
     output: StepOutput,
     reboot: bool = True,
+    arch: Architecture = X86_64,
 ) -> dict[str, Any]:
-    """Run `scenarios` on booted guests; the record the manifest keeps."""
+    """Run `scenarios` on booted guests of the agent's machine; the record the manifest keeps."""
+    if arch.cross and (other := set(scenarios) - set(guest_test.FOREIGN_SCENARIOS)):
+        raise VmTestError(
+            f"{arch.name} guests are systemd ones: no {', '.join(sorted(other))} scenario "
+            f"(choose from {', '.join(guest_test.FOREIGN_SCENARIOS)})"
+        )
     with tempfile.TemporaryDirectory(prefix="qga-guest-") as scratch:
         packages = guest_test.Packages(deb=deb, rpm=rpm, exec_path=_exec_path(deb))
         if upgrade and {"systemd", "rpm"} & set(scenarios):
             packages = _with_upgrades(engine, cache, packages, Path(scratch), output)
-        guests = {
-            init: guest_image.ensure_guest(engine, cache, init, output)
-            for init in sorted({guest_test.GUEST_OF.get(name, "systemd") for name in scenarios})
-        }
+        guests = (
+            {"systemd": arm64_guest.ensure_arm64_guest(engine, cache, output)}
+            if arch.cross
+            else {
+                init: guest_image.ensure_guest(engine, cache, init, output)
+                for init in sorted({guest_test.GUEST_OF.get(name, "systemd") for name in scenarios})
+            }
+        )
 
         def run(name: str) -> guest_test.ScenarioReport:
             guest = guests[guest_test.GUEST_OF.get(name, "systemd")]
@@ -163,6 +177,7 @@ def _with_upgrades(
         qemu_version=version.split("+")[0],
         source_date_epoch=int(deb.entries[0].mtime) if deb.entries else 0,
         fsfreeze_hook=deb.data[sf.HOOK.lstrip("/")].decode(),
+        architecture=debian_architecture(control.get("Architecture", X86_64.debian)),
     )
     output.line(f"packaging the same agent as {spec.version}-{spec.revision} for the upgrade")
     kinds = ["deb"] + (["rpm"] if packages.rpm is not None else [])
