@@ -122,6 +122,10 @@ if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install
     apt_install qemu-system-x86   # without recommends: no GUI, no firmware bundles
 fi
 apt_install qemu-utils   # qemu-img: the booted guest's disk overlay
+# qemu-system-aarch64: vm-test's arm64 guest (virt machine, direct kernel boot: no UEFI firmware)
+if ! dpkg-query -W -f='${Status}' qemu-system-arm 2>/dev/null | grep -q "install ok installed"; then
+    apt_install qemu-system-arm
+fi
 
 # 3. A Docker engine: use one that answers (DOCKER_HOST or the default socket), else start one.
 docker_answers() {

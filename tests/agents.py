@@ -8,7 +8,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from builder.agent.client import AgentClient
@@ -83,7 +83,10 @@ def poll(driver: Any, pid: int, done: Callable[[dict], Any], deadline: float = 6
         assert time.monotonic() < end, f"gave up after {polls} polls: {status}"
 
 
-def firewheel_sees_output_while_running(driver: Any, workdir: Path) -> None:
+def firewheel_sees_output_while_running(
+    driver: Any, workdir: PurePosixPath, touch: Callable[[PurePosixPath], None] | None = None
+) -> None:
+    """`workdir` is the agent's (a guest's directory, with `touch` making a file there)."""
     gate = workdir / "go"
     script = (
         f"seq 1 2000; touch {gate}.printed; while [ ! -e {gate} ]; do sleep 0.05; done; "
@@ -92,7 +95,7 @@ def firewheel_sees_output_while_running(driver: Any, workdir: Path) -> None:
     pid = driver.execute("/bin/sh", ["-c", script])
     status, _ = poll(driver, pid, lambda s: s.get("stdout", "").endswith("2000\n"))
     assert not status.get("exited")  # it waits for the gate: the output came early
-    gate.touch()
+    (touch or (lambda path: Path(path).touch()))(gate)
     status, _ = poll(driver, pid, lambda s: s.get("exited"))
     assert status["stdout"] == "".join(f"{n}\n" for n in range(1, 2001)) + "done\n"
     assert status["exitcode"] == 3

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from builder import log
 from builder.agent.guest_test import GUEST_OF, SCENARIOS
 from builder.boxes import wine_box
-from builder.caches import guest_image
+from builder.caches import arm64_guest, guest_image
 from builder.commands.common import load_plan
 from builder.config.overrides import Overrides
 from builder.config.plan import Plan
@@ -81,7 +81,11 @@ def items_for(plan: Plan, engine: Engine, cache: Cache, *, every_guest: bool) ->
         items.append(Item("packager image", lambda o: package.BOX.image(engine, cache, o).tag))
     if any(a.kind == "msi" for a in plan.artifacts):
         items.append(Item("wine image", lambda o: wine_box.BOX.image(engine, cache, o).tag))
-    if plan.vm_test and plan.package is not None and "deb" in plan.package.kinds:
+    debs = plan.package is not None and "deb" in plan.package.kinds
+    if plan.arch.cross:  # one guest for another machine's agent (`vm-test` boots it too)
+        if debs and (plan.vm_test or every_guest):
+            items.append(Item(f"{plan.arch.name} guest", _arm64_guest(engine, cache)))
+    elif plan.vm_test and debs:
         scenarios = SCENARIOS if every_guest else ("systemd",)  # the stage boots one guest
         for init in sorted({GUEST_OF.get(name, "systemd") for name in scenarios}):
             items.append(Item(f"{init} guest", _guest(engine, cache, init)))
@@ -94,6 +98,13 @@ def _guest(engine: Engine, cache: Cache, init: str) -> Make:
     def make(output: StepOutput) -> str:
         guest = guest_image.ensure_guest(engine, cache, init, output)
         return f"{init} guest disk {guest.root}"
+
+    return make
+
+
+def _arm64_guest(engine: Engine, cache: Cache) -> Make:
+    def make(output: StepOutput) -> str:
+        return f"arm64 guest disk {arm64_guest.ensure_arm64_guest(engine, cache, output).root}"
 
     return make
 

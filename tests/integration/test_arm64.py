@@ -2,23 +2,32 @@
 AArch64 ELF cross-compiled in the Debian build image, its packages named and marked for arm64
 with the same files as x86-64's, its sums checkable, and the agent itself (run on this host
 through qemu-aarch64, called explicitly: no binfmt_misc registration) keeping the contract
-that `vm-test` runs and passing FIREWHEEL's own driver."""
+that `vm-test` runs and passing FIREWHEEL's own driver; then the .deb and .rpm installed in a
+booted arm64 Debian guest (qemu-system-aarch64, TCG) as users install them, the agent started
+by udev and systemd, and FIREWHEEL's driver against that agent."""
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from builder.agent import contract
 from builder.agent.client import AgentClient
+from builder.agent.guest_scripts import LIB, scenario_script
+from builder.caches import arm64_guest
+from builder.engine import Engine
 from builder.formats.architecture import AARCH64
 from builder.formats.elf import read_elf
 from builder.formats.packages import RpmInfo, read_deb, read_rpm
+from builder.host import guest_vm
+from builder.host.cache import Cache
 from tests.agents import (
     RunningAgent,
     firewheel_driver,
@@ -146,3 +155,85 @@ def test_two_varied_arm64_builds_are_identical(tmp_path: Path) -> None:
     for suffix in ("_arm64.deb", ".aarch64.rpm", "-linux-aarch64.tar.gz"):
         assert any(name.endswith(suffix) for name in summary["identical"]), suffix
     assert summary["different"] == [] and summary["missing"] == []
+
+
+REBOOTED = {"installed", "starts-on-install", "contract", "starts-at-boot", "removed-and-purged"}
+
+
+def test_the_arm64_packages_run_where_users_install_them(arm64_build: Path, tmp_path: Path) -> None:
+    """`vm-test` of the arm64 output as a user runs it: every scenario of the arm64 guest
+    (systemd and udev on Debian's arm64 kernel), with upgrade, reboot, removal and purge."""
+    out = tmp_path / "linux-static-arm64"
+    shutil.copytree(arm64_build, out)  # vm-test records its report in the manifest
+    result = run_cli("vm-test", str(out), timeout=5400)
+    assert result.returncode == 0, result.stderr[-6000:]
+    report = json.loads(result.stdout)
+    assert report["mode"] == "guest" and report["passed"]
+    scenarios = {s["name"]: s for s in report["scenarios"]}
+    assert list(scenarios) == ["systemd", "no-port", "replace", "rpm"]
+    passed = {
+        name: {c["name"] for c in s["checks"] if c["passed"]} for name, s in scenarios.items()
+    }
+    assert passed["systemd"] == REBOOTED | {"distribution-paths", "fsfreeze-hook", "upgrade"}
+    assert passed["rpm"] == REBOOTED | {"upgrade"}
+    assert scenarios["systemd"]["boot_to_answer_seconds"] > 0
+    guest = report["guests"]["systemd"]
+    assert guest["architecture"] == "aarch64" and guest["kernel_package"].endswith("arm64") is False
+    assert any(
+        name.endswith("-arm64") for name in guest["packages"] if name.startswith("linux-image-")
+    )
+    assert json.loads((out / "manifest.json").read_text())["vm_test"] == report
+
+
+@pytest.fixture
+def arm64_guest_agent(arm64_build: Path, engine: Engine) -> Iterator[guest_vm.RunningGuest]:
+    """A booted arm64 guest with the .deb installed by dpkg: its agent, started by udev and
+    systemd, on the port the host reaches."""
+    from builder.log import Progress
+
+    cache = Cache.default()
+    progress = Progress(total=1, log_dir=cache.runs / "test-arm64-guest")
+    with progress.step("arm64 guest") as output:
+        guest = arm64_guest.ensure_arm64_guest(engine, cache, output)
+    deb = next(arm64_build.glob("*_arm64.deb"))
+    files = {
+        "lib.sh": f"AGENT=/usr/sbin/qemu-ga-patched-static\n{LIB}".encode(),
+        "scenario.sh": scenario_script("systemd").encode(),
+        "v1.deb": deb.read_bytes(),
+    }
+    payload = guest_vm.payload_tar(files)
+    with guest_vm.boot(guest.kernel, guest.initrd, guest.disk, payload, arch=AARCH64) as running:
+        installed = running.wait_for("installed", 900)
+        assert installed == "0", running.console_tail()
+        yield running
+
+
+def test_firewheel_driver_in_the_booted_arm64_guest(
+    arm64_guest_agent: guest_vm.RunningGuest,
+) -> None:
+    """FIREWHEEL's own driver on the agent systemd started in the arm64 guest: output while
+    the command runs, and nothing lost over thousands of polls."""
+    from firewheel.vm_resource_manager.drivers.qemu_guest_agent_driver import (
+        QemuGuestAgentDriver,
+    )
+
+    deadline = time.monotonic() + 300
+    while True:  # the agent answers once udev has started it
+        try:
+            driver = QemuGuestAgentDriver(
+                {"path": str(arm64_guest_agent.socket)}, logging.getLogger("fw")
+            )
+            break
+        except Exception:  # the driver's own errors: not connected yet
+            assert time.monotonic() < deadline, arm64_guest_agent.console_tail()
+            time.sleep(2)
+    try:
+        workdir = PurePosixPath("/run")
+
+        def touch(path: PurePosixPath) -> None:
+            driver.execute("/bin/touch", [str(path)])
+
+        firewheel_sees_output_while_running(driver, workdir, touch)
+        firewheel_loses_nothing(driver)
+    finally:
+        driver.close()
