@@ -36,7 +36,7 @@ from builder.host.locks import exclusive
 from builder.outputs import output_dir as output
 
 KEEP_RUN_LOGS = 20
-GUEST_ENTRY = re.compile(r"(systemd|sysvinit)-[0-9a-f]{24}")
+GUEST_ENTRY = re.compile(r"(?:systemd|sysvinit|systemd-arm64)-([0-9a-f]{24})")  # guest, image id
 STALE_TMP_SECONDS = 3600
 
 
@@ -158,7 +158,8 @@ def _clean_guest_disks(engine: Engine, cache: Cache, gone: set[str], dry_run: bo
 
 def _orphan_guest(engine: Engine, entry: Path, gone: set[str]) -> str | None:
     """The image id of a guest disk entry of ours whose image is gone; else None."""
-    if not GUEST_ENTRY.fullmatch(entry.name) or not is_real_dir(entry):
+    named = GUEST_ENTRY.fullmatch(entry.name)
+    if named is None or not is_real_dir(entry):
         return None
     marker = entry / ".complete"
     try:
@@ -168,7 +169,7 @@ def _orphan_guest(engine: Engine, entry: Path, gone: set[str]) -> str | None:
     except (OSError, UnicodeDecodeError):
         log.get_logger().info("left alone", guest=str(entry), reason="its marker is unreadable")
         return None
-    if not image.startswith("sha256:") or image[7:31] != entry.name.split("-", 1)[1]:
+    if not image.startswith("sha256:") or image[7:31] != named.group(1):
         log.get_logger().info("left alone", guest=str(entry), reason="not marked as ours")
         return None
     if image not in gone and engine.inspect_image(image) is not None:

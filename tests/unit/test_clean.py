@@ -182,7 +182,11 @@ def test_guest_disks_go_with_their_guest_image(tmp_path: Path) -> None:
         disk(f"mine-{'c' * 24}", vanished),  # not vm-test's naming
         disk(f"sysvinit-{'f' * 24}", None),  # incomplete (a disk being made)
     ]
-    going = [disk(f"systemd-{'b' * 24}", pruned), disk(f"sysvinit-{'c' * 24}", vanished)]
+    going = [
+        disk(f"systemd-{'b' * 24}", pruned),
+        disk(f"sysvinit-{'c' * 24}", vanished),
+        disk(f"systemd-arm64-{'c' * 24}", vanished),  # the arm64 guest's (caches/arm64_guest.py)
+    ]
     dry = clean(engine, Cache(tmp_path), output_root=tmp_path, keep=1, dry_run=True)  # type: ignore[arg-type]
     assert sorted(dry["guests"]) == sorted(str(p) for p in going)
     assert all(p.is_dir() for p in (*kept, *going))
