@@ -92,8 +92,15 @@ def _expect(ok: bool, message: str) -> None:
 class Session:
     """One guest boot: its agent client (reconnected as the agent restarts) and its report."""
 
-    def __init__(self, guest: guest_vm.RunningGuest, report: ScenarioReport, log: LineSink):
+    def __init__(
+        self,
+        guest: guest_vm.RunningGuest,
+        report: ScenarioReport,
+        log: LineSink,
+        step: float = STEP,
+    ):
         self.guest, self.report, self.log = guest, report, log
+        self.step = step  # a guest step's time limit: STEP, longer on a slower emulated machine
         self.client: AgentClient | None = None
 
     def check(self, name: str, step: Callable[[], str]) -> bool:
@@ -113,8 +120,9 @@ class Session:
         self.log(f"{self.report.name}: {name}: {verdict} in {last.seconds} s: {shown}")
         return last.passed
 
-    def answer(self, timeout: float = STEP) -> AgentClient:
+    def answer(self, timeout: float | None = None) -> AgentClient:
         """A client the agent answers (guest-sync), connecting again while it restarts."""
+        timeout = self.step if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -153,7 +161,7 @@ class Session:
         self, main: str, done: Callable[[dict[str, str]], bool], failure: str
     ) -> dict[str, str]:
         """Ask who answers every 2 s (through restarts) until `done` says so."""
-        deadline = time.monotonic() + STEP
+        deadline = time.monotonic() + self.step
         while True:
             time.sleep(2)
             try:
@@ -166,7 +174,7 @@ class Session:
 
     def output_when(self, script: str, failure: str) -> str:
         """Run `script` every 2 s until it prints something; that, stripped."""
-        deadline = time.monotonic() + STEP
+        deadline = time.monotonic() + self.step
         while True:
             with suppress(Failed, AgentError, OSError):
                 if out := self.sh(script).strip():
@@ -273,7 +281,7 @@ def _reboot(session: Session, reboot: str, main: str, exec_path: str) -> str:
     if session.client is not None:
         session.client.close()
         session.client = None
-    _expect(session.guest.wait_exit(STEP), "the guest did not shut down for its reboot")
+    _expect(session.guest.wait_exit(session.step), "the guest did not shut down for its reboot")
     shutdown = time.monotonic() - asked
     session.guest.power_on()
     session.answer()
@@ -290,7 +298,9 @@ def _finish(session: Session, name: str) -> str:
         session.sh(f"touch {GO}")
     else:
         session.detach("sh /run/qga-scenario/finish.sh")
-    _expect(session.guest.wait_for("finished", STEP) is not None, "the guest did not finish")
+    _expect(
+        session.guest.wait_for("finished", session.step) is not None, "the guest did not finish"
+    )
     session.guest.wait_exit(30)
     marks = session.guest.markers()
     removed = [text for word, text in marks if word == "removed"]
@@ -337,7 +347,7 @@ def run_scenario(
     ) as running:
         machine = f"{guest.arch.name} " if guest.arch.cross else ""
         log(f"{name}: booting {machine}{guest.init} guest ({guest.kernel.name}, TCG)")
-        session = Session(running, report, log)
+        session = Session(running, report, log, STEP * guest.arch.tcg_slowdown)
         try:
             _drive(name, session, packages, exec_path, reboot)
         finally:
@@ -352,9 +362,9 @@ def run_scenario(
 def _drive(name: str, session: Session, packages: Packages, exec_path: str, reboot: bool) -> None:
     guest = session.guest
     if name == "no-port":
-        session.check("no-agent-without-port", lambda: _no_port(guest))
+        session.check("no-agent-without-port", lambda: _no_port(guest, session.step))
         return
-    installed = guest.wait_for("installed", STEP)
+    installed = guest.wait_for("installed", session.step)
     if not session.check("installed", lambda: _installed(installed)):
         return
     if name == "replace":
@@ -401,8 +411,8 @@ def _installed(text: str | None) -> str:
     return "installed in the running guest"
 
 
-def _no_port(guest: guest_vm.RunningGuest) -> str:
-    state = guest.wait_for("state", STEP)
+def _no_port(guest: guest_vm.RunningGuest, step: float) -> str:
+    state = guest.wait_for("state", step)
     _expect(state is not None, "the guest never reported the agent's state")
     assert state is not None
     active, restarts, processes = [*state.split(), "?", "?", "?"][:3]

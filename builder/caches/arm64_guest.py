@@ -164,31 +164,24 @@ def _second_stage(first: Path, done: Path, output: StepOutput) -> None:
         "tens of minutes, once per guest image)"
     )
     started = time.monotonic()
-    with (first / "qemu.log").open("wb") as log:
+    qemu_log = first / "qemu.log"
+    with qemu_log.open("wb") as log:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
     try:
-        while process.poll() is None:
-            if time.monotonic() - started > STAGE2_TIMEOUT:
-                raise ImageError(
-                    f"the arm64 guest's second stage did not end in {STAGE2_TIMEOUT:.0f} s\n"
-                    + _tail(console),
-                    hint=f"full log: {output.log_path}",
-                )
-            time.sleep(5)
-            elapsed = time.monotonic() - started
-            if int(elapsed) % 120 < 5:
-                output.line(f"second stage: {elapsed:.0f} s; console: {_tail(console, 1)}")
+        _wait(process, console, started, output)
     finally:
         if process.poll() is None:
             process.kill()
         process.wait()
     text = console.read_bytes().decode("utf-8", errors="replace")
-    if "QGA-STAGE2 rc=0" not in text:
+    if process.returncode != 0 or "QGA-STAGE2 rc=0" not in text:
+        kept = _keep_logs(console, qemu_log, output)
         raise ImageError(
-            "the arm64 guest's second stage failed\n" + _tail(console),
-            hint=f"full log: {output.log_path}",
+            f"the arm64 guest's second stage failed (qemu exit {process.returncode})\n"
+            f"console:\n{_tail(console)}\nqemu:\n{_tail(qemu_log, 10)}",
+            hint=f"console and qemu logs: {kept}",
         )
     output.line(f"second stage done in {time.monotonic() - started:.0f} s")
     unpacked = first / "result"
@@ -201,13 +194,44 @@ def _second_stage(first: Path, done: Path, output: StepOutput) -> None:
         )
     _take(unpacked / "boot", "vmlinuz-", done / "vmlinuz")
     _take(unpacked / "boot", "initrd.img-", done / "initrd.img")
-    (unpacked / "qga-packages.txt").rename(done / "packages.txt")
+    _take(unpacked, "qga-packages.txt", done / "packages.txt")
 
 
-def _take(boot: Path, prefix: str, dest: Path) -> None:
-    found = sorted(boot.glob(f"{prefix}*"))
+def _wait(
+    process: subprocess.Popen[bytes], console: Path, started: float, output: StepOutput
+) -> None:
+    """Until qemu ends (the guest powers off), saying every two minutes where it is."""
+    report = started + 120
+    while process.poll() is None:
+        now = time.monotonic()
+        if now - started > STAGE2_TIMEOUT:
+            raise ImageError(
+                f"the arm64 guest's second stage did not end in {STAGE2_TIMEOUT:.0f} s\n"
+                + _tail(console),
+                hint=f"full log: {output.log_path}",
+            )
+        if now >= report:
+            output.line(f"second stage: {now - started:.0f} s; console: {_tail(console, 1)}")
+            report += 120
+        time.sleep(2)
+
+
+def _keep_logs(console: Path, qemu_log: Path, output: StepOutput) -> Path:
+    """The failed second stage's console and qemu logs, kept beside the step's log (the
+    staging directory they were written in goes)."""
+    kept = output.log_path.parent
+    for log in (console, qemu_log):
+        if log.is_file():
+            shutil.copyfile(log, kept / f"arm64-guest-{log.name}")
+    return kept
+
+
+def _take(directory: Path, prefix: str, dest: Path) -> None:
+    found = sorted(directory.glob(f"{prefix}*")) if directory.is_dir() else []
     if len(found) != 1:
-        raise ImageError(f"the arm64 guest's /boot has {len(found)} {prefix}* files, not one")
+        raise ImageError(
+            f"the arm64 guest's second stage wrote {len(found)} {prefix}* files, not one"
+        )
     found[0].rename(dest)
 
 

@@ -1,8 +1,8 @@
 """A booted Debian guest for `vm-test`: its own kernel and initramfs, its ext4 disk (through a
 qcow2 overlay of the run's own, so the cached disk never changes), a second read-only disk
 holding the scenario (a tar its runner unpacks), the agent's virtio-serial port when asked for,
-the serial console in a file. qemu-system-x86_64 with TCG (KVM does not work here), killed by
-its pid.
+the serial console in a file. qemu-system-x86_64 (or, for the arm64 guest, qemu-system-aarch64's
+virt machine) with TCG (KVM does not work here), killed by its pid.
 
 A reboot in the guest ends qemu (-no-reboot) and `power_on` starts it again on the same overlay:
 a power cycle. Under TCG a warm reset makes the next boot's kernel several times slower (measured
@@ -130,28 +130,7 @@ def boot(
         _overlay(disk, overlay)
         (workdir / "payload.tar").write_bytes(payload)
         socket_path, console = workdir / "qga.sock", workdir / "console.log"
-        command = [
-            qemu,
-            # One vCPU: with two, multi-threaded TCG lets a vCPU run code the kernel is
-            # patching through int3 (static keys), and the guest panics now and then at boot
-            # ("Oops: int3" in CI). Scenarios run on several guests at once instead.
-            *arch.qemu_machine,
-            *("-smp", "1", "-m", str(memory_mb), "-nodefaults", "-display", "none"),
-            *("-kernel", str(kernel), "-initrd", str(initrd)),
-            *("-append", CMDLINE.format(console=arch.console)),
-            *("-drive", f"file={overlay},format=qcow2,if=virtio"),
-            *("-drive", f"file={workdir / 'payload.tar'},format=raw,if=virtio,readonly=on"),
-            # One console file for every boot of the machine (appended, never truncated).
-            *("-chardev", f"file,id=console0,path={console},append=on"),
-            *("-serial", "chardev:console0"),
-            "-no-reboot",
-        ]
-        if port:
-            command += [
-                *("-chardev", f"socket,id=qga0,path={socket_path},server=on,wait=off"),
-                *("-device", "virtio-serial-pci,id=vs0"),
-                *("-device", f"virtserialport,bus=vs0.0,chardev=qga0,name={AGENT_PORT}"),
-            ]
+        command = qemu_command(qemu, kernel, initrd, workdir, port, memory_mb, arch)
         qemu_log = workdir / "qemu.log"
         process = _start(command, qemu_log)
         guest = RunningGuest(process, socket_path, console, time.monotonic(), command, qemu_log)
@@ -163,6 +142,42 @@ def boot(
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def qemu_command(
+    qemu: str,
+    kernel: Path,
+    initrd: Path,
+    workdir: Path,
+    port: bool,
+    memory_mb: int,
+    arch: Architecture,
+) -> list[str]:
+    """The guest's qemu command line; its disk overlay, scenario disk, console and the
+    agent's socket lie in `workdir`."""
+    command = [
+        qemu,
+        # One vCPU: with two, multi-threaded TCG lets a vCPU run code the kernel is
+        # patching through int3 (static keys), and the guest panics now and then at boot
+        # ("Oops: int3" in CI). Scenarios run on several guests at once instead.
+        *arch.qemu_machine,
+        *("-smp", "1", "-m", str(memory_mb), "-nodefaults", "-display", "none"),
+        *("-kernel", str(kernel), "-initrd", str(initrd)),
+        *("-append", CMDLINE.format(console=arch.console)),
+        *("-drive", f"file={workdir / 'disk.qcow2'},format=qcow2,if=virtio"),
+        *("-drive", f"file={workdir / 'payload.tar'},format=raw,if=virtio,readonly=on"),
+        # One console file for every boot of the machine (appended, never truncated).
+        *("-chardev", f"file,id=console0,path={workdir / 'console.log'},append=on"),
+        *("-serial", "chardev:console0"),
+        "-no-reboot",
+    ]
+    if port:
+        command += [
+            *("-chardev", f"socket,id=qga0,path={workdir / 'qga.sock'},server=on,wait=off"),
+            *("-device", "virtio-serial-pci,id=vs0"),
+            *("-device", f"virtserialport,bus=vs0.0,chardev=qga0,name={AGENT_PORT}"),
+        ]
+    return command
 
 
 def _start(command: list[str], qemu_log: Path | None) -> subprocess.Popen[bytes]:

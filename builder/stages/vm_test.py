@@ -95,8 +95,14 @@ def guest_report(
             f"{arch.name} guests are systemd ones: no {', '.join(sorted(other))} scenario "
             f"(choose from {', '.join(guest_test.FOREIGN_SCENARIOS)})"
         )
+    exec_path = _exec_path(deb)  # (a .deb that cannot be read is said here)
+    if (machine := _machine_of(deb.name, read_deb(deb).control.get("Architecture", ""))) != arch:
+        raise VmTestError(
+            f"{deb.name} is for {machine.name}, the output's agent for {arch.name}",
+            hint="its manifest.json's architecture and the .deb disagree: rebuild the output",
+        )
     with tempfile.TemporaryDirectory(prefix="qga-guest-") as scratch:
-        packages = guest_test.Packages(deb=deb, rpm=rpm, exec_path=_exec_path(deb))
+        packages = guest_test.Packages(deb=deb, rpm=rpm, exec_path=exec_path)
         if upgrade and {"systemd", "rpm"} & set(scenarios):
             packages = _with_upgrades(engine, cache, packages, Path(scratch), output)
         guests = (
@@ -177,7 +183,7 @@ def _with_upgrades(
         qemu_version=version.split("+")[0],
         source_date_epoch=int(deb.entries[0].mtime) if deb.entries else 0,
         fsfreeze_hook=deb.data[sf.HOOK.lstrip("/")].decode(),
-        architecture=debian_architecture(control.get("Architecture", X86_64.debian)),
+        architecture=_machine_of(packages.deb.name, control.get("Architecture", "")),
     )
     output.line(f"packaging the same agent as {spec.version}-{spec.revision} for the upgrade")
     kinds = ["deb"] + (["rpm"] if packages.rpm is not None else [])
@@ -190,6 +196,13 @@ def _with_upgrades(
         rpm_upgrade=scratch / spec.rpm_file if packages.rpm is not None else None,
         exec_path=exec_path,
     )
+
+
+def _machine_of(deb: str, field: str) -> Architecture:
+    try:
+        return debian_architecture(field)
+    except ValueError as exc:
+        raise VmTestError(f"{deb}: Architecture {field!r}: {exc}") from None
 
 
 def manifest_packages(directory: Path) -> tuple[Path | None, Path | None]:

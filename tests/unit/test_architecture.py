@@ -398,3 +398,33 @@ def test_the_arm64_guest_boots_on_its_own_machine() -> None:
         {"linux-image-amd64": "1", "linux-image-6.12-amd64": "6.12"},
     )
     assert "architecture" not in x86.record() and x86.record()["kernel_package"] == "6.12"
+
+
+def test_the_x86_64_guest_command_line_is_as_it_was() -> None:
+    """The x86-64 guest boots as before the arm64 guest came (q35, console ttyS0); the arm64
+    one on the virt machine with its console."""
+    from builder.host.guest_vm import qemu_command
+
+    work = Path("/tmp/w")
+    x86 = qemu_command("qemu", Path("/k"), Path("/i"), work, True, 1024, X86_64)
+    assert x86 == [
+        "qemu",
+        *("-machine", "q35", "-accel", "tcg", "-cpu", "max"),
+        *("-smp", "1", "-m", "1024", "-nodefaults", "-display", "none"),
+        *("-kernel", "/k", "-initrd", "/i"),
+        "-append",
+        "root=/dev/vda rw console=ttyS0 panic=-1 quiet systemd.firstboot=off "
+        "systemd.wants=qga-scenario.service qga.scenario",
+        *("-drive", "file=/tmp/w/disk.qcow2,format=qcow2,if=virtio"),
+        *("-drive", "file=/tmp/w/payload.tar,format=raw,if=virtio,readonly=on"),
+        *("-chardev", "file,id=console0,path=/tmp/w/console.log,append=on"),
+        *("-serial", "chardev:console0"),
+        "-no-reboot",
+        *("-chardev", "socket,id=qga0,path=/tmp/w/qga.sock,server=on,wait=off"),
+        *("-device", "virtio-serial-pci,id=vs0"),
+        *("-device", "virtserialport,bus=vs0.0,chardev=qga0,name=org.qemu.guest_agent.0"),
+    ]
+    arm = qemu_command("qemu", Path("/k"), Path("/i"), work, False, 1024, AARCH64)
+    assert arm[1:7] == ["-machine", "virt", "-accel", "tcg", "-cpu", "max,pauth-impdef=on"]
+    assert "console=ttyAMA0" in arm[arm.index("-append") + 1]
+    assert "virtio-serial-pci,id=vs0" not in arm  # no port asked for
