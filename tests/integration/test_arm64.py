@@ -29,6 +29,7 @@ from builder.formats.elf import read_elf
 from builder.formats.packages import RpmInfo, read_deb, read_rpm
 from builder.host import guest_vm
 from builder.host.cache import Cache
+from builder.stages import series
 from tests.agents import (
     RunningAgent,
     firewheel_driver,
@@ -36,6 +37,7 @@ from tests.agents import (
     firewheel_sees_output_while_running,
 )
 from tests.helpers import ARM64_RECIPE, artifact_of, run_cli
+from tests.integration.conftest import series_source
 
 # The arm64 build is `make test-all`'s for now: `make test` keeps its measured cold time until
 # the arm64 booted guest lands and both are measured together (README: Tests).
@@ -246,3 +248,24 @@ def test_firewheel_driver_in_the_booted_arm64_guest(
         firewheel_loses_nothing(driver)
     finally:
         driver.close()
+
+
+@pytest.mark.parametrize(
+    "qemu_series", [s for s in series.supported_series() if s != "10.0"]
+)  # 10.0 is the recipe's own source, built above
+def test_every_series_builds_for_arm64(qemu_series: str, tmp_path: Path) -> None:
+    """The arm64 recipe with `--source` set to another series' pinned tarball: that series'
+    patch set, Debian suite and packages, made arm64, cross-compiled; the check stage ran the
+    agent's --version and -D through qemu-aarch64 in the build container."""
+    out = tmp_path / f"arm64-{qemu_series}"
+    source = series_source(qemu_series)
+    result = run_cli(
+        "run", str(ARM64_RECIPE), "--source", str(source), "--output", str(out),
+        "--log-format", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["architecture"], manifest["series"]["series"]) == ("aarch64", qemu_series)
+    elf = read_elf(artifact_of(out, "static-elf"))
+    assert elf.machine == AARCH64.elf_machine and elf.interpreter is None and not elf.needed
+    assert any(out.glob("*_arm64.deb")) and any(out.glob("*.aarch64.rpm"))
