@@ -187,10 +187,6 @@ if [[ $WANT_TEST -eq 1 ]]; then
     # The second Docker engine of the engine tests (tests/second_engine.py): certificates made
     # with openssl, its own bridge (ip) and the rules its containers need (iptables).
     apt_install openssl iproute2 iptables
-    # The arm64 agent's host contract tests run it through qemu-aarch64, called explicitly:
-    # qemu-user without its recommended qemu-user-binfmt (apt_install takes no recommends),
-    # so nothing is registered with the kernel's binfmt_misc.
-    apt_install qemu-user
     # FIREWHEEL's own guest agent driver, as labs run it: firewheel without its dependencies
     # (the driver needs only qemu.qmp, pinned as firewheel 3.1.0 pins it).
     if ! "$VENV/bin/python" -c 'import firewheel, qemu.qmp' 2>/dev/null; then
