@@ -1,7 +1,7 @@
 """The arm64 agent (recipes/linux-static-arm64.yaml), built for real: a static, stripped
 AArch64 ELF cross-compiled in the Debian build image, its packages named and marked for arm64
-with the same files as x86-64's, its sums checkable, and the agent itself (run on this host
-through qemu-aarch64, called explicitly: no binfmt_misc registration) keeping the contract
+with the same files as x86-64's, its sums checkable, and the agent itself (run through
+qemu-aarch64, called explicitly in a container: no binfmt_misc registration) keeping the contract
 that `vm-test` runs and passing FIREWHEEL's own driver; then the .deb and .rpm installed in a
 booted arm64 Debian guest (qemu-system-aarch64, TCG) as users install them, the agent started
 by udev and systemd, and FIREWHEEL's driver against that agent."""
