@@ -102,11 +102,12 @@ def firewheel_sees_output_while_running(
     assert "stdout_trunc" not in status and "stderr_trunc" not in status
 
 
-def firewheel_loses_nothing(driver: Any) -> None:
-    """Thousands of polls while a command prints: the pieces make the whole, nothing flagged."""
+def firewheel_loses_nothing(driver: Any, deadline: float = 120.0) -> None:
+    """Thousands of polls while a command prints: the pieces make the whole, nothing flagged.
+    (`deadline`: longer in an emulated guest, where each of its 3000 sleeps is a slow exec.)"""
     script = "i=0; while [ $i -lt 3000 ]; do echo $i; echo e$i >&2; i=$((i+1)); sleep 0.001; done"
     pid = driver.execute("/bin/sh", ["-c", script])
-    status, polls = poll(driver, pid, lambda s: s.get("exited"), deadline=120)
+    status, polls = poll(driver, pid, lambda s: s.get("exited"), deadline=deadline)
     assert polls >= 1000, polls
     assert status["stdout"] == "".join(f"{n}\n" for n in range(3000))
     assert status["stderr"] == "".join(f"e{n}\n" for n in range(3000))
