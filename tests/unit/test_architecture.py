@@ -206,17 +206,7 @@ def test_the_arm64_package_texts_name_their_machine() -> None:
 
 
 def test_packages_are_named_and_marked_for_their_machine() -> None:
-    spec = PackageSpec(
-        name="qemu-ga-patched",
-        version="10.0.13+qga1",
-        revision="1",
-        maintainer="A B <a@b.example>",
-        exec_path="/usr/sbin/qemu-ga-patched-static",
-        qemu_version="10.0.13",
-        source_date_epoch=1700000000,
-        fsfreeze_hook="#!/bin/sh\n",
-        architecture=AARCH64,
-    )
+    spec = replace(_x86_spec(), architecture=AARCH64)
     assert spec.deb_file == "qemu-ga-patched_10.0.13+qga1-1_arm64.deb"
     assert spec.rpm_file == "qemu-ga-patched-10.0.13+qga1-1.aarch64.rpm"
     assert spec.tarball_stem == "qemu-ga-patched-10.0.13+qga1-linux-aarch64"
